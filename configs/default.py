@@ -1,0 +1,89 @@
+r"""Default: PGD adversarial training of Wong et al.'s small CNN on Fashion-MNIST, L-inf eps = 0.1.
+
+Runs offline on CPU in a few minutes, then evaluates FGSM, PGD-20 and PGD-40 x 2 restarts on the
+whole 10,000-image test set and prints the per-example worst case:
+
+  python launch.py --config=configs/default.py --workdir=workdirs/default
+
+Every field can be overridden, e.g. `--config.train.epochs=1 --config.train_attack.steps=5`.
+"""
+
+import ml_collections
+
+
+def attack(name='pgd', *, norm='linf', eps=0.1, steps=10, step_size=0.025, restarts=1,
+           random_start=True, loss='ce', track_best=True):
+  """An attack config (plain values only); see robust_jax.attacks.build."""
+  return ml_collections.ConfigDict(dict(
+      name=name, norm=norm, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+      random_start=random_start, loss=loss, track_best=track_best))
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      name='fashion_mnist',
+      # Where TFDS keeps prepared datasets; '' -> ~/tensorflow_datasets (or $TFDS_DATA_DIR).
+      data_dir='',
+      # Folder with IDX files (train-images-idx3-ubyte.gz, ...); '' -> the dataset's default,
+      # /usr/share/datasets/fashion-mnist for fashion_mnist (Debian's dataset-fashion-mnist).
+      source_dir='',
+      random_crop=False,   # pad-4 random crop (CIFAR-like data)
+      random_flip=False,   # random horizontal flip (CIFAR-like data)
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      name='small_cnn',
+      depth=28, width=10,          # wide_resnet only
+      # BatchNorm while an attack runs: 'eval' uses running statistics; 'train' uses the
+      # attacked batch's statistics (without updating the running ones).
+      attack_bn_mode='eval',
+  ))
+
+  c.defense = ml_collections.ConfigDict(dict(name='pgd_at'))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128,
+      epochs=5,
+      steps=0,            # > 0: stop after this many steps (quick runs, tests)
+      log_every_steps=50,
+  ))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name='adam',        # 'adam' | 'sgd'
+      learning_rate=1e-3,
+      momentum=0.9,       # sgd only
+      nesterov=False,     # sgd only
+      weight_decay=0.0,   # decoupled for adam (adamw), L2 added to the gradient for sgd
+      schedule='cosine',  # 'constant' | 'piecewise' | 'cosine' | 'cyclic'
+      warmup_epochs=0.0,
+      piecewise_boundaries=(0.5, 0.75),  # fractions of training, lr x piecewise_scale at each
+      piecewise_scale=0.1,
+      cyclic_peak=0.4,    # cyclic: fraction of training at which lr peaks (0 -> peak -> 0)
+      grad_clip_norm=0.0,  # > 0: clip the global gradient norm
+      ema_decay=0.0,      # > 0: keep EMA weights, used for evaluation
+  ))
+
+  c.train_attack = attack('pgd', eps=0.1, steps=10, step_size=0.025, track_best=False)
+
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, max_to_keep=3))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      num_examples=0,     # 0 -> the whole test set
+      batch_size=500,
+      attacks=ml_collections.ConfigDict(dict(
+          fgsm=attack('fgsm', eps=0.1, steps=1, step_size=0.1, random_start=False),
+          pgd20=attack('pgd', eps=0.1, steps=20, step_size=0.01),
+          pgd40x2=attack('pgd', eps=0.1, steps=40, step_size=0.01, restarts=2),
+      )),
+  ))
+
+  c.benchmark = ml_collections.ConfigDict(dict(
+      batch_size=256,
+      repeats=5,
+      warmup=1,
+      attack=attack('pgd', eps=0.1, steps=40, step_size=0.01, track_best=False),
+  ))
+  return c

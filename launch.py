@@ -1,0 +1,76 @@
+r"""robust_jax entry point: flags -> config -> train / eval / benchmark. Wiring only.
+
+  python launch.py                                   # default: PGD-AT on Fashion-MNIST + report
+  python launch.py --config=configs/default.py --workdir=workdirs/x --config.train.epochs=1
+  python launch.py --mode=eval --config=configs/default.py --checkpoint=workdirs/x
+  python launch.py --mode=benchmark --config.model.name=madry_cnn --config.benchmark.batch_size=256
+
+Running the same train command again resumes from the workdir's latest checkpoint.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', os.path.join(_HERE, 'configs', 'default.py'),
+    'Config file (optionally `path.py:arg`); override fields with --config.a.b=v.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where checkpoints, metrics and results go '
+    '(default: workdirs/<config file name>).')
+_MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train_and_eval', 'eval', 'benchmark'],
+                          'What to run.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, '--mode=eval: a workdir or one checkpoint folder (default: --workdir).')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
+
+
+def _default_workdir():
+  path = flags.FLAGS['config'].value if flags.FLAGS['config'].present else 'default.py'
+  name = os.path.splitext(os.path.basename(str(path).split(':')[0]))[0]
+  return os.path.join('workdirs', name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Imported here so that --help stays fast and JAX starts after flags are parsed.
+  from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from robust_jax import errors  # pylint: disable=g-import-not-at-top
+  from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or _default_workdir()
+  try:
+    if _MODE.value == 'benchmark':
+      from robust_jax import benchmark  # pylint: disable=g-import-not-at-top
+      from robust_jax import models  # pylint: disable=g-import-not-at-top
+      from robust_jax import parallel  # pylint: disable=g-import-not-at-top
+      from robust_jax import validation  # pylint: disable=g-import-not-at-top
+      mesh = parallel.make_mesh()
+      validation.validate(config, mesh.devices.size)
+      info = data_lib.DATASETS[config.data.name]
+      model = models.build(config.model, num_classes=info['num_classes'], mean=info['mean'],
+                           std=info['std'])
+      print(json.dumps(benchmark.run(config, model, info['shape'], mesh)), flush=True)
+    elif _MODE.value == 'eval':
+      experiment.evaluate_checkpoint(config, workdir, _CHECKPOINT.value or workdir,
+                                     progress=_PROGRESS.value)
+    else:
+      experiment.train_and_evaluate(config, workdir, progress=_PROGRESS.value)
+  except (errors.ConfigError, FileNotFoundError, FloatingPointError,
+          data_lib.DatasetUnavailableError) as e:
+    logging.error('%s', e)
+    print(f'\nrobust_jax: error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,14 @@
+"""Data: TFDS-backed in-memory datasets, deterministic batching, exact eval, augmentation."""
+
+from robust_jax.data.augment import augment
+from robust_jax.data.batching import eval_batches
+from robust_jax.data.batching import host_slice
+from robust_jax.data.batching import steps_per_epoch
+from robust_jax.data.batching import train_indices
+from robust_jax.data.sources import DATASETS
+from robust_jax.data.sources import Dataset
+from robust_jax.data.sources import DatasetUnavailableError
+from robust_jax.data.sources import load
+
+__all__ = ['augment', 'eval_batches', 'host_slice', 'steps_per_epoch', 'train_indices',
+           'DATASETS', 'Dataset', 'DatasetUnavailableError', 'load']

@@ -1,0 +1,105 @@
+"""Runs an experiment from a config: train (or resume), evaluate, write WORKDIR/results.json.
+
+    from robust_jax import experiment
+    results = experiment.train_and_evaluate(config, workdir)
+
+WORKDIR holds config.json, metrics.jsonl, tensorboard/, checkpoints/, results.json and report.md.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import jax
+from absl import logging
+
+from robust_jax import checkpoint
+from robust_jax import data as data_lib
+from robust_jax import evaluate
+from robust_jax import models
+from robust_jax import optim
+from robust_jax import parallel
+from robust_jax import report
+from robust_jax import train
+from robust_jax import validation
+
+
+def code_version():
+  """The git commit of this checkout (with '+dirty' for local changes), or 'unknown'."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    rev = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
+                         timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return rev + ('+dirty' if dirty else '')
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+
+
+def setup(config):
+  """Validates the config, loads the data, builds the mesh and the model."""
+  mesh = parallel.make_mesh()
+  validation.validate(config, mesh.devices.size)
+  dataset = data_lib.load(config.data)
+  model = models.build(config.model, num_classes=dataset.num_classes, mean=dataset.mean,
+                       std=dataset.std)
+  return mesh, dataset, model
+
+
+def _write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def _finish(results, config, workdir, title, extra):
+  results = {**results, **extra, 'config': config.to_dict(), 'code_version': code_version(),
+             'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+             'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+  table = report.results_table(results, title)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, 'results.json'), results)
+    with open(os.path.join(workdir, 'report.md'), 'w') as f:
+      f.write(table + '\n')
+  print('\n' + table + '\n', flush=True)
+  return results
+
+
+def train_and_evaluate(config, workdir, progress=True):
+  """Trains (resuming from WORKDIR's latest checkpoint), evaluates, returns the results dict."""
+  mesh, dataset, model = setup(config)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  logging.info('%s on %s: %d train / %d test examples, %d devices', config.model.name,
+               dataset.name, len(dataset.train_labels), len(dataset.test_labels),
+               mesh.devices.size)
+  t0 = time.perf_counter()
+  state = train.fit(config, workdir, dataset, model, mesh, progress=progress)
+  train_seconds = time.perf_counter() - t0
+  results = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset, config,
+                              mesh, progress=progress)
+  title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
+  return _finish(results, config, workdir, title,
+                 {'train_steps': int(jax.device_get(state.step)),
+                  'train_seconds_this_run': train_seconds})
+
+
+def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
+  """Evaluates a saved model (a workdir or one checkpoint step folder) with `config.eval`."""
+  mesh, dataset, model = setup(config)
+  n = len(dataset.train_labels)
+  tx, _ = optim.make_optimizer(config.optim, train.num_train_steps(config, n),
+                               data_lib.steps_per_epoch(n, config.train.batch_size))
+  template = train.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
+                              config.optim.ema_decay)
+  state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
+  results = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset, config,
+                              mesh, progress=progress)
+  title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
+  return _finish(results, config, workdir, title,
+                 {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})

@@ -1,0 +1,26 @@
+"""Named random streams. Everything random derives from `config.seed`:
+
+  root_key(seed, INIT)                       model initialisation
+  fold_in(root_key(seed, TRAIN), step)       training step `step`, then per stream below
+  root_key(seed, EVAL)                       evaluation, then per attack and per test example
+"""
+
+import jax
+
+INIT, TRAIN, EVAL = 0, 1, 2
+AUGMENT, ATTACK, DROPOUT = 0, 1, 2
+
+
+def root_key(seed, stream):
+  return jax.random.fold_in(jax.random.key(seed), stream)
+
+
+def step_key(seed, step):
+  """Key of training step `step`: a pure function of (seed, step), so resumes are exact."""
+  return jax.random.fold_in(root_key(seed, TRAIN), step)
+
+
+def example_keys(key, stream, ids):
+  """One key per example: `fold_in(fold_in(key, stream), id)` for each id in `ids: int32[B]`."""
+  key = jax.random.fold_in(key, stream)
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, ids)

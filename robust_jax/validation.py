@@ -1,0 +1,76 @@
+"""Checks a config before anything loads or compiles; errors name the field and the valid values."""
+
+import math
+
+from robust_jax import errors
+
+from robust_jax import attacks
+from robust_jax import data as data_lib
+from robust_jax import defenses
+from robust_jax import model_fns
+from robust_jax import models
+from robust_jax import optim
+
+
+def _positive_int(value, field, allow_zero=False):
+  ok = isinstance(value, int) and not isinstance(value, bool) and (
+      value >= 0 if allow_zero else value >= 1)
+  if not ok:
+    raise errors.ConfigError(f'{field}={value!r} must be an integer >= {0 if allow_zero else 1}.')
+
+
+def _number(value, field, low=None, low_open=False):
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    raise errors.ConfigError(f'{field}={value!r} must be a finite number.')
+  if low is not None and (value <= low if low_open else value < low):
+    raise errors.ConfigError(f'{field}={value!r} must be {">" if low_open else ">="} {low}.')
+
+
+def validate(config, num_devices=1):
+  """Raises ValueError on the first problem found."""
+  if config.data.name not in data_lib.DATASETS:
+    raise errors.ConfigError(f'data.name={config.data.name!r}; valid: {sorted(data_lib.DATASETS)}.')
+  if config.model.name not in models.MODELS:
+    raise errors.ConfigError(f'model.name={config.model.name!r}; valid: {sorted(models.MODELS)}.')
+  if config.model.name == 'wide_resnet' and (config.model.depth - 4) % 6:
+    raise errors.ConfigError(f'model.depth={config.model.depth} must be 6n+4 (e.g. 28, 34, 70).')
+  if config.model.attack_bn_mode not in model_fns.BN_MODES:
+    raise errors.ConfigError(f'model.attack_bn_mode={config.model.attack_bn_mode!r}; '
+                     f'valid: {list(model_fns.BN_MODES)}.')
+  if config.defense.name not in defenses.DEFENSES:
+    raise errors.ConfigError(f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)}.')
+  _positive_int(config.seed, 'seed', allow_zero=True)
+  for field in ('batch_size', 'log_every_steps'):
+    _positive_int(config.train[field], f'train.{field}')
+  _positive_int(config.train.epochs, 'train.epochs', allow_zero=config.train.steps > 0)
+  _positive_int(config.train.steps, 'train.steps', allow_zero=True)
+  _positive_int(config.checkpoint.every_steps, 'checkpoint.every_steps')
+  _positive_int(config.checkpoint.max_to_keep, 'checkpoint.max_to_keep')
+  _positive_int(config.eval.batch_size, 'eval.batch_size')
+  _positive_int(config.eval.num_examples, 'eval.num_examples', allow_zero=True)
+  for field, size in (('train.batch_size', config.train.batch_size),
+                      ('eval.batch_size', config.eval.batch_size)):
+    if size % num_devices:
+      raise errors.ConfigError(f'{field}={size} is not divisible by the {num_devices} devices; '
+                       f'use a multiple of {num_devices}.')
+  o = config.optim
+  if o.name not in optim.OPTIMIZERS:
+    raise errors.ConfigError(f'optim.name={o.name!r}; valid: {list(optim.OPTIMIZERS)}.')
+  if o.schedule not in optim.SCHEDULES:
+    raise errors.ConfigError(f'optim.schedule={o.schedule!r}; valid: {list(optim.SCHEDULES)}.')
+  _number(o.learning_rate, 'optim.learning_rate', 0, low_open=True)
+  _number(o.weight_decay, 'optim.weight_decay', 0)
+  _number(o.momentum, 'optim.momentum', 0)
+  _number(o.warmup_epochs, 'optim.warmup_epochs', 0)
+  _number(o.grad_clip_norm, 'optim.grad_clip_norm', 0)
+  _number(o.ema_decay, 'optim.ema_decay', 0)
+  if o.ema_decay >= 1:
+    raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
+  attacks.validate(config.train_attack, 'train_attack')
+  if not config.eval.attacks:
+    raise errors.ConfigError('eval.attacks is empty; name at least one attack (e.g. the default pgd20).')
+  for name, cfg in config.eval.attacks.items():
+    attacks.validate(cfg, f'eval.attacks.{name}')
+  attacks.validate(config.benchmark.attack, 'benchmark.attack')
+  _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
+  _positive_int(config.benchmark.repeats, 'benchmark.repeats')
