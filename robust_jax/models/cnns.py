@@ -11,7 +11,8 @@ Convs use He-normal fan_out init (`common.conv_init`), hidden Dense layers He-no
 classifier LeCun normal; all biases start at zero.
 """
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 from flax import linen as nn

@@ -1,6 +1,6 @@
 """Pieces shared by the model families: input normalisation and weight initialisers."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 from flax import linen as nn

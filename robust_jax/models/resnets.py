@@ -13,7 +13,8 @@ Init: convs (no bias) He/Kaiming normal with fan_out, as torchvision's and TRADE
 scale 1, bias 0; the classifier LeCun normal with zero bias.
 """
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 from flax import linen as nn
