@@ -10,5 +10,5 @@ from robust_jax.data.sources import Dataset
 from robust_jax.data.sources import DatasetUnavailableError
 from robust_jax.data.sources import load
 
-__all__ = ['augment', 'eval_batches', 'host_slice', 'steps_per_epoch', 'train_indices',
-           'DATASETS', 'Dataset', 'DatasetUnavailableError', 'load']
+__all__ = ['DATASETS', 'Dataset', 'DatasetUnavailableError', 'augment', 'eval_batches',
+           'host_slice', 'load', 'steps_per_epoch', 'train_indices']

@@ -14,7 +14,8 @@ from robust_jax.data import sources
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--name', default='fashion_mnist', choices=sorted(sources.DATASETS))
-  parser.add_argument('--data_dir', default='', help="'' -> $TFDS_DATA_DIR or ~/tensorflow_datasets")
+  parser.add_argument('--data_dir', default='',
+                      help="'' -> $TFDS_DATA_DIR or ~/tensorflow_datasets")
   parser.add_argument('--source_dir', default='', help="folder of IDX files; '' -> the default")
   args = parser.parse_args(argv)
   try:

@@ -15,8 +15,9 @@ Everything goes through TFDS array_record files (no TensorFlow needed to read th
 import dataclasses
 import importlib.util
 import os
-import socket
 import threading
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -44,7 +45,7 @@ DATASETS = {
                          std=(0.1980, 0.2010, 0.1970), offline=False, source_dir='',
                          tfds_name='svhn_cropped'),
 }
-_FALLBACK_HOST = 'storage.googleapis.com'
+_FALLBACK_URL = 'https://storage.googleapis.com/'
 _CHUNK = 10_000  # records decoded per `__getitems__` call
 
 
@@ -89,7 +90,8 @@ def load(data_cfg):
   try:
     (x_train, y_train), (x_test, y_test) = read(builder, 'train'), read(builder, 'test')
   except (ImportError, ValueError, NotImplementedError) as e:
-    raise DatasetUnavailableError(f'Cannot read {data_cfg.name} from {builder.data_dir}: {e}') from e
+    raise DatasetUnavailableError(
+        f'Cannot read {data_cfg.name} from {builder.data_dir}: {e}') from e
   for array in (x_train, y_train, x_test, y_test):
     array.flags.writeable = False  # Shared by every step; indexing returns writable copies.
   return Dataset(x_train, y_train, x_test, y_test, num_classes=info['num_classes'],
@@ -97,7 +99,12 @@ def load(data_cfg):
 
 
 def prepare(name, data_dir='', source_dir=''):
-  """Makes sure `name` is prepared as array_record in `data_dir`; returns its TFDS builder."""
+  """Makes sure `name` is prepared as array_record in `data_dir`; returns its TFDS builder.
+
+  Offline datasets already prepared from IDX files are reused whatever `source_dir` is. `mnist`
+  uses IDX files when prepared so or when `source_dir` holds them, else the TFDS catalogue.
+  Raises ValueError / DatasetUnavailableError as `load` does.
+  """
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}; valid: {sorted(DATASETS)}.')
   info = DATASETS[name]
@@ -125,7 +132,7 @@ def _is_prepared(builder):
 
 def _missing_idx_files(folder):
   missing = []
-  for split, prefix in idx_builder.SPLIT_PREFIXES:
+  for _, prefix in idx_builder.SPLIT_PREFIXES:
     for kind in ('images', 'labels'):
       try:
         idx_builder.find_idx_file(folder, prefix, kind)
@@ -156,9 +163,9 @@ def _prepare_catalogue(name, tfds_name, data_dir, note=''):
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   if _is_prepared(builder):
     return builder
-  hosts = sorted({urllib.parse.urlsplit(u).hostname for u in builder.url_infos or {}} - {None})
-  if not network_reachable(hosts or [_FALLBACK_HOST]):
-    raise DatasetUnavailableError(_offline_message(tfds_name, builder.data_dir, hosts, note))
+  urls = sorted(builder.url_infos or {}) or [_FALLBACK_URL]
+  if not network_reachable(urls):
+    raise DatasetUnavailableError(_offline_message(tfds_name, builder.data_dir, urls, note))
   if importlib.util.find_spec('tensorflow') is None:
     raise DatasetUnavailableError(
         f'Preparing {name} from the TFDS catalogue needs TensorFlow (TFDS uses it to encode '
@@ -170,10 +177,11 @@ def _prepare_catalogue(name, tfds_name, data_dir, note=''):
   return builder
 
 
-def _offline_message(name, target, hosts, note):
+def _offline_message(name, target, urls, note):
+  hosts = sorted({urllib.parse.urlsplit(url).netloc for url in urls})
   return (
       f'Dataset {name!r} is not prepared in {target} and this machine appears offline '
-      f'(cannot reach {", ".join(hosts) or _FALLBACK_HOST}){note}. Offline choices: '
+      f'(cannot reach {", ".join(hosts)}){note}. Offline choices: '
       "--config.data.name=fashion_mnist (from Debian's dataset-fashion-mnist), or "
       '--config.data.name=mnist --config.data.source_dir=<folder with the 4 MNIST IDX files>. '
       f'Or, on a machine with network (and TensorFlow installed), run: `import '
@@ -182,33 +190,31 @@ def _offline_message(name, target, hosts, note):
       f'{name} to {os.path.dirname(os.path.dirname(target))}.')
 
 
-def network_reachable(hosts, timeout=3.0, port=443):
-  """True if a TCP connection to every host (or to the HTTP(S) proxy) opens in time.
+def network_reachable(urls, timeout=3.0):
+  """True if every URL answers an HTTP HEAD request (status < 400, or 405) within `timeout` s.
 
-  The whole probe, DNS included, is bounded by `timeout` seconds per host.
+  Probes run concurrently in daemon threads, so the whole check (DNS included, which socket
+  timeouts do not bound) returns within about `timeout` seconds. Honours $https_proxy etc.
+  An HTTP-level probe, because sandboxes may accept any TCP connection and answer 403/404.
   """
-  proxy = urllib.request.getproxies().get('https') or urllib.request.getproxies().get('http')
-  if proxy:
-    parts = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
-    targets = [(parts.hostname, parts.port or 80)]
-  else:
-    targets = [(host, port) for host in hosts]
-  return all(_tcp_connects(host, port, timeout) for host, port in targets)
+  answers = {}
 
-
-def _tcp_connects(host, port, timeout):
-  ok = []
-
-  def probe():
+  def probe(url):
     try:
-      socket.create_connection((host, port), timeout=timeout).close()
-      ok.append(True)
-    except OSError:
-      pass
-  thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts.
-  thread.start()
-  thread.join(timeout)
-  return bool(ok)
+      with urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout) as r:
+        answers[url] = r.status < 400
+    except urllib.error.HTTPError as e:
+      answers[url] = e.code == 405  # The server is there but refuses HEAD.
+    except Exception:  # noqa: BLE001  # Any failure means "not reachable".
+      answers[url] = False
+
+  threads = [threading.Thread(target=probe, args=(url,), daemon=True) for url in urls]
+  deadline = time.monotonic() + timeout
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join(max(0.0, deadline - time.monotonic()))
+  return all(answers.get(url, False) for url in urls)
 
 
 def _read_idx_split(builder, split):
