@@ -9,6 +9,7 @@ Running the same train command again resumes from the workdir's latest checkpoin
 """
 
 import json
+import logging as py_logging
 import os
 import sys
 
@@ -38,9 +39,17 @@ def _default_workdir():
   return os.path.join('workdirs', name)
 
 
+def _quiet_libraries():
+  """Keeps orbax's and TFDS's per-save INFO lines out of the console (warnings still show)."""
+  noisy = ('/orbax/', '/tensorflow_datasets/', '/etils/')
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= py_logging.WARNING or not any(p in r.pathname for p in noisy))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _quiet_libraries()
   # Imported here so that --help stays fast and JAX starts after flags are parsed.
   from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from robust_jax import errors  # pylint: disable=g-import-not-at-top

@@ -46,7 +46,7 @@ def get_config():
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=128,
-      epochs=5,
+      epochs=3,
       steps=0,            # > 0: stop after this many steps (quick runs, tests)
       log_every_steps=50,
   ))
@@ -66,7 +66,8 @@ def get_config():
       ema_decay=0.0,      # > 0: keep EMA weights, used for evaluation
   ))
 
-  c.train_attack = attack('pgd', eps=0.1, steps=10, step_size=0.025, track_best=False)
+  # Madry-style PGD-AT with 7 steps of 2.5 * eps / 7, last iterate.
+  c.train_attack = attack('pgd', eps=0.1, steps=7, step_size=0.035, track_best=False)
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, max_to_keep=3))
 
