@@ -92,7 +92,7 @@ def make_train_step(model, tx, defense, config, mesh):
         'loss_sum': jax.lax.psum(jnp.sum(per_example), parallel.AXIS),
         'correct': jax.lax.psum(correct, parallel.AXIS),
         'count': jax.lax.psum(jnp.int32(local_b), parallel.AXIS),
-        'grad_norm': optax.global_norm(grads),
+        'grad_norm': optax.tree.norm(grads),
     }
     return new_state, metrics
 
