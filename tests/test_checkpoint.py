@@ -1,0 +1,49 @@
+"""Checkpoints: round trip, loading from a workdir or a step folder, clear errors."""
+
+import jax
+import numpy as np
+import pytest
+
+from robust_jax import checkpoint
+from robust_jax import models
+from robust_jax import optim
+from robust_jax import train
+from tests import helpers
+
+
+def _state(seed):
+  config = helpers.quick_config()
+  model = models.build(config.model, num_classes=10, mean=(0.5,), std=(0.25,))
+  tx, _ = optim.make_optimizer(config.optim, 10, 10)
+  return train.init_state(model, tx, jax.random.key(seed), (28, 28, 1))
+
+
+def test_round_trip_and_load_paths(tmp_path):
+  state = _state(0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
+  ckpt.save(3, state)
+  ckpt.save(5, state.replace(step=state.step + 5))
+  ckpt.close()
+  template = _state(1)
+  restored, resumed = checkpoint.Checkpointer(str(tmp_path), 1).restore_or_init(template)
+  assert resumed and int(restored.step) == 5
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored.params)):
+    np.testing.assert_array_equal(a, b)
+  _, step = checkpoint.load(str(tmp_path), template)
+  assert step == 5
+  _, step = checkpoint.load(str(tmp_path / 'checkpoints' / '3'), template)
+  assert step == 3
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='No checkpoint'):
+    checkpoint.load(str(tmp_path / 'nothing_here'), _state(0))
+  (tmp_path / 'empty' / 'checkpoints').mkdir(parents=True)
+  with pytest.raises(FileNotFoundError, match='No finished checkpoint'):
+    checkpoint.load(str(tmp_path / 'empty'), _state(0))
+
+
+def test_fresh_workdir_starts_from_scratch(tmp_path):
+  state = _state(0)
+  restored, resumed = checkpoint.Checkpointer(str(tmp_path), 1).restore_or_init(state)
+  assert not resumed and restored is state

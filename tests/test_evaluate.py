@@ -1,0 +1,62 @@
+"""Exact robust evaluation: every example once, worst case per example, split-invariant."""
+
+import jax
+import numpy as np
+
+from robust_jax import evaluate
+from robust_jax import model_fns
+from robust_jax import models
+from robust_jax import parallel
+from robust_jax import rng
+from robust_jax import report
+from tests import helpers
+
+
+def _setup(config, dataset):
+  model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
+  v = model_fns.init_variables(model, rng.root_key(0, rng.INIT), dataset.test_images.shape[1:])
+  return model, v['params']
+
+
+def test_counts_every_example_exactly_once_and_worst_case_is_per_example():
+  config = helpers.quick_config()
+  dataset = helpers.tiny_dataset(n_test=37)
+  model, params = _setup(config, dataset)
+  mesh = parallel.make_mesh()
+  results = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  assert results['num_examples'] == 37
+  logits = model.apply({'params': params}, dataset.test_images.astype(np.float32) / 255,
+                       train=False)
+  expected = int(np.sum(np.argmax(logits, -1) == dataset.test_labels))
+  assert results['clean_accuracy'] == expected / 37
+  worst = results['worst_case_accuracy']
+  assert worst <= min([results['clean_accuracy']] +
+                      [a['accuracy'] for a in results['attacks'].values()])
+  for name, a in results['attacks'].items():
+    assert a['correct'] == round(a['accuracy'] * 37)
+    assert a['metric'].startswith(config.eval.attacks[name].name)
+  table = report.results_table(results)
+  assert 'worst case' in table and '/ 37' in table
+
+
+def test_results_do_not_depend_on_batch_size_or_device_count():
+  config = helpers.quick_config()
+  dataset = helpers.tiny_dataset(n_test=40)
+  model, params = _setup(config, dataset)
+  a = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(), progress=False)
+  config.eval.batch_size = 20
+  b = evaluate.evaluate(model, params, {}, dataset, config,
+                        parallel.make_mesh(jax.devices()[:1]), progress=False)
+  for key in ('clean_accuracy', 'worst_case_accuracy'):
+    assert a[key] == b[key]
+  for name in a['attacks']:
+    assert a['attacks'][name]['correct'] == b['attacks'][name]['correct']
+
+
+def test_num_examples_limits_the_test_set():
+  config = helpers.quick_config(**{'eval.num_examples': 10})
+  dataset = helpers.tiny_dataset(n_test=37)
+  model, params = _setup(config, dataset)
+  results = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+                              progress=False)
+  assert results['num_examples'] == 10
