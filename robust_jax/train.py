@@ -110,7 +110,8 @@ def _finite_or_raise(step, record):
     if isinstance(value, float) and not jnp.isfinite(value):
       raise FloatingPointError(
           f'Training diverged: {name}={value} at step {step}. The last good checkpoint is kept '
-          'in WORKDIR/checkpoints; lower optim.learning_rate or set optim.grad_clip_norm and rerun.')
+          'in WORKDIR/checkpoints; lower optim.learning_rate or set optim.grad_clip_norm and '
+          'rerun.')
 
 
 def _host_batch(dataset, config, step, host_rows):
@@ -135,7 +136,8 @@ def fit(config, workdir, dataset, model, mesh, progress=True):
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
   total = num_train_steps(config, n)
   tx, schedule = optim.make_optimizer(config.optim, total, spe)
-  state = init_state(model, tx, rng.root_key(config.seed, rng.INIT), dataset.train_images.shape[1:], config.optim.ema_decay)
+  state = init_state(model, tx, rng.root_key(config.seed, rng.INIT),
+                     dataset.train_images.shape[1:], config.optim.ema_decay)
   state = parallel.replicate(state, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint.every_steps,
                                  config.checkpoint.max_to_keep)

@@ -38,7 +38,8 @@ def validate(config, num_devices=1):
     raise errors.ConfigError(f'model.attack_bn_mode={config.model.attack_bn_mode!r}; '
                      f'valid: {list(model_fns.BN_MODES)}.')
   if config.defense.name not in defenses.DEFENSES:
-    raise errors.ConfigError(f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)}.')
+    raise errors.ConfigError(
+        f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)}.')
   _positive_int(config.seed, 'seed', allow_zero=True)
   for field in ('batch_size', 'log_every_steps'):
     _positive_int(config.train[field], f'train.{field}')
@@ -68,7 +69,8 @@ def validate(config, num_devices=1):
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
   attacks.validate(config.train_attack, 'train_attack')
   if not config.eval.attacks:
-    raise errors.ConfigError('eval.attacks is empty; name at least one attack (e.g. the default pgd20).')
+    raise errors.ConfigError(
+        'eval.attacks is empty; name at least one attack (e.g. the default pgd20).')
   for name, cfg in config.eval.attacks.items():
     attacks.validate(cfg, f'eval.attacks.{name}')
   attacks.validate(config.benchmark.attack, 'benchmark.attack')

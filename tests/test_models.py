@@ -80,8 +80,9 @@ def test_normalisation_is_applied():
   a = _build('small_cnn', CIFAR, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
   b = _build('small_cnn', CIFAR, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
   variables = _init(a, x)
-  np.testing.assert_raises(AssertionError, np.testing.assert_allclose,
-                           _apply(a, variables, x, train=False), _apply(b, variables, x, train=False))
+  out_a = _apply(a, variables, x, train=False)
+  out_b = _apply(b, variables, x, train=False)
+  np.testing.assert_raises(AssertionError, np.testing.assert_allclose, out_a, out_b)
   # Normalising by hand and using mean 0, std 1 gives the same logits.
   c = _build('small_cnn', CIFAR, mean=(0.0,), std=(1.0,))
   np.testing.assert_allclose(_apply(c, variables, (x - 0.5) / 0.25, train=False),

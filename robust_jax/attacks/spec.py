@@ -23,7 +23,8 @@ def _fields(cfg):
   out.update(cfg)
   unknown = set(out) - set(_DEFAULTS) - {'name'}
   if unknown:
-    raise errors.ConfigError(f'Unknown attack field(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}.')
+    raise errors.ConfigError(
+        f'Unknown attack field(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}.')
   return out
 
 
@@ -39,13 +40,15 @@ def validate(cfg, where='attack'):
     raise errors.ConfigError(f'{where}.loss={f["loss"]!r}; valid: {sorted(objectives.LOSSES)}.')
   eps = f['eps']
   if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-    raise errors.ConfigError(f'{where}.eps={eps!r} must be a finite number >= 0 (pixel scale [0,1]).')
+    raise errors.ConfigError(
+        f'{where}.eps={eps!r} must be a finite number >= 0 (pixel scale [0,1]).')
   for field in ('steps', 'restarts'):
     v = f[field]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise errors.ConfigError(f'{where}.{field}={v!r} must be an integer >= 1.')
   if name == 'fgsm' and f['steps'] != 1:
-    raise errors.ConfigError(f'{where}.steps={f["steps"]} but FGSM takes exactly 1 step; use name=pgd.')
+    raise errors.ConfigError(
+        f'{where}.steps={f["steps"]} but FGSM takes exactly 1 step; use name=pgd.')
   step = f['step_size']
   if step is not None and (not isinstance(step, (int, float)) or not math.isfinite(step)
                            or step <= 0):

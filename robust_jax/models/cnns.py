@@ -1,4 +1,4 @@
-"""Small CNNs for MNIST-like data: Wong et al. 2020, Madry et al. 2018 and TRADES (Zhang et al. 2019).
+"""Small CNNs for MNIST-like data: Wong et al. 2020, Madry et al. 2018, TRADES (Zhang et al. 2019).
 
 All take `x: f32[B,H,W,C]` in [0,1] and return logits `f32[B,num_classes]`; they also run on
 32x32x3 inputs (the flattened size follows the input). Usage:
