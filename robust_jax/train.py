@@ -45,7 +45,8 @@ def init_state(model, tx, key, image_shape, ema_decay=0.0):
   params = v['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=v.get('batch_stats', {}), opt_state=tx.init(params),
-                    ema_params=params if ema_decay > 0 else None)
+                    # A copy, never the same buffers: the step donates its whole state.
+                    ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None)
 
 
 def make_train_step(model, tx, defense, config, mesh):

@@ -119,3 +119,23 @@ def test_schedules(schedule):
     np.testing.assert_allclose([lrs[10], lrs[60], lrs[90]], [0.1, 0.01, 0.001], rtol=1e-5)
   if schedule == 'cosine':
     assert lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.001
+
+
+def test_ema_weights_trail_the_parameters():
+  config = helpers.quick_config(**{'optim.ema_decay': 0.5, 'defense.name': 'standard'})
+  dataset = helpers.tiny_dataset()
+  mesh = parallel.make_mesh()
+  model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
+  tx, _ = optim.make_optimizer(config.optim, 10, 10)
+  state = train.init_state(model, tx, rng.root_key(0, rng.INIT), (28, 28, 1), ema_decay=0.5)
+  init = jax.tree.map(np.array, state.params)  # a copy: the step donates the state
+  state = parallel.replicate(state, mesh)
+  step_fn = train.make_train_step(model, tx, defenses.build(config), config, mesh)
+  batch = parallel.shard_batch({'image': dataset.train_images[:8],
+                                'label': dataset.train_labels[:8]}, mesh)
+  state, _ = step_fn(state, batch, rng.step_key(0, 0))
+  state = jax.device_get(state)
+  for p0, p1, e in zip(jax.tree.leaves(init), jax.tree.leaves(state.params),
+                       jax.tree.leaves(state.ema_params)):
+    np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, rtol=1e-5, atol=1e-7)
+  assert state.eval_params() is state.ema_params
