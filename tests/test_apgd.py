@@ -84,7 +84,7 @@ def test_per_example_keys_make_results_independent_of_batch_split(kind, static):
   whole = _run(kind, x, y, keys, 0.3, **static)
   halves = jnp.concatenate([_run(kind, x[:4], y[:4], keys[:4], 0.3, **static),
                             _run(kind, x[4:], y[4:], keys[4:], 0.3, **static)])
-  np.testing.assert_allclose(whole, halves, atol=1e-6)
+  np.testing.assert_array_equal(whole, halves)
 
 
 def test_apgd_ce_beats_pgd_and_apgd_t_beats_apgd_ce_on_mlp():
@@ -145,5 +145,7 @@ def test_num_targets_is_clipped_and_bad_arguments_raise():
       make(eps=0.1, **kwargs)
   with pytest.raises(ValueError, match='>= 4 classes'):
     apgd.make_apgd_targeted(eps=0.1)(lambda v: linear_logits(v)[:, :3], x, y, key)
+  closed = jax.jit(lambda *a: apgd.make_apgd(eps=0.2, steps=2)(linear_logits, *a))(x, y, key)
+  np.testing.assert_array_equal(closed, _run('apgd_ce', x, y, key, 0.2, steps=2, norm='linf'))
   assert set(apgd.DEFAULTS) == {'apgd_ce', 'apgd_t'}
   assert apgd.DEFAULTS['apgd_t']['num_targets'] == 9 and apgd.DEFAULTS['apgd_ce']['loss'] == 'ce'

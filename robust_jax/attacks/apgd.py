@@ -6,7 +6,7 @@
 
 APGD needs no step size: each example starts with step 2 eps, moves with momentum 0.75, and at the
 checkpoints `checkpoints(steps)` halves its own step size and restarts from its best point when
-the loss went up in fewer than a fraction `rho` of the steps since the last checkpoint
+the loss went up in at most a fraction `rho` of the steps since the last checkpoint
 (condition 1), or when neither its step size nor its best loss changed since then (condition 2).
 The step loop is one `lax.fori_loop`; the checkpoint schedule is a static boolean array indexed
 by the iteration. Restarts run under `vmap`; the targets of `make_apgd_targeted` run one after
@@ -117,7 +117,8 @@ def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho):
   eta0 = jnp.full(x.shape[:1], 2.0, jnp.float32) * eps
   state = dict(x=x0, x_prev=x0, g=g0, loss=l0, eta=eta0,
                x_max=x0, g_max=g0, loss_max=l0,                          # algorithm's best
-               n_up=jnp.zeros_like(l0), loss_max_check=l0, halved=jnp.zeros_like(mis0),
+               n_up=jnp.zeros_like(l0), loss_max_check=l0,
+               halved=jnp.ones_like(mis0),  # as in the authors' code: no condition 2 at w_1
                x_ret=x0, mis_ret=mis0, loss_ret=l0)                       # returned best
 
   def body(i, s):
@@ -132,7 +133,7 @@ def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho):
     better = pgd.stronger(mis, loss, s['mis_ret'], s['loss_ret'])
     # Checkpoint: condition 1 (too few increases) or 2 (step and best loss both unchanged).
     check = jnp.asarray(is_check)[i]
-    cond1 = n_up < rho * jnp.asarray(since)[i]
+    cond1 = n_up <= rho * jnp.asarray(since)[i]  # `<=` as in the authors' code
     cond2 = ~s['halved'] & (loss_max <= s['loss_max_check'])
     halve = check & (cond1 | cond2)
     return dict(
@@ -184,7 +185,7 @@ def make_apgd(*, norm='linf', eps, steps=100, restarts=1, loss='ce', rho=0.75, s
     steps: iterations N (N + 1 gradient evaluations).
     restarts: independent random starts, vmapped; the strongest per example is kept.
     loss: 'ce' (APGD-CE) or 'dlr' (APGD-DLR, needs >= 3 classes), maximised.
-    rho: condition 1 halves the step when the loss rose in fewer than rho of the iterations since
+    rho: condition 1 halves the step when the loss rose in at most rho of the iterations since
       the last checkpoint.
     seed_start: start from a random point on the ball's surface drawn from each example's key
       (the authors' start); False starts every restart from x itself.
