@@ -12,7 +12,7 @@ from tests import helpers
     ('data.name', 'imagenet', "valid: \\['cifar10'"),
     ('defense.name', 'magic', "valid: \\['pgd_at', 'standard'\\]"),
     ('train_attack.name', 'bim', "train_attack.name='bim' is not an attack"),
-    ('train_attack.eps', -0.1, 'train_attack.eps=-0.1 must be a finite number >= 0'),
+    ('train_attack.eps', -0.1, 'train_attack.eps=-0.1 must be a number >= 0'),
     ('train_attack.steps', 0, 'train_attack.steps=0 must be an integer >= 1'),
     ('train.batch_size', 0, 'train.batch_size=0'),
     ('optim.name', 'lion', "valid: \\['adam', 'sgd'\\]"),

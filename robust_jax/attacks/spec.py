@@ -1,77 +1,125 @@
-"""Attack configs: validation, construction and canonical names.
+"""Attack configs: a registry of attacks, validation, construction and canonical names.
 
-An attack config holds plain values: `name`, `norm`, `eps`, `steps`, `step_size`, `restarts`,
-`random_start`, `loss` and optionally `track_best`.
+An attack config holds plain values: `name` plus the attack's fields (see `ATTACKS[name]`), e.g.
+`dict(name='pgd', norm='linf', eps=0.1, steps=40, step_size=0.01, restarts=2)`. Missing fields
+take the attack's defaults; an unknown field or value is an error naming it and the valid ones.
 """
 
 import math
 
 from robust_jax import errors
-
+from robust_jax.attacks import apgd
+from robust_jax.attacks import cw
+from robust_jax.attacks import deepfool
+from robust_jax.attacks import fab
 from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
+from robust_jax.attacks import square
 from robust_jax.attacks import threat
 
-ATTACKS = ('fgsm', 'pgd')
-_DEFAULTS = dict(norm='linf', eps=0.0, steps=1, step_size=None, restarts=1, random_start=True,
-                 loss='ce', track_best=True)
+_PGD = dict(norm='linf', eps=0.0, steps=1, step_size=None, restarts=1, random_start=True,
+            loss='ce', track_best=True)
 
 
-def _fields(cfg):
-  cfg = dict(cfg)
-  out = dict(_DEFAULTS)
-  out.update(cfg)
-  unknown = set(out) - set(_DEFAULTS) - {'name'}
-  if unknown:
-    raise errors.ConfigError(
-        f'Unknown attack field(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}.')
-  return out
+def _make_pgd(f):
+  step = f['step_size']
+  if step is None:  # FGSM steps the whole radius; PGD defaults to 2.5 eps / steps (Madry).
+    step = f['eps'] if f['name'] == 'fgsm' else 2.5 * f['eps'] / f['steps']
+  return pgd.make_pgd(norm=f['norm'], eps=f['eps'], steps=f['steps'], step_size=float(step),
+                      restarts=f['restarts'], random_start=bool(f['random_start']),
+                      loss=f['loss'], track_best=bool(f['track_best']))
+
+
+def _kwargs(f):
+  return {k: v for k, v in f.items() if k != 'name'}
+
+
+# name -> (defaults, valid norms, valid losses or None, factory(fields) -> attack).
+ATTACKS = {
+    'fgsm': (dict(_PGD, random_start=False), threat.NORMS, tuple(objectives.LOSSES), _make_pgd),
+    'pgd': (_PGD, threat.NORMS, tuple(objectives.LOSSES), _make_pgd),
+    'apgd_ce': (apgd.DEFAULTS['apgd_ce'], threat.NORMS, tuple(apgd.LOSSES),
+                lambda f: apgd.make_apgd(**_kwargs(f))),
+    'apgd_t': (apgd.DEFAULTS['apgd_t'], threat.NORMS, None,
+               lambda f: apgd.make_apgd_targeted(**_kwargs(f))),
+    'fab_t': (fab.DEFAULTS['fab_t'], fab.NORMS, None,
+              lambda f: fab.make_fab_targeted(**_kwargs(f))),
+    'square': (square.DEFAULTS['square'], threat.NORMS, None,
+               lambda f: square.make_square(**_kwargs(f))),
+    'cw_l2': (cw.DEFAULTS, ('l2',), None, lambda f: cw.make_cw_l2(**_kwargs(f))),
+    'deepfool': (deepfool.DEFAULTS, threat.NORMS, None,
+                 lambda f: deepfool.make_deepfool(**_kwargs(f))),
+}
+
+_INTEGERS = ('steps', 'restarts', 'num_targets', 'search_steps', 'num_candidates')
+_POSITIVE = ('step_size', 'learning_rate', 'initial_c', 'p_init', 'rho', 'eta', 'beta')
+_NON_NEGATIVE = ('overshoot', 'kappa', 'alpha_max')
+_BOOLEANS = ('random_start', 'track_best', 'seed_start')
+
+
+def register(name, defaults, norms, losses, factory):
+  """Adds an attack: `factory(fields: dict) -> attack(logits_fn, x, y, key)`."""
+  ATTACKS[name] = (dict(defaults), tuple(norms), None if losses is None else tuple(losses),
+                   factory)
+
+
+def _is_number(v):
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
 
 
 def validate(cfg, where='attack'):
-  """Raises ValueError naming the field (`where.field`) and the valid choices."""
-  f = _fields(cfg)
-  name = f.get('name')
+  """Returns the attack's full field dict; raises ConfigError naming `where.field`."""
+  cfg = dict(cfg)
+  name = cfg.get('name')
   if name not in ATTACKS:
-    raise errors.ConfigError(f'{where}.name={name!r} is not an attack; valid: {list(ATTACKS)}.')
-  if f['norm'] not in threat.NORMS:
-    raise errors.ConfigError(f'{where}.norm={f["norm"]!r}; valid: {list(threat.NORMS)}.')
-  if f['loss'] not in objectives.LOSSES:
-    raise errors.ConfigError(f'{where}.loss={f["loss"]!r}; valid: {sorted(objectives.LOSSES)}.')
-  eps = f['eps']
-  if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+    raise errors.ConfigError(f'{where}.name={name!r} is not an attack; valid: {sorted(ATTACKS)}.')
+  defaults, norms, losses, _ = ATTACKS[name]
+  unknown = set(cfg) - set(defaults) - {'name'}
+  if unknown:
+    raise errors.ConfigError(f'{where}: unknown field(s) {sorted(unknown)} for attack {name!r}; '
+                             f'valid: {sorted(defaults)}.')
+  f = {**defaults, **cfg}
+  if f['norm'] not in norms:
+    raise errors.ConfigError(f'{where}.norm={f["norm"]!r}; {name} supports {list(norms)}.')
+  if losses is not None and f.get('loss') not in losses:
+    raise errors.ConfigError(f'{where}.loss={f.get("loss")!r}; valid: {sorted(losses)}.')
+  if not _is_number(f['eps']) or f['eps'] < 0:
     raise errors.ConfigError(
-        f'{where}.eps={eps!r} must be a finite number >= 0 (pixel scale [0,1]).')
-  for field in ('steps', 'restarts'):
-    v = f[field]
+        f'{where}.eps={f["eps"]!r} must be a number >= 0 (pixel scale [0,1]; inf = unbounded).')
+  for field in _INTEGERS:
+    v = f.get(field, 1)
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise errors.ConfigError(f'{where}.{field}={v!r} must be an integer >= 1.')
+  for field in _POSITIVE + _NON_NEGATIVE:
+    v = f.get(field, 1.0)
+    if v is None and field == 'step_size':
+      continue
+    if not _is_number(v) or not math.isfinite(v) or (v <= 0 if field in _POSITIVE else v < 0):
+      raise errors.ConfigError(f'{where}.{field}={v!r} must be a finite number '
+                               f'{"> 0" if field in _POSITIVE else ">= 0"}.')
+  for field in _BOOLEANS:
+    if not isinstance(f.get(field, True), bool):
+      raise errors.ConfigError(f'{where}.{field}={f[field]!r} must be True or False.')
   if name == 'fgsm' and f['steps'] != 1:
     raise errors.ConfigError(
         f'{where}.steps={f["steps"]} but FGSM takes exactly 1 step; use name=pgd.')
-  step = f['step_size']
-  if step is not None and (not isinstance(step, (int, float)) or not math.isfinite(step)
-                           or step <= 0):
-    raise errors.ConfigError(f'{where}.step_size={step!r} must be a finite number > 0.')
   return f
 
 
 def build(cfg, where='attack'):
   """Returns `attack(logits_fn, x, y, key) -> x_adv` for a validated attack config."""
   f = validate(cfg, where)
-  step = f['step_size']
-  if step is None:  # FGSM steps the whole radius; PGD defaults to 2.5 eps / steps (Madry).
-    step = f['eps'] if f['name'] == 'fgsm' else 2.5 * f['eps'] / f['steps']
-  return pgd.make_pgd(norm=f['norm'], eps=float(f['eps']), steps=f['steps'],
-                      step_size=float(step), restarts=f['restarts'],
-                      random_start=bool(f['random_start']), loss=f['loss'],
-                      track_best=bool(f['track_best']))
+  f['eps'] = float(f['eps'])
+  return ATTACKS[f['name']][3](f)
 
 
 def describe(cfg):
-  """A canonical metric name holding the attack's spec, e.g. 'pgd40x2_linf_0.1_ce'."""
-  f = _fields(cfg)
-  steps = '' if f['name'] == 'fgsm' else str(f['steps'])
-  restarts = f'x{f["restarts"]}' if f['restarts'] > 1 else ''
-  rs = '_rs' if f['name'] == 'fgsm' and f['random_start'] else ''
-  return f'{f["name"]}{steps}{restarts}{rs}_{f["norm"]}_{f["eps"]:g}_{f["loss"]}'
+  """A canonical metric name holding the attack's spec: 'pgd40x2_linf_0.1_ce', 'apgd_t-100_linf_0.1'."""
+  name = dict(cfg)['name']
+  f = {**ATTACKS[name][0], **dict(cfg)} if name in ATTACKS else dict(cfg)
+  steps = '' if name == 'fgsm' else str(f.get('steps', ''))
+  restarts = f'x{f["restarts"]}' if f.get('restarts', 1) > 1 else ''
+  rs = '_rs' if name == 'fgsm' and f.get('random_start') else ''
+  loss = f'_{f["loss"]}' if 'loss' in f else ''
+  sep = '' if name in ('pgd', 'fgsm') else '-'
+  return f'{name}{sep}{steps}{restarts}{rs}_{f["norm"]}_{f["eps"]:g}{loss}'

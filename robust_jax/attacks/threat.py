@@ -72,4 +72,6 @@ def distance(x_adv, x, norm):
     return jnp.max(jnp.abs(d), axis=1)
   if norm == 'l2':
     return jnp.sqrt(jnp.sum(jnp.square(d), axis=1))
-  raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
+  if norm == 'l1':
+    return jnp.sum(jnp.abs(d), axis=1)
+  raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS + ("l1",)}.')

@@ -1,0 +1,204 @@
+"""Targeted Fast Adaptive Boundary attack, FAB-T (Croce & Hein 2020), for any JAX function.
+
+    attack = make_fab_targeted(norm='linf', eps=8 / 255, steps=100, num_targets=9)
+    x_adv = jax.jit(attack, static_argnums=0)(logits_fn, x, y, jax.random.key(0))
+
+FAB looks for the smallest adversarial perturbation. For each of the `num_targets` most likely
+classes other than the true one it linearises the boundary between the true class and the target
+at the current iterate, projects both the iterate and the original point onto that hyperplane
+inside the box [0,1], steps to a convex combination of the two (biased towards the original point
+by at most `alpha_max`, with overshoot `eta`), and, whenever the iterate is adversarial, records it
+if it is the smallest so far and pulls it back towards the original point by `beta`.
+
+Runs (target x restart) are scanned, so a restart can start within half the smallest norm found so
+far (capped at eps/2); the step loop is a `lax.fori_loop`. Robust accuracy is measured at radius
+eps, so each example gets its smallest adversarial example if that is within eps, else x itself.
+
+The projections onto a hyperplane intersected with the box are exact and sort-based (one sort of
+the D coordinates per projection), written as a water-filling problem: see `project_hyperplane`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax.attacks import pgd
+
+NORMS = ('linf', 'l2', 'l1')
+DEFAULTS = {'fab_t': dict(norm='linf', eps=0.0, steps=100, restarts=1, num_targets=9,
+                          alpha_max=0.1, eta=1.05, beta=0.9)}
+_TINY = 1e-12
+
+
+def lp_norm(v, norm):
+  """The `norm` of `v: f32[..., D]` over its last axis, f32[...]."""
+  if norm == 'linf':
+    return jnp.max(jnp.abs(v), axis=-1)
+  if norm == 'l2':
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=-1))
+  if norm == 'l1':
+    return jnp.sum(jnp.abs(v), axis=-1)
+  raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
+
+
+def _water_level(weight, cap, need):
+  """Smallest s >= 0 with sum_i weight_i * min(s, cap_i) >= need, or inf if there is none.
+
+  weight, cap: f32[D] >= 0; need: f32[] >= 0. The left side is piecewise linear and
+  non-decreasing in s with kinks at the caps: sort them, evaluate it at every kink, and solve the
+  linear piece that crosses `need`.
+  """
+  cap_s, weight_s = jax.lax.sort((cap, weight), num_keys=1)
+  cum_w = jnp.cumsum(weight_s)
+  cum_wc = jnp.cumsum(weight_s * cap_s)
+  at_kinks = cum_wc + cap_s * (cum_w[-1] - cum_w)
+  k = jnp.sum(at_kinks < need)  # the first kink reaching `need`
+  below_wc = jnp.where(k > 0, cum_wc[k - 1], 0.0)
+  below_w = jnp.where(k > 0, cum_w[k - 1], 0.0)
+  level = (need - below_wc) / jnp.maximum(cum_w[-1] - below_w, _TINY)
+  return jnp.where(k == cap.shape[0], jnp.inf, jnp.maximum(level, 0.0))
+
+
+def project_hyperplane(t, w, b, norm):
+  """The minimal-`norm` step d with w.(t + d) = b and t + d in [0,1]^D, for one example.
+
+  Args:
+    t: f32[D] in [0,1], the point to project.
+    w, b: f32[D] and f32[], the hyperplane {z : w.z = b}.
+    norm: 'linf', 'l2' or 'l1'.
+  Returns:
+    f32[D]. If the box does not meet the hyperplane, the box corner closest to it (every coordinate
+    moved as far as it can towards the hyperplane), as in the paper.
+
+  With need = b - w.t made >= 0 by flipping w, coordinate i moves in direction sign(w_i) by at most
+  cap_i (to the box edge). L-inf: d_i = sign(w_i) min(s, cap_i), the smallest s that reaches the
+  plane. L2 (KKT): d_i = clip(lambda w_i) = w_i min(lambda, cap_i / |w_i|). L1 (fractional
+  knapsack): fill coordinates in decreasing |w_i| up to their caps.
+  """
+  need = b - jnp.dot(w, t)
+  w = jnp.where(need < 0, -w, w)
+  need = jnp.abs(need)
+  mag = jnp.abs(w)
+  cap = jnp.where(w > 0, 1.0 - t, jnp.where(w < 0, t, 0.0))
+  if norm == 'linf':
+    return jnp.sign(w) * jnp.minimum(_water_level(mag, cap, need), cap)
+  if norm == 'l2':
+    live = mag > _TINY
+    ratio = jnp.where(live, cap / jnp.where(live, mag, 1.0), 0.0)
+    return jnp.where(live, w, 0.0) * jnp.minimum(_water_level(w * w, ratio, need), ratio)
+  if norm == 'l1':
+    dim = t.shape[0]
+    order = jnp.argsort(-mag)
+    gain = jnp.cumsum(mag[order] * cap[order])
+    k = jnp.sum(gain < need)  # coordinates before rank k move to their caps, rank k partially
+    rank = jnp.zeros((dim,), jnp.int32).at[order].set(jnp.arange(dim, dtype=jnp.int32))
+    below = jnp.where(k > 0, gain[k - 1], 0.0)
+    partial = (need - below) / jnp.maximum(mag[order[jnp.minimum(k, dim - 1)]], _TINY)
+    amount = jnp.where(rank < k, cap, jnp.where(rank == k, jnp.clip(partial, 0.0, cap), 0.0))
+    return jnp.sign(w) * amount
+  raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
+
+
+def fab_step(x1, x0, diff, grad, norm, alpha_max, eta):
+  """One FAB step from `x1` for the linearised boundary diff + grad.(z - x1) = 0.
+
+  x1, x0, grad: f32[B,D] (iterate, original point, gradient of diff at x1); diff: f32[B].
+  Returns the next iterate, f32[B,D] in [0,1].
+  """
+  b = jnp.sum(grad * x1, axis=-1) - diff
+  project = jax.vmap(functools.partial(project_hyperplane, norm=norm))
+  both = project(jnp.concatenate([x1, x0]), jnp.concatenate([grad, grad]),
+                 jnp.concatenate([b, b]))
+  d1, d0 = jnp.split(both, 2)
+  n1 = jnp.maximum(lp_norm(d1, norm), 1e-8)
+  n0 = jnp.maximum(lp_norm(d0, norm), 1e-8)
+  alpha = jnp.clip(n1 / (n1 + n0), 0.0, alpha_max)[:, None]
+  return jnp.clip((x1 + eta * d1) * (1 - alpha) + (x0 + eta * d0) * alpha, 0.0, 1.0)
+
+
+def unit_sphere(keys, dim, norm):
+  """A random point of the unit `norm` sphere per key: f32[B,D] (L-inf from a uniform cube,
+  L2 and L1 from a Gaussian, as in the authors' code)."""
+  def one(k):
+    if norm == 'linf':
+      v = jax.random.uniform(k, (dim,), minval=-1.0, maxval=1.0)
+    else:
+      v = jax.random.normal(k, (dim,))
+    return v / jnp.maximum(lp_norm(v, norm), _TINY)
+  return jax.vmap(one)(keys)
+
+
+def make_fab_targeted(*, norm='linf', eps, steps=100, restarts=1, num_targets=9,
+                      alpha_max=0.1, eta=1.05, beta=0.9):
+  """Builds `attack(logits_fn, x, y, key) -> x_adv` for targeted FAB (FAB-T in AutoAttack).
+
+  Args:
+    norm: 'linf', 'l2' or 'l1'.
+    eps: radius at which the result counts, in [0,1] pixel scale; also caps random starts.
+    steps: FAB steps per run (each: one gradient and one extra forward pass).
+    restarts: runs per target; the first starts at x, the others on the sphere of radius
+      min(smallest norm found so far, eps) / 2 around x.
+    num_targets: target classes, the most likely ones other than y by clean logits (clipped to
+      num_classes - 1).
+    alpha_max, eta, beta: maximal bias towards x, overshoot, backward step (the paper's values).
+
+  Returns:
+    attack(logits_fn, x, y, key): `logits_fn` maps f32[B,H,W,C] in [0,1] to f32[B,K] logits,
+    `x: f32[B,H,W,C]` in [0,1], `y: int[B]`, `key` one PRNG key or one per example ([B]).
+    Returns f32[B,H,W,C]: per example, the smallest adversarial example found if its distance to x
+    is <= eps, else x (also x for points misclassified from the start); gradients stopped.
+  """
+  if norm not in NORMS:
+    raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
+
+  def attack(logits_fn, x, y, key):
+    shape, batch = x.shape, x.shape[0]
+    num_classes = jax.eval_shape(logits_fn, x).shape[-1]
+    num_runs = min(num_targets, num_classes - 1) * restarts
+    keys = pgd.per_example_keys(key, batch)
+    if num_runs < 1:
+      return jax.lax.stop_gradient(x)
+    x0 = x.reshape(batch, -1)
+    flat_logits = lambda v: logits_fn(v.reshape(shape))
+    onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
+    clean = logits_fn(x)
+    correct = jnp.argmax(clean, -1) == y
+    _, targets = jax.lax.top_k(jnp.where(onehot > 0, -jnp.inf, clean), num_runs // restarts)
+
+    def run(best, i):
+      """Run i: target i // restarts, restart i % restarts."""
+      coeff = onehot - jax.nn.one_hot(targets[:, i // restarts], num_classes, dtype=jnp.float32)
+
+      def true_minus_target(v):
+        diff = jnp.sum(coeff * flat_logits(v), axis=-1)
+        return jnp.sum(diff), diff
+
+      grad_fn = jax.grad(true_minus_target, has_aux=True)
+      x1 = x0
+      if restarts > 1:
+        radius = jnp.where(i % restarts > 0, jnp.minimum(best[1], eps) / 2, 0.0)
+        run_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
+        x1 = jnp.clip(x0 + radius[:, None] * unit_sphere(run_keys, x0.shape[1], norm), 0.0, 1.0)
+
+      def body(_, carry):
+        x1, best_x, best_norm = carry
+        grad, diff = grad_fn(x1)
+        x1 = fab_step(x1, x0, diff, grad, norm, alpha_max, eta)
+        adv = jnp.argmax(flat_logits(x1), -1) != y
+        dist = lp_norm(x1 - x0, norm)
+        better = adv & (dist < best_norm)
+        best_x = jnp.where(better[:, None], x1, best_x)
+        best_norm = jnp.where(better, dist, best_norm)
+        x1 = jnp.where(adv[:, None], x0 + beta * (x1 - x0), x1)
+        return x1, best_x, best_norm
+
+      _, best_x, best_norm = jax.lax.fori_loop(0, steps, body, (x1, *best))
+      return (best_x, best_norm), None
+
+    init = (x0, jnp.full((batch,), jnp.inf, jnp.float32))
+    (best_x, best_norm), _ = jax.lax.scan(run, init, jnp.arange(num_runs))
+    found = correct & (best_norm <= eps)
+    return jax.lax.stop_gradient(jnp.where(found[:, None], best_x, x0).reshape(shape))
+
+  return attack
