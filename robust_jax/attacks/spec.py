@@ -114,7 +114,7 @@ def build(cfg, where='attack'):
 
 
 def describe(cfg):
-  """A canonical metric name holding the attack's spec: 'pgd40x2_linf_0.1_ce', 'apgd_t-100_linf_0.1'."""
+  """The attack's spec as a metric name: 'pgd40x2_linf_0.1_ce', 'apgd_t-100_linf_0.1'."""
   name = dict(cfg)['name']
   f = {**ATTACKS[name][0], **dict(cfg)} if name in ATTACKS else dict(cfg)
   steps = '' if name == 'fgsm' else str(f.get('steps', ''))
