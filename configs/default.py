@@ -74,6 +74,13 @@ def get_config():
   c.eval = ml_collections.ConfigDict(dict(
       num_examples=0,     # 0 -> the whole test set
       batch_size=500,
+      # An attack suite run as a cascade after eval.attacks: '' (none), 'standard' (AutoAttack:
+      # APGD-CE, APGD-T, FAB-T, Square), 'rand' (EOT, randomised models) or 'quick'.
+      suite='',
+      suite_norm='linf',
+      suite_eps=0.1,
+      sanity_checks=True,   # gradient-masking and consistency checks (see robust_jax/sanity.py)
+      sanity_examples=500,  # run on the first N evaluated examples
       attacks=ml_collections.ConfigDict(dict(
           fgsm=attack('fgsm', eps=0.1, steps=1, step_size=0.1, random_start=False),
           pgd20=attack('pgd', eps=0.1, steps=20, step_size=0.01),

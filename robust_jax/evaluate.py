@@ -1,9 +1,11 @@
-"""Robust evaluation: clean accuracy, accuracy under each attack, and the per-example worst case.
+"""Robust evaluation: clean accuracy, each attack, an attack suite, the per-example worst case,
+and the sanity checks.
 
-Every test example is counted exactly once (the last batch is padded and masked); accuracies are
-sums of correct counts divided by the number of examples, never averages of batch averages.
-Each example's attack randomness is a function of (seed, attack, example index), so results do not
-depend on the batch size or the number of devices.
+Every test example is counted exactly once (batches are padded and masked); accuracies are sums
+of correct counts over the number of examples, never averages of batch averages. Each example's
+attack randomness is a function of (seed, attack, example index), so results do not depend on the
+batch size or the number of devices. Accuracy is always recomputed on the points the attack
+returned, and each returned point is checked to lie in its eps-ball and in [0,1].
 """
 
 import time
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from robust_jax import attacks
@@ -19,84 +22,179 @@ from robust_jax import data as data_lib
 from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import rng
-from jax.experimental import multihost_utils
+from robust_jax import sanity
+from robust_jax import suites
+from robust_jax.attacks import threat
+
+_SLACK = 1e-5  # relative float tolerance of the ball check
 
 
 def make_eval_fn(model, attack_cfg, bn_mode, mesh):
-  """Jitted `fn(params, batch_stats, images, labels, index, key) -> correct: bool[B]`.
+  """Jitted `fn(params, batch_stats, images, labels, index, key) -> (correct, outside)`.
 
   `attack_cfg` None means clean accuracy. `index: int32[B]` is each example's test-set index.
+  `correct: bool[B]` is computed on the returned points; `outside: bool[B]` flags returned points
+  outside their eps-ball or [0,1].
   """
+  spec = None if attack_cfg is None else attacks.validate(attack_cfg)
   attack = None if attack_cfg is None else attacks.build(attack_cfg)
 
   def per_device(params, batch_stats, images, labels, index, key):
     x = images.astype(jnp.float32) / 255.0
+    x_adv = x
     if attack is not None:
       keys = rng.example_keys(key, rng.ATTACK, index)
-      x = attack(model_fns.logits_fn(model, params, batch_stats, bn_mode), x, labels, keys)
-    logits = model_fns.logits_fn(model, params, batch_stats, 'eval')(x)
-    return jnp.argmax(logits, -1) == labels
+      x_adv = attack(model_fns.logits_fn(model, params, batch_stats, bn_mode), x, labels, keys)
+    logits = model_fns.logits_fn(model, params, batch_stats, 'eval')(x_adv)
+    outside = (x_adv.reshape(x.shape[0], -1).min(1) < 0) | (x_adv.reshape(x.shape[0], -1).max(1)
+                                                              > 1)
+    if spec is not None:
+      bound = spec['eps'] * (1 + _SLACK) + 1e-6
+      outside = outside | (threat.distance(x_adv, x, spec['norm']) > bound)
+    return jnp.argmax(logits, -1) == labels, outside
 
   mapped = parallel.per_device(
       per_device, mesh, in_specs=(P(), P(), P('data'), P('data'), P('data'), P()),
-      out_specs=P('data'))
+      out_specs=(P('data'), P('data')))
   return jax.jit(mapped)
 
 
+def _run(fn, params, batch_stats, images, labels, subset, batch_size, mesh, key, bar):
+  """Runs `fn` on the examples `subset` (test-set indices); returns (correct, outside) per one."""
+  host_rows = data_lib.host_slice(batch_size, jax.process_index(), jax.process_count())
+  correct = np.zeros(len(subset), bool)
+  outside = np.zeros(len(subset), bool)
+  for start in range(0, len(subset), batch_size):
+    idx = subset[start:start + batch_size]
+    valid = len(idx)
+    idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])  # pad; masked below
+    batch = parallel.shard_batch({'x': images[idx][host_rows], 'y': labels[idx][host_rows],
+                                  'i': idx.astype(np.int32)[host_rows]}, mesh)
+    ok, out = fn(params, batch_stats, batch['x'], batch['y'], batch['i'], key)
+    ok, out = (multihost_utils.process_allgather(a, tiled=True) for a in (ok, out))
+    correct[start:start + valid] = np.asarray(ok)[:valid]
+    outside[start:start + valid] = np.asarray(out)[:valid]
+    if bar is not None:
+      bar.update(valid)
+  return correct, outside
+
+
 def _eval_set(dataset, num_examples):
-  n = len(dataset.test_labels) if num_examples <= 0 else min(num_examples,
-                                                             len(dataset.test_labels))
+  n = len(dataset.test_labels)
+  n = n if num_examples <= 0 else min(num_examples, n)
   return dataset.test_images[:n], dataset.test_labels[:n]
 
 
-def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
-  """Returns the results dict (without config/version) for `config.eval`.
+def _suite_cfgs(config):
+  if not config.eval.suite:
+    return []
+  return suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
 
-  Keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...spec}},
-  worst_case_accuracy, worst_case_correct, eval_seconds.
+
+def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
+  """Returns (results dict, artifacts dict for plots) for `config.eval`.
+
+  results keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...}},
+  suite {name, accuracy, attacks: [...]}, worst_case_accuracy, worst_case_correct,
+  sanity_checks [...], eps_curve, eval_seconds.
   """
   images, labels = _eval_set(dataset, config.eval.num_examples)
-  n = len(labels)
-  bs = config.eval.batch_size
-  named = [('clean', None)] + [(k, dict(v)) for k, v in config.eval.attacks.items()]
-  key = rng.root_key(config.seed, rng.EVAL)
-  host_rows = data_lib.host_slice(bs, jax.process_index(), jax.process_count())
-  correct = {name: np.zeros(n, bool) for name, _ in named}
-  num_batches = -(-n // bs)
-  bar = tqdm.tqdm(total=num_batches * len(named), desc='eval', unit='batch', dynamic_ncols=True,
+  n, bs = len(labels), config.eval.batch_size
+  everyone = np.arange(n)
+  named = [(k, dict(v)) for k, v in config.eval.attacks.items()]
+  suite = _suite_cfgs(config)
+  root = rng.root_key(config.seed, rng.EVAL)
+  bar = tqdm.tqdm(total=n * (1 + len(named)), desc='eval', unit='img', dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0, mininterval=2.0)
-  timings = {}
-  start_all = time.perf_counter()
+  t_all = time.perf_counter()
+  bn = config.model.attack_bn_mode
+  clean, _ = _run(make_eval_fn(model, None, bn, mesh), params, batch_stats, images, labels,
+                  everyone, bs, mesh, root, bar)
+  results = {'num_examples': n, 'clean_accuracy': float(clean.mean()), 'attacks': {}}
+  correct, violations, checked = {}, 0, 0
   for a_i, (name, cfg) in enumerate(named):
-    fn = make_eval_fn(model, cfg, config.model.attack_bn_mode, mesh)
-    a_key = jax.random.fold_in(key, a_i)
-    t0 = time.perf_counter()
     bar.set_description(f'eval {name}')
-    offset = 0
-    for x, y, mask in data_lib.eval_batches(images, labels, bs):
-      index = (offset + np.arange(bs)).astype(np.int32)
-      batch = parallel.shard_batch({'x': x[host_rows], 'y': y[host_rows],
-                                    'i': index[host_rows]}, mesh)
-      ok = multihost_utils.process_allgather(
-          fn(params, batch_stats, batch['x'], batch['y'], batch['i'], a_key), tiled=True)
-      valid = int(mask.sum())
-      correct[name][offset:offset + valid] = ok[:valid]
-      offset += valid
-      bar.update(1)
-    timings[name] = time.perf_counter() - t0
-  bar.close()
-  worst = np.logical_and.reduce([correct[name] for name, _ in named])
-  results = {
-      'num_examples': n,
-      'clean_accuracy': float(correct['clean'].mean()),
-      'attacks': {},
-      'worst_case_accuracy': float(worst.mean()),
-      'worst_case_correct': int(worst.sum()),
-      'eval_seconds': time.perf_counter() - start_all,
-  }
-  for name, cfg in named[1:]:
-    spec = attacks.validate(cfg, f'eval.attacks.{name}')
+    t0 = time.perf_counter()
+    ok, out = _run(make_eval_fn(model, cfg, bn, mesh), params, batch_stats, images, labels,
+                   everyone, bs, mesh, jax.random.fold_in(root, a_i), bar)
+    correct[name], violations, checked = ok, violations + int(out.sum()), checked + n
     results['attacks'][name] = {
-        'accuracy': float(correct[name].mean()), 'correct': int(correct[name].sum()),
-        'metric': attacks.describe(cfg), 'seconds': timings[name], **spec}
-  return results
+        'accuracy': float(ok.mean()), 'correct': int(ok.sum()), 'metric': attacks.describe(cfg),
+        'seconds': time.perf_counter() - t0, **attacks.validate(cfg, f'eval.attacks.{name}')}
+  worst = np.logical_and.reduce([clean] + list(correct.values()))
+
+  square = None
+  if suite:
+    robust = clean.copy()
+    bar.total += int(clean.sum()) * len(suite)
+    entries = []
+    for s_i, (name, cfg) in enumerate(suite):
+      bar.set_description(f'{config.eval.suite} {name}')
+      t0 = time.perf_counter()
+      todo = np.flatnonzero(robust)
+      if name == 'square':
+        white_box = robust.copy()
+      ok, out = _run(make_eval_fn(model, cfg, bn, mesh), params, batch_stats, images, labels,
+                     todo, bs, mesh, jax.random.fold_in(root, 1000 + s_i), bar)
+      violations, checked = violations + int(out.sum()), checked + len(todo)
+      robust[todo] = ok
+      if name == 'square':
+        square = (white_box, robust.copy())
+      entries.append({'name': name, 'metric': attacks.describe(cfg), 'attacked': len(todo),
+                      'broken': int((~ok).sum()), 'accuracy_after': float(robust.mean()),
+                      'seconds': time.perf_counter() - t0, **attacks.validate(cfg)})
+    results['suite'] = {'name': config.eval.suite, 'accuracy': float(robust.mean()),
+                        'attacks': entries}
+    worst &= robust
+  results['worst_case_accuracy'] = float(worst.mean())
+  results['worst_case_correct'] = int(worst.sum())
+  bar.close()
+
+  artifacts = {}
+  if config.eval.sanity_checks:
+    results['sanity_checks'], results['eps_curve'], artifacts = _sanity(
+        model, params, batch_stats, images, labels, config, named, suite, correct, square,
+        (violations, checked), root)
+  results['eval_seconds'] = time.perf_counter() - t_all
+  return results, artifacts
+
+
+def _sanity(model, params, batch_stats, images, labels, config, named, suite, correct, square,
+            ball, root):
+  """Sanity checks on the first `eval.sanity_examples` points (single device)."""
+  m = min(config.eval.sanity_examples, len(labels))
+  x = images[:m].astype(np.float32) / 255.0
+  y = labels[:m]
+  logits_fn = model_fns.logits_fn(model, params, batch_stats, config.model.attack_bn_mode)
+  iterative = [(k, c) for k, c in named if c['name'] != 'fgsm']
+  candidates = iterative + [(k, c) for k, c in suite if k.startswith('apgd_ce')]
+  if candidates:
+    p_name, p_cfg = max(candidates, key=lambda kc: kc[1].get('steps', 1) *
+                        kc[1].get('restarts', 1))
+  else:
+    p_name, p_cfg = None, None
+  if p_name in correct:
+    primary = (p_cfg, correct[p_name][:m])
+  elif p_cfg is not None:
+    primary = (p_cfg, sanity._accuracy_under(p_cfg, logits_fn, x, y, root, 250))  # pylint: disable=protected-access
+  else:
+    primary = None
+  single = [k for k, c in named if c['name'] == 'fgsm']
+  threat_cfg = p_cfg or (named[0][1] if named else dict(norm='linf', eps=0.1))
+  checks, curve = sanity.run_checks(
+      logits_fn, x, y, norm=threat_cfg.get('norm', 'linf'), eps=threat_cfg['eps'],
+      key=jax.random.fold_in(root, 2000), primary=primary,
+      single_step=correct[single[0]][:m] if single and p_name in correct else None,
+      square=square, violations=ball[0], checked_points=ball[1])
+  for c in checks:
+    c['subset'] = m
+  artifacts = {}
+  if p_cfg is not None:
+    k = min(8, m)
+    keys = jax.random.split(jax.random.fold_in(root, 3000), k)
+    x_adv = np.asarray(attacks.build(p_cfg)(logits_fn, jnp.asarray(x[:k]), jnp.asarray(y[:k]),
+                                            keys))
+    artifacts = {'x': x[:k], 'x_adv': x_adv, 'y': y[:k], 'attack': attacks.describe(p_cfg),
+                 'pred': np.asarray(jnp.argmax(logits_fn(jnp.asarray(x[:k])), -1)),
+                 'pred_adv': np.asarray(jnp.argmax(logits_fn(jnp.asarray(x_adv)), -1))}
+  return checks, curve, artifacts

@@ -55,17 +55,18 @@ def _write_json(path, obj):
   os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
-def _finish(results, config, workdir, title, extra):
+def _finish(results, artifacts, config, workdir, title, extra):
   results = {**results, **extra, 'config': config.to_dict(), 'code_version': code_version(),
              'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-  table = report.results_table(results, title)
+  text = report.full_report(results, title)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, 'results.json'), results)
+    text = report.full_report(results, title, report.write_plots(results, artifacts, workdir))
     with open(os.path.join(workdir, 'report.md'), 'w') as f:
-      f.write(table + '\n')
-  print('\n' + table + '\n', flush=True)
+      f.write(text + '\n')
+  print('\n' + report.full_report(results, title, console=True) + '\n', flush=True)
   return results
 
 
@@ -81,10 +82,10 @@ def train_and_evaluate(config, workdir, progress=True):
   t0 = time.perf_counter()
   state = train.fit(config, workdir, dataset, model, mesh, progress=progress)
   train_seconds = time.perf_counter() - t0
-  results = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset, config,
-                              mesh, progress=progress)
+  results, artifacts = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset,
+                                         config, mesh, progress=progress)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
-  return _finish(results, config, workdir, title,
+  return _finish(results, artifacts, config, workdir, title,
                  {'train_steps': int(jax.device_get(state.step)),
                   'train_seconds_this_run': train_seconds})
 
@@ -98,8 +99,8 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   template = train.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
                               config.optim.ema_decay)
   state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
-  results = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset, config,
-                              mesh, progress=progress)
+  results, artifacts = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset,
+                                         config, mesh, progress=progress)
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
-  return _finish(results, config, workdir, title,
+  return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})

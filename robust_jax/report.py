@@ -16,6 +16,77 @@ def results_table(results, title=None):
   return '\n'.join(lines)
 
 
+def suite_table(results):
+  """The cascade of an attack suite: robust accuracy after each attack."""
+  s = results['suite']
+  lines = [f'Suite `{s["name"]}` (cascade; each attack sees only the points still robust):', '',
+           '| attack | spec | attacked | broken | robust accuracy after (%) |',
+           '|---|---|---:|---:|---:|']
+  lines += [f'| {a["name"]} | {a["metric"]} | {a["attacked"]} | {a["broken"]} | '
+            f'{100 * a["accuracy_after"]:.2f} |' for a in s['attacks']]
+  return '\n'.join(lines)
+
+
+def sanity_table(results):
+  checks = results['sanity_checks']
+  lines = [f'Sanity checks (on the first {checks[0]["subset"]} examples):', '',
+           '| check | verdict | figure | what the figure is |', '|---|---|---:|---|']
+  lines += [f'| {c["name"]} | {c["verdict"]} | {c["figure"]:.4g} | {c["detail"]} |'
+            for c in checks]
+  return '\n'.join(lines)
+
+
+def full_report(results, title=None, images=None, console=False):
+  """Markdown: results, suite, sanity checks and (unless console) links to the PNGs."""
+  parts = [results_table(results, title)]
+  if 'suite' in results:
+    parts.append(suite_table(results))
+  if 'sanity_checks' in results:
+    parts.append(sanity_table(results))
+    failed = [c['name'] for c in results['sanity_checks'] if c['verdict'] == 'FAIL']
+    if failed:
+      parts.append('**Sanity checks FAILED: ' + ', '.join(failed) + '. Do not trust the robust '
+                   'accuracy above: the attacks may be fooled (gradient masking).**')
+  if images and not console:
+    parts += [f'![{name}]({path})' for name, path in images.items()]
+  return '\n\n'.join(parts)
+
+
+def write_plots(results, artifacts, workdir):
+  """Writes eps_curve.png and examples.png into workdir; returns {title: file name}."""
+  import os  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  out = {}
+  curve = results.get('eps_curve')
+  if curve:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(curve['eps'], [100 * a for a in curve['accuracy']], 'o-')
+    ax.set_xlabel('eps'), ax.set_ylabel('robust accuracy (%)'), ax.set_ylim(-2, 102)
+    ax.set_title('PGD-20 accuracy against eps'), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(os.path.join(workdir, 'eps_curve.png'), dpi=120)
+    plt.close(fig)
+    out['robust accuracy against eps'] = 'eps_curve.png'
+  if artifacts:
+    k = len(artifacts['y'])
+    fig, axes = plt.subplots(2, k, figsize=(1.4 * k, 3.2), squeeze=False)
+    for i in range(k):
+      for row, (img, pred) in enumerate(((artifacts['x'][i], artifacts['pred'][i]),
+                                         (artifacts['x_adv'][i], artifacts['pred_adv'][i]))):
+        ax = axes[row][i]
+        ax.imshow(img.squeeze(), cmap='gray' if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+        ok = pred == artifacts['y'][i]
+        ax.set_title(f'{"ok" if ok else "x"} {pred} (y={artifacts["y"][i]})', fontsize=7,
+                     color='green' if ok else 'red')
+        ax.axis('off')
+    fig.suptitle(f'clean (top) and {artifacts["attack"]} (bottom)', fontsize=8)
+    fig.tight_layout(), fig.savefig(os.path.join(workdir, 'examples.png'), dpi=120)
+    plt.close(fig)
+    out['clean and adversarial examples'] = 'examples.png'
+  return out
+
+
 def comparison_table(named_results):
   """A Markdown table with one column per run: accuracy (%) per evaluation row.
 

@@ -10,6 +10,7 @@ from robust_jax import defenses
 from robust_jax import model_fns
 from robust_jax import models
 from robust_jax import optim
+from robust_jax import suites
 
 
 def _positive_int(value, field, allow_zero=False):
@@ -74,5 +75,11 @@ def validate(config, num_devices=1):
   for name, cfg in config.eval.attacks.items():
     attacks.validate(cfg, f'eval.attacks.{name}')
   attacks.validate(config.benchmark.attack, 'benchmark.attack')
+  if config.eval.suite:
+    suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
+    for name, cfg in suites.attacks(config.eval.suite, norm=config.eval.suite_norm,
+                                    eps=config.eval.suite_eps):
+      attacks.validate(cfg, f'eval.suite ({config.eval.suite}/{name})')
+  _positive_int(config.eval.sanity_examples, 'eval.sanity_examples')
   _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
   _positive_int(config.benchmark.repeats, 'benchmark.repeats')

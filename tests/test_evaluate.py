@@ -23,7 +23,7 @@ def test_counts_every_example_exactly_once_and_worst_case_is_per_example():
   dataset = helpers.tiny_dataset(n_test=37)
   model, params = _setup(config, dataset)
   mesh = parallel.make_mesh()
-  results = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  results, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
   assert results['num_examples'] == 37
   logits = model.apply({'params': params}, dataset.test_images.astype(np.float32) / 255,
                        train=False)
@@ -43,9 +43,10 @@ def test_results_do_not_depend_on_batch_size_or_device_count():
   config = helpers.quick_config()
   dataset = helpers.tiny_dataset(n_test=40)
   model, params = _setup(config, dataset)
-  a = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(), progress=False)
+  a, _ = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+                           progress=False)
   config.eval.batch_size = 20
-  b = evaluate.evaluate(model, params, {}, dataset, config,
+  b, _ = evaluate.evaluate(model, params, {}, dataset, config,
                         parallel.make_mesh(jax.devices()[:1]), progress=False)
   for key in ('clean_accuracy', 'worst_case_accuracy'):
     assert a[key] == b[key]
@@ -57,6 +58,28 @@ def test_num_examples_limits_the_test_set():
   config = helpers.quick_config(**{'eval.num_examples': 10})
   dataset = helpers.tiny_dataset(n_test=37)
   model, params = _setup(config, dataset)
-  results = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
-                              progress=False)
+  results, _ = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+                                 progress=False)
   assert results['num_examples'] == 10
+
+
+def test_suite_cascade_and_sanity_checks_are_reported():
+  config = helpers.quick_config(**{'eval.suite': 'quick', 'eval.suite_eps': 0.1,
+                                   'eval.sanity_checks': True, 'eval.sanity_examples': 16})
+  dataset = helpers.tiny_dataset(n_test=24, shape=(8, 8, 1))  # small images: cheap attacks
+  model, params = _setup(config, dataset)
+  results, artifacts = evaluate.evaluate(model, params, {}, dataset, config,
+                                         parallel.make_mesh(), progress=False)
+  suite = results['suite']
+  assert [a['name'] for a in suite['attacks']] == ['apgd_ce', 'apgd_t']
+  assert suite['attacks'][0]['attacked'] == round(results['clean_accuracy'] * 24)
+  assert suite['attacks'][1]['attacked'] == suite['attacks'][0]['attacked'] - \
+      suite['attacks'][0]['broken']
+  assert results['worst_case_accuracy'] <= suite['accuracy']
+  names = {c['name'] for c in results['sanity_checks']}
+  assert {'outputs are logits', 'input gradients finite and non-zero', 'unbounded attack succeeds',
+          'x_adv inside ball and [0,1]', 'accuracy falls with eps'} <= names
+  assert all(c['verdict'] in ('PASS', 'WARN', 'FAIL') for c in results['sanity_checks'])
+  assert artifacts['x_adv'].shape == artifacts['x'].shape
+  text = report.full_report(results, 'tiny')
+  assert 'Sanity checks' in text and 'Suite `quick`' in text

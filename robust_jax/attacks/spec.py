@@ -51,7 +51,10 @@ ATTACKS = {
                  lambda f: deepfool.make_deepfool(**_kwargs(f))),
 }
 
-_INTEGERS = ('steps', 'restarts', 'num_targets', 'search_steps', 'num_candidates')
+# Fields every attack takes; used by the evaluation, not passed to the attack's factory.
+# eot_samples > 1: attack a randomised model through EOT with that many draws per step.
+GENERIC = dict(eot_samples=1)
+_INTEGERS = ('steps', 'restarts', 'num_targets', 'search_steps', 'num_candidates', 'eot_samples')
 _POSITIVE = ('step_size', 'learning_rate', 'initial_c', 'p_init', 'rho', 'eta', 'beta')
 _NON_NEGATIVE = ('overshoot', 'kappa', 'alpha_max')
 _BOOLEANS = ('random_start', 'track_best', 'seed_start')
@@ -74,11 +77,11 @@ def validate(cfg, where='attack'):
   if name not in ATTACKS:
     raise errors.ConfigError(f'{where}.name={name!r} is not an attack; valid: {sorted(ATTACKS)}.')
   defaults, norms, losses, _ = ATTACKS[name]
-  unknown = set(cfg) - set(defaults) - {'name'}
+  unknown = set(cfg) - set(defaults) - set(GENERIC) - {'name'}
   if unknown:
     raise errors.ConfigError(f'{where}: unknown field(s) {sorted(unknown)} for attack {name!r}; '
-                             f'valid: {sorted(defaults)}.')
-  f = {**defaults, **cfg}
+                             f'valid: {sorted(set(defaults) | set(GENERIC))}.')
+  f = {**GENERIC, **defaults, **cfg}
   if f['norm'] not in norms:
     raise errors.ConfigError(f'{where}.norm={f["norm"]!r}; {name} supports {list(norms)}.')
   if losses is not None and f.get('loss') not in losses:
@@ -110,7 +113,7 @@ def build(cfg, where='attack'):
   """Returns `attack(logits_fn, x, y, key) -> x_adv` for a validated attack config."""
   f = validate(cfg, where)
   f['eps'] = float(f['eps'])
-  return ATTACKS[f['name']][3](f)
+  return ATTACKS[f['name']][3]({k: v for k, v in f.items() if k not in GENERIC})
 
 
 def describe(cfg):

@@ -1,0 +1,202 @@
+"""Automatic checks that catch gradient masking and broken evaluations (Athalye et al. 2018;
+Carlini et al. 2019, "On evaluating adversarial robustness").
+
+    checks = sanity.run_checks(logits_fn, x, y, norm='linf', eps=0.1, key=key, reference=...)
+
+Each check returns {'name', 'verdict': PASS | WARN | FAIL, 'figure', 'detail'}. They run on a
+subset of the test set (`x: f32[N,H,W,C]` in [0,1], `y: int[N]`), single device.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robust_jax import attacks
+from robust_jax.attacks import objectives
+
+PASS, WARN, FAIL = 'PASS', 'WARN', 'FAIL'
+EPS_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _check(name, verdict, figure, detail):
+  return {'name': name, 'verdict': verdict, 'figure': figure, 'detail': detail}
+
+
+def _accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size):
+  """Per-example correctness (bool[N]) under an attack, in batches."""
+  batch_size = min(batch_size, len(y))
+  attack = jax.jit(lambda xb, yb, kb: jnp.argmax(logits_fn(
+      attacks.build(attack_cfg)(logits_fn, xb, yb, kb)), -1) == yb)
+  keys = jax.random.split(key, len(y))
+  out = []
+  for i in range(0, len(y), batch_size):
+    xb, yb, kb = x[i:i + batch_size], y[i:i + batch_size], keys[i:i + batch_size]
+    pad = batch_size - len(yb)
+    if pad:
+      xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
+      yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
+      kb = jnp.concatenate([kb, jax.random.split(key, pad)])
+    out.append(np.asarray(attack(xb, yb, kb))[:batch_size - pad])
+  return np.concatenate(out)
+
+
+def check_logits(logits):
+  """Outputs must be logits: rows of probabilities saturate and flatten the CE gradient."""
+  logits = np.asarray(logits, np.float64)
+  sums = logits.sum(-1)
+  if logits.min() >= 0 and logits.max() <= 1 and np.abs(sums - 1).max() < 1e-3:
+    return _check('outputs are logits', FAIL, float(np.abs(sums - 1).max()),
+                  'rows are in [0,1] and sum to 1: the model outputs probabilities; attack its '
+                  'logits instead (drop the final softmax)')
+  lse = np.log(np.exp(logits).sum(-1))
+  if logits.max() <= 0 and np.abs(lse).max() < 1e-3:
+    return _check('outputs are logits', WARN, float(np.abs(lse).max()),
+                  'rows are log-probabilities (logsumexp = 0); fine for CE, check margin losses')
+  return _check('outputs are logits', PASS, float(np.abs(sums - 1).max()),
+                'max abs(row sum - 1) of the outputs (probabilities would give 0)')
+
+
+def check_deterministic(logits_a, logits_b, eot_samples):
+  diff = float(np.abs(np.asarray(logits_a) - np.asarray(logits_b)).max())
+  if diff == 0:
+    return _check('deterministic model', PASS, diff, 'two calls on the same batch agree exactly')
+  verdict = WARN if eot_samples > 1 else FAIL
+  return _check('deterministic model', verdict, diff,
+                f'the model is random (max logit change {diff:.3g}); attacks use EOT with '
+                f'{eot_samples} samples' + ('' if eot_samples > 1 else ': set eot_samples > 1'))
+
+
+def check_gradients(logits_fn, x, y):
+  """No zero, NaN or inf input gradients of the cross-entropy."""
+  def loss(xa):
+    logits = logits_fn(xa)
+    return jnp.sum(objectives.cross_entropy(logits, jax.nn.one_hot(y, logits.shape[-1])))
+  g = np.asarray(jax.jit(jax.grad(loss))(x)).reshape(len(y), -1)
+  nonfinite = float(np.mean(~np.isfinite(g).all(1)))
+  zero = float(np.mean((np.abs(g) == 0).all(1)))
+  if nonfinite > 0:
+    return _check('input gradients finite and non-zero', FAIL, nonfinite,
+                  'fraction of examples with NaN/inf input gradients')
+  if zero > 0.01:
+    return _check('input gradients finite and non-zero', FAIL, zero,
+                  'fraction of examples whose input gradient is exactly zero (masked gradients: '
+                  'use BPDA for non-differentiable layers)')
+  return _check('input gradients finite and non-zero', WARN if zero > 0 else PASS, zero,
+                'fraction of examples with an all-zero input gradient')
+
+
+def check_iterative_beats_single_step(single_correct, iterative_correct):
+  """Per example: an iterative attack never fails where a single step succeeded."""
+  worse = float(np.mean(iterative_correct & ~single_correct))
+  verdict = PASS if worse == 0 else (WARN if worse <= 0.005 else FAIL)
+  return _check('iterative >= single-step', verdict, worse,
+                'fraction of examples broken by the single-step attack but not the iterative one')
+
+
+def check_black_box(white_box_correct, black_box_correct):
+  """Black-box Square must not beat the white-box attacks by more than 0.2 points."""
+  gain = 100 * float(np.mean(white_box_correct & ~black_box_correct))
+  return _check('black-box does not beat white-box', PASS if gain <= 0.2 else FAIL, gain,
+                'points (%) broken by Square that every white-box attack missed')
+
+
+def check_eps_curve(accuracies, multiples):
+  """Accuracy must not rise with eps and must reach ~0 at the largest eps."""
+  acc = np.asarray(accuracies)
+  rise = float(np.max(np.diff(acc))) if len(acc) > 1 else 0.0
+  if rise > 0.01:
+    return _check('accuracy falls with eps', FAIL, 100 * rise,
+                  f'accuracy rises by {100 * rise:.1f} points between eps multiples; '
+                  f'curve {np.round(100 * acc, 1).tolist()} at {list(multiples)} x eps')
+  if acc[-1] > 0.02:
+    return _check('accuracy falls with eps', FAIL, 100 * float(acc[-1]),
+                  f'still {100 * acc[-1]:.1f}% accurate at {multiples[-1]} x eps')
+  return _check('accuracy falls with eps', PASS, 100 * float(acc[-1]),
+                f'accuracy (%) at {multiples[-1]} x eps; curve '
+                f'{np.round(100 * acc, 1).tolist()}')
+
+
+def check_unbounded(unbounded_accuracy):
+  verdict = PASS if unbounded_accuracy == 0 else FAIL
+  return _check('unbounded attack succeeds', verdict, 100 * unbounded_accuracy,
+                'accuracy (%) under PGD with the whole [0,1] box as budget (must be 0)')
+
+
+def check_noise(noise_correct, attack_correct):
+  gap = 100 * float(np.mean(attack_correct) - np.mean(noise_correct))
+  return _check('noise no better than gradients', PASS if gap <= 0 else FAIL, gap,
+                'accuracy under the gradient attack minus under random noise in the ball (points)')
+
+
+def check_convergence(base_correct, doubled_correct):
+  drop = 100 * float(np.mean(base_correct) - np.mean(doubled_correct))
+  return _check('attack converged', PASS if drop <= 0.5 else WARN, drop,
+                'accuracy drop (points) when steps and restarts are doubled')
+
+
+def check_in_ball(violations, total):
+  return _check('x_adv inside ball and [0,1]', PASS if violations == 0 else FAIL, violations,
+                f'returned points outside their eps-ball or [0,1], of {total}; accuracies are '
+                'recomputed on the returned points')
+
+
+def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=None,
+               square=None, violations=0, checked_points=0, random_logits_fn=None,
+               eot_samples=1, batch_size=250):
+  """Runs every check on the subset (x, y).
+
+  Args:
+    logits_fn: the model as attacks see it, f32[N,H,W,C] -> f32[N,K].
+    x, y: the subset, numpy.
+    norm, eps: the threat model of the evaluation.
+    key: PRNG key for the extra attacks.
+    primary: (attack config, bool[N] correct on this subset) of the strongest iterative attack.
+    single_step: bool[N] correct under a single-step attack on this subset, if one was run.
+    square: (white-box bool[N], Square bool[N]) on this subset, if Square ran.
+    violations, checked_points: in-ball violations counted over the whole evaluation.
+    random_logits_fn: `(x, key) -> logits` when the model is random (for the determinism check).
+    eot_samples: EOT samples the attacks use.
+  Returns:
+    (list of check dicts, {'eps': [...], 'accuracy': [...]}) the accuracy-against-eps curve.
+  """
+  keys = jax.random.split(key, 8)
+  batch_size = min(batch_size, len(y))
+  checks = []
+  head = jnp.asarray(x[:batch_size])
+  checks.append(check_logits(jax.jit(logits_fn)(head)))
+  if random_logits_fn is None:
+    a = b = jax.jit(logits_fn)(head)
+  else:
+    a, b = (jax.jit(random_logits_fn)(head, k) for k in keys[:2])
+  checks.append(check_deterministic(a, b, eot_samples))
+  checks.append(check_gradients(logits_fn, head, jnp.asarray(y[:batch_size])))
+
+  big = 1.0 if norm == 'linf' else float(np.sqrt(np.prod(x.shape[1:])))
+  pgd = dict(name='pgd', norm=norm, steps=20, restarts=1, loss='ce')
+  multiples = EPS_MULTIPLES + ((big / eps,) if eps > 0 else ())
+  curve = []
+  for m in multiples:
+    e = min(m * eps, big)
+    cfg = dict(pgd, eps=e, step_size=max(2.5 * e / 20, 1e-6))
+    curve.append(float(np.mean(_accuracy_under(cfg, logits_fn, x, y, keys[2], batch_size))))
+  checks.append(check_eps_curve(curve, [round(m, 3) for m in multiples]))
+  unbounded = dict(pgd, eps=big, steps=100, step_size=big / 20, loss='margin')
+  checks.append(check_unbounded(float(np.mean(
+      _accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))))
+  if primary is not None:
+    cfg, correct = primary
+    noise = dict(name='pgd', norm=norm, eps=eps, steps=1, step_size=1e-9, restarts=1,
+                 random_start=True)
+    checks.append(check_noise(_accuracy_under(noise, logits_fn, x, y, keys[4], batch_size),
+                              correct))
+    doubled = dict(cfg)
+    doubled['steps'] = 2 * doubled.get('steps', 1)
+    doubled['restarts'] = 2 * doubled.get('restarts', 1)
+    checks.append(check_convergence(
+        correct, _accuracy_under(doubled, logits_fn, x, y, keys[5], batch_size)))
+    if single_step is not None:
+      checks.append(check_iterative_beats_single_step(single_step, correct))
+  if square is not None:
+    checks.append(check_black_box(*square))
+  checks.append(check_in_ball(violations, checked_points))
+  return checks, {'eps': [min(m * eps, big) for m in multiples], 'accuracy': curve}

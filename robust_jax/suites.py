@@ -1,0 +1,34 @@
+"""Named attack suites. `standard` follows AutoAttack (Croce and Hein 2020): APGD-CE, targeted
+APGD-DLR, targeted FAB and Square, run as a cascade (each attack only sees the points every earlier
+attack failed on), worst case per example.
+
+    for name, cfg in suites.attacks('standard', norm='linf', eps=8 / 255): ...
+"""
+
+from robust_jax import errors
+
+SUITES = ('standard', 'rand', 'quick')
+
+
+def attacks(suite, *, norm, eps, eot_samples=20):
+  """[(name, attack config dict)] of a suite, in cascade order."""
+  if suite == 'standard':
+    return [
+        ('apgd_ce', dict(name='apgd_ce', norm=norm, eps=eps, steps=100)),
+        ('apgd_t', dict(name='apgd_t', norm=norm, eps=eps, steps=100, num_targets=9)),
+        ('fab_t', dict(name='fab_t', norm=norm, eps=eps, steps=100, num_targets=9)),
+        ('square', dict(name='square', norm=norm, eps=eps, steps=5000)),
+    ]
+  if suite == 'rand':  # randomised defenses: gradient attacks with EOT, as AutoAttack's 'rand'
+    return [
+        ('apgd_ce_eot', dict(name='apgd_ce', norm=norm, eps=eps, steps=100,
+                             eot_samples=eot_samples)),
+        ('apgd_dlr_eot', dict(name='apgd_ce', norm=norm, eps=eps, steps=100, loss='dlr',
+                              eot_samples=eot_samples)),
+    ]
+  if suite == 'quick':  # cheap enough to run during training
+    return [
+        ('apgd_ce', dict(name='apgd_ce', norm=norm, eps=eps, steps=20)),
+        ('apgd_t', dict(name='apgd_t', norm=norm, eps=eps, steps=20, num_targets=3)),
+    ]
+  raise errors.ConfigError(f'eval.suite={suite!r}; valid: {list(SUITES)} or "" for none.')

@@ -1,0 +1,79 @@
+"""robust_jax's attacks agree with torchattacks' PyTorch ports of the authors' code.
+
+Skipped unless torch and torchattacks import: they are development-only and live in .venv-ref, never
+in .venv (see requirements-ref.txt). Run with
+
+  .venv-ref/bin/python -m pytest tests/test_agreement.py
+
+The model is a random-init small_cnn labelled by its own clean predictions (every example starts
+correct, so robust accuracy is informative without data or training) on smooth synthetic images.
+The full-size comparison on trained checkpoints is benchmarks/agreement.py.
+"""
+
+import ml_collections
+import numpy as np
+import pytest
+
+pytest.importorskip('torch')
+pytest.importorskip('torchattacks')
+
+from benchmarks import agreement  # noqa: E402
+from robust_jax import model_fns  # noqa: E402
+from robust_jax import models  # noqa: E402
+
+N = 64
+SHAPE = (28, 28, 1)
+MEAN, STD = (0.2860,), (0.3530,)
+SETTINGS = agreement.Settings(eps=0.01, apgd_steps=20, num_targets=3, fab_steps=20,
+                              square_queries=200, seed=0)
+# Robust accuracies here are about 66% (APGD-CE), 48% (APGD-T, FAB-T) and 88% (Square), so every
+# attack flips some examples and leaves others. Both implementations attack the same examples, so
+# sampling error cancels: the two can differ only on examples near the threshold, where their
+# independent random starts (torch's RNG vs JAX keys) or float rounding decide. Over seeds 0-4 on
+# both sides the robust counts differed by at most 1 example of 64 and at most 1 example was
+# judged differently (FAB-T with one restart starts at x, draws nothing random, and never
+# differed). The bounds allow 3 examples (4.7 points) and 1 for FAB-T; a real error (a wrong step
+# rule, sign, projection or target order) moves counts by far more, e.g. APGD-CE without its step
+# size halving, or a wrong FAB target, changes a count by 10 or more here.
+MAX_DIFF = {'apgd_ce': 3, 'apgd_t': 3, 'fab_t': 1, 'square': 3}
+MIN_AGREE = {'apgd_ce': 0.95, 'apgd_t': 0.95, 'fab_t': 0.98, 'square': 0.95}
+
+
+def _images(n, seed=0):
+  """Smooth images in [0,1]: random 7x7 patterns upsampled 4x, f32[n,28,28,1]."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(0.0, 1.0, (n, 7, 7, 1)).astype(np.float32)
+  return np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+
+
+@pytest.fixture(scope='module')
+def setup():
+  model = models.build(ml_collections.ConfigDict(dict(name='small_cnn')), num_classes=10,
+                       mean=MEAN, std=STD)
+  params, _, _ = agreement.load_params(model, None, SHAPE, 0, seed=0)
+  logits_fn = model_fns.logits_fn(model, params, {})
+  net = agreement.torch_small_cnn(params, SHAPE, MEAN, STD)
+  x = _images(N)
+  y = np.asarray(logits_fn(x)).argmax(-1).astype(np.int32)
+  return logits_fn, net, x, y
+
+
+def test_torch_copy_gives_the_same_logits(setup):
+  logits_fn, net, x, _ = setup
+  noise = np.random.default_rng(1).uniform(0.0, 1.0, x.shape).astype(np.float32)
+  for inputs in (x, noise):
+    assert agreement.logits_gap(logits_fn, net, inputs) <= agreement.LOGITS_TOL
+
+
+def test_attacks_agree_with_torchattacks(setup):
+  logits_fn, net, x, y = setup
+  results = agreement.compare(logits_fn, net, x, y, SETTINGS, log=lambda _: None)
+  table = agreement.table(results, SETTINGS.eps)
+  assert results['clean']['robust_jax'].all() and results['clean']['robust_ref'].all()
+  for name in agreement.ATTACKS:
+    r = results[name]
+    a, b = r['robust_jax'], r['robust_ref']
+    assert 0 < b.sum() < N, f'{name}: uninformative setting\n{table}'
+    assert abs(int(a.sum()) - int(b.sum())) <= MAX_DIFF[name], table
+    assert np.mean(a == b) >= MIN_AGREE[name], table
+    assert not agreement.out_of_ball(r, SETTINGS.eps), table
