@@ -90,6 +90,28 @@ def train_and_evaluate(config, workdir, progress=True):
                   'train_seconds_this_run': train_seconds})
 
 
+def load_model(run_dir, checkpoint_path=None):
+  """A trained model from a workdir: (model, eval params, batch_stats, config, step).
+
+  The model is rebuilt from `run_dir/config.json`; weights come from `checkpoint_path` (default:
+  the workdir's latest checkpoint). Single device; for attacks and analysis.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(run_dir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: expected the workdir of a robust_jax training run.')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  info = data_lib.DATASETS[config.data.name]
+  model = models.build(config.model, num_classes=info['num_classes'], mean=info['mean'],
+                       std=info['std'])
+  tx, _ = optim.make_optimizer(config.optim, 1, 1)
+  template = train.init_state(model, tx, jax.random.key(0), info['shape'],
+                              config.optim.ema_decay)
+  state, step = checkpoint.load(checkpoint_path or run_dir, template)
+  return model, state.eval_params(), state.batch_stats, config, step
+
+
 def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   """Evaluates a saved model (a workdir or one checkpoint step folder) with `config.eval`."""
   mesh, dataset, model = setup(config)

@@ -16,6 +16,7 @@ from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
 from robust_jax.attacks import square
 from robust_jax.attacks import threat
+from robust_jax.attacks import transfer
 
 _PGD = dict(norm='linf', eps=0.0, steps=1, step_size=None, restarts=1, random_start=True,
             loss='ce', track_best=True)
@@ -46,6 +47,8 @@ ATTACKS = {
               lambda f: fab.make_fab_targeted(**_kwargs(f))),
     'square': (square.DEFAULTS['square'], threat.NORMS, None,
                lambda f: square.make_square(**_kwargs(f))),
+    'transfer': (transfer.DEFAULTS, threat.NORMS, tuple(objectives.LOSSES),
+                 lambda f: transfer.make_transfer(**_kwargs(f))),
     'cw_l2': (cw.DEFAULTS, ('l2',), None, lambda f: cw.make_cw_l2(**_kwargs(f))),
     'deepfool': (deepfool.DEFAULTS, threat.NORMS, None,
                  lambda f: deepfool.make_deepfool(**_kwargs(f))),
@@ -103,6 +106,8 @@ def validate(cfg, where='attack'):
   for field in _BOOLEANS:
     if not isinstance(f.get(field, True), bool):
       raise errors.ConfigError(f'{where}.{field}={f[field]!r} must be True or False.')
+  if name == 'transfer' and not (isinstance(f['surrogate'], str) and f['surrogate']):
+    raise errors.ConfigError(f'{where}.surrogate must be the workdir of a trained model.')
   if name == 'fgsm' and f['steps'] != 1:
     raise errors.ConfigError(
         f'{where}.steps={f["steps"]} but FGSM takes exactly 1 step; use name=pgd.')
