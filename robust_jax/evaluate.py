@@ -176,7 +176,7 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   if p_name in correct:
     primary = (p_cfg, correct[p_name][:m])
   elif p_cfg is not None:
-    primary = (p_cfg, sanity._accuracy_under(p_cfg, logits_fn, x, y, root, 250))  # pylint: disable=protected-access
+    primary = (p_cfg, sanity.accuracy_under(p_cfg, logits_fn, x, y, root, 250))
   else:
     primary = None
   single = [k for k, c in named if c['name'] == 'fgsm']

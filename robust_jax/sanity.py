@@ -22,7 +22,7 @@ def _check(name, verdict, figure, detail):
   return {'name': name, 'verdict': verdict, 'figure': figure, 'detail': detail}
 
 
-def _accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size):
+def accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size):
   """Per-example correctness (bool[N]) under an attack, in batches."""
   batch_size = min(batch_size, len(y))
   attack = jax.jit(lambda xb, yb, kb: jnp.argmax(logits_fn(
@@ -178,22 +178,22 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
   for m in multiples:
     e = min(m * eps, big)
     cfg = dict(pgd, eps=e, step_size=max(2.5 * e / 20, 1e-6))
-    curve.append(float(np.mean(_accuracy_under(cfg, logits_fn, x, y, keys[2], batch_size))))
+    curve.append(float(np.mean(accuracy_under(cfg, logits_fn, x, y, keys[2], batch_size))))
   checks.append(check_eps_curve(curve, [round(m, 3) for m in multiples]))
   unbounded = dict(pgd, eps=big, steps=100, step_size=big / 20, loss='margin')
   checks.append(check_unbounded(float(np.mean(
-      _accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))))
+      accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))))
   if primary is not None:
     cfg, correct = primary
     noise = dict(name='pgd', norm=norm, eps=eps, steps=1, step_size=1e-9, restarts=1,
                  random_start=True)
-    checks.append(check_noise(_accuracy_under(noise, logits_fn, x, y, keys[4], batch_size),
+    checks.append(check_noise(accuracy_under(noise, logits_fn, x, y, keys[4], batch_size),
                               correct))
     doubled = dict(cfg)
     doubled['steps'] = 2 * doubled.get('steps', 1)
     doubled['restarts'] = 2 * doubled.get('restarts', 1)
     checks.append(check_convergence(
-        correct, _accuracy_under(doubled, logits_fn, x, y, keys[5], batch_size)))
+        correct, accuracy_under(doubled, logits_fn, x, y, keys[5], batch_size)))
     if single_step is not None:
       checks.append(check_iterative_beats_single_step(single_step, correct))
   if square is not None:

@@ -20,7 +20,7 @@ def _data():
 
 def _verdicts(logits_fn, x, y, **kw):
   primary_cfg = dict(name='pgd', norm='linf', eps=0.05, steps=10, step_size=0.0125)
-  primary = sanity._accuracy_under(primary_cfg, logits_fn, x, y, jax.random.key(0), 40)
+  primary = sanity.accuracy_under(primary_cfg, logits_fn, x, y, jax.random.key(0), 40)
   checks, _ = sanity.run_checks(logits_fn, x, y, norm='linf', eps=0.05, key=jax.random.key(1),
                                 primary=(primary_cfg, primary), batch_size=40, **kw)
   return {c['name']: c['verdict'] for c in checks}
