@@ -66,16 +66,16 @@ def make_train_step(model, tx, defense, config, mesh):
     x = data_lib.augment(x, rng.example_keys(key, rng.AUGMENT, pos), random_crop=random_crop,
                 random_flip=random_flip)
     attack_logits = model_fns.logits_fn(model, state.params, state.batch_stats, bn_mode)
-    x_train = jax.lax.stop_gradient(
+    x_adv = jax.lax.stop_gradient(
         defense.perturb(attack_logits, x, labels, rng.example_keys(key, rng.ATTACK, pos)))
     dropout_key = jax.random.fold_in(jax.random.fold_in(key, rng.DROPOUT),
                                      jax.lax.axis_index(parallel.AXIS))
     onehot = jax.nn.one_hot(labels, jax.eval_shape(attack_logits, x[:1]).shape[-1])
 
     def loss_fn(params):
-      logits, new_stats = model_fns.forward_train(model, params, state.batch_stats, x_train,
-                                                  dropout_key)
-      per_example = defense.loss(logits, onehot)
+      def forward(v):
+        return model_fns.forward_train(model, params, state.batch_stats, v, dropout_key)
+      per_example, logits, new_stats = defense.loss(forward, x, x_adv, onehot)
       return jnp.mean(per_example), (per_example, logits, new_stats)
 
     grads, (per_example, logits, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
