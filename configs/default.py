@@ -42,7 +42,11 @@ def get_config():
       attack_bn_mode='eval',
   ))
 
-  c.defense = ml_collections.ConfigDict(dict(name='pgd_at'))
+  c.defense = ml_collections.ConfigDict(dict(
+      name='pgd_at',      # 'standard' | 'pgd_at' | 'trades' | 'mart' | 'fgsm_rs'
+      beta=6.0,           # trades: weight of the KL term; mart: the paper's lambda
+      fgsm_step=0.125,    # fgsm_rs: the FGSM step (Wong et al.: 1.25 * train_attack.eps)
+  ))
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=128,

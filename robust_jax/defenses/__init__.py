@@ -8,13 +8,30 @@ A defense is a pair of pure functions, used by the training step on each device'
   loss(forward, x, x_adv, onehot) -> (per_example_loss f32[B], logits f32[B,K], new_batch_stats)
       `forward(v) -> (logits, new_batch_stats)` is the training-mode model, differentiable in the
       parameters; `logits` are the ones training accuracy is reported on.
+
+Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
+
+  standard  cross-entropy on clean inputs.
+  pgd_at    Madry et al. 2018: cross-entropy on `train_attack`'s examples.
+  trades    Zhang et al. 2019 (trades.py): CE(x) + beta * KL(p(x) || p(x_adv)); x_adv maximises
+            the KL with `train_attack`'s norm, eps, steps and step_size. Field: `beta`.
+  mart      Wang et al. 2020 (mart.py): boosted CE on `train_attack`'s examples + beta *
+            KL(p(x) || p(x_adv)) * (1 - p_y(x)). Field: `beta` (the paper's lambda).
+  fgsm_rs   Wong et al. 2020 (fast_at.py): cross-entropy on FGSM from a random start in
+            `train_attack`'s eps-ball. Field: `fgsm_step` (Wong: 1.25 * eps).
+
+Each factory validates its fields and raises `errors.ConfigError` naming the bad one.
 """
 
+import math
 from typing import Callable, NamedTuple
 
 from robust_jax import attacks
 from robust_jax import errors
 from robust_jax.attacks import objectives
+from robust_jax.defenses import fast_at
+from robust_jax.defenses import mart
+from robust_jax.defenses import trades
 
 
 class Defense(NamedTuple):
@@ -29,6 +46,31 @@ def _ce_on(inputs):
   return loss
 
 
+def _field(config, name, positive=False):
+  """`config.defense.<name>` as a float; ConfigError unless a finite number >= 0 (> 0)."""
+  value = config.defense.get(name)
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        and (value > 0 if positive else value >= 0))
+  if not ok:
+    raise errors.ConfigError(f'defense.{name}={value!r} must be a finite number '
+                             f'{"> 0" if positive else ">= 0"} (defense {config.defense.name}).')
+  return float(value)
+
+
+def _inner_loop(config):
+  """(norm, eps, steps, step_size) of a 'pgd'/'fgsm' train_attack, for a defense's own loop."""
+  f = attacks.validate(config.train_attack, 'train_attack')
+  name = config.defense.name
+  if f['name'] not in ('pgd', 'fgsm') or f['restarts'] != 1:
+    raise errors.ConfigError(
+        f'train_attack.name={f["name"]!r}, restarts={f["restarts"]}: defense {name} runs its own '
+        "inner loop and takes norm, eps, steps and step_size from a 'pgd' (or 'fgsm') "
+        'train_attack with restarts=1.')
+  if f['step_size'] is None:
+    raise errors.ConfigError(f'train_attack.step_size must be set for defense {name}.')
+  return f['norm'], float(f['eps']), f['steps'], float(f['step_size'])
+
+
 def standard(config):
   del config
   return Defense(perturb=lambda logits_fn, x, y, keys: x, loss=_ce_on(lambda x, x_adv: x))
@@ -40,7 +82,33 @@ def pgd_at(config):
   return Defense(perturb=attack, loss=_ce_on(lambda x, x_adv: x_adv))
 
 
-DEFENSES = {'standard': standard, 'pgd_at': pgd_at}
+def make_trades(config):
+  """Zhang et al. 2019; accuracy on the clean logits."""
+  beta = _field(config, 'beta')
+  norm, eps, steps, step_size = _inner_loop(config)
+  return Defense(
+      perturb=trades.make_perturb(norm=norm, eps=eps, steps=steps, step_size=step_size),
+      loss=trades.make_loss(beta))
+
+
+def make_mart(config):
+  """Wang et al. 2020 on the train_attack's (PGD-CE) examples; accuracy on adversarial logits."""
+  beta = _field(config, 'beta')
+  return Defense(perturb=attacks.build(config.train_attack, where='train_attack'),
+                 loss=mart.make_loss(beta))
+
+
+def make_fgsm_rs(config):
+  """Wong et al. 2020: FGSM with a random start; train_attack gives only norm and eps."""
+  step_size = _field(config, 'fgsm_step', positive=True)
+  f = attacks.validate(config.train_attack, 'train_attack')
+  return Defense(
+      perturb=fast_at.make_perturb(norm=f['norm'], eps=float(f['eps']), step_size=step_size),
+      loss=_ce_on(lambda x, x_adv: x_adv))
+
+
+DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart': make_mart,
+            'fgsm_rs': make_fgsm_rs}
 
 
 def build(config):

@@ -1,0 +1,27 @@
+r"""'Fast' adversarial training: FGSM, random start (Wong et al. 2020), Fashion-MNIST, eps 0.1.
+
+  python launch.py --config=configs/defenses/fgsm_rs.py --workdir=workdirs/fgsm_rs
+
+Wong et al.'s MNIST recipe (train_mnist.py: eps 0.3, step 0.375 = 1.25 eps, Adam, cyclic learning
+rate 0 -> 5e-3 at 2/5 of training -> 0, 10 epochs, this small CNN) at eps = 0.1: FGSM step 0.125 =
+1.25 eps. The batch stays the default's 128 (Wong: 100), which divides over 1, 2, 4 or 8 devices.
+FGSM-RS takes only norm and eps from train_attack; its other fields are set to match so that the
+run's record reads as what was trained against. Watch for catastrophic overfitting (PGD accuracy
+on training batches collapsing within an epoch); a smaller fgsm_step (e.g. 1.0 * eps) avoids it.
+"""
+
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.defense.name = 'fgsm_rs'
+  c.defense.fgsm_step = 1.25 * 0.1
+  c.train_attack = default.attack('fgsm', eps=0.1, steps=1, step_size=1.25 * 0.1,
+                                  random_start=True, track_best=False)
+  c.train.epochs = 10
+  c.optim.name = 'adam'
+  c.optim.learning_rate = 5e-3
+  c.optim.schedule = 'cyclic'
+  c.optim.cyclic_peak = 0.4
+  return c

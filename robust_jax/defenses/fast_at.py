@@ -1,0 +1,30 @@
+"""'Fast' adversarial training (Wong, Rice & Kolter 2020): FGSM from a random start.
+
+    perturb = fast_at.make_perturb(norm='linf', eps=0.1, step_size=0.125)   # Wong: 1.25 * eps
+    x_adv = perturb(logits_fn, x, y, keys)   # x: f32[B,H,W,C] in [0,1], keys: one PRNG key each
+
+The training loss is cross-entropy on x_adv alone (as PGD-AT). The perturbation follows the
+reference code (github.com/locuslab/fast_adversarial): delta ~ U(-eps, eps) per pixel, x + delta
+clipped to [0,1]; one step delta += step_size * sign(grad CE); delta clipped to [-eps, eps] and
+x + delta to [0,1]. That is one step of `attacks.make_pgd` with a random start, last iterate.
+Catastrophic overfitting (robust accuracy collapsing within an epoch) is for the training loop to
+monitor; this module only defines the objective.
+"""
+
+from robust_jax.attacks import pgd
+
+
+def make_perturb(*, norm, eps, step_size):
+  """Builds `perturb(logits_fn, x, y, keys) -> x_adv`: FGSM (FGM for 'l2') from a random start.
+
+  Args:
+    norm: 'linf' or 'l2'.
+    eps: radius of the ball, in [0,1] pixel scale.
+    step_size: the FGSM step (may exceed eps; the result is projected back onto the ball).
+
+  Returns:
+    perturb(logits_fn, x, y, keys): `x` f32[B,H,W,C] in [0,1], `y` int[B], `keys` one PRNG key or
+    one per example ([B]). Returns f32[B,H,W,C] inside the ball and [0,1], gradients stopped.
+  """
+  return pgd.make_pgd(norm=norm, eps=eps, steps=1, step_size=step_size, restarts=1,
+                      random_start=True, loss='ce', track_best=False)
