@@ -69,6 +69,7 @@ def validate(config, num_devices=1):
   if o.ema_decay >= 1:
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
   attacks.validate(config.train_attack, 'train_attack')
+  defenses.build(config)  # checks the defense's own fields (defense.beta, ...) too
   if not config.eval.attacks:
     raise errors.ConfigError(
         'eval.attacks is empty; name at least one attack (e.g. the default pgd20).')
