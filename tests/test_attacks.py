@@ -55,7 +55,8 @@ def _traced(static, x, y, key, eps, step_size):
 def _run(cfg, x, y, key):
   f = attacks.validate(cfg)
   step = f['step_size'] if f['step_size'] is not None else f['eps']
-  static = tuple(sorted((k, v) for k, v in f.items() if k not in ('name', 'eps', 'step_size')))
+  static = tuple(sorted((k, v) for k, v in f.items()
+                        if k not in ('name', 'eps', 'step_size', 'eot_samples')))
   return _traced(static, x, y, key, jnp.float32(f['eps']), jnp.float32(step))
 
 
