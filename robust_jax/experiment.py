@@ -59,7 +59,6 @@ def _finish(results, artifacts, config, workdir, title, extra):
   results = {**results, **extra, 'config': config.to_dict(), 'code_version': code_version(),
              'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-  text = report.full_report(results, title)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, 'results.json'), results)

@@ -77,7 +77,6 @@ def validate(config, num_devices=1):
     attacks.validate(cfg, f'eval.attacks.{name}')
   attacks.validate(config.benchmark.attack, 'benchmark.attack')
   if config.eval.suite:
-    suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
     for name, cfg in suites.attacks(config.eval.suite, norm=config.eval.suite_norm,
                                     eps=config.eval.suite_eps):
       attacks.validate(cfg, f'eval.suite ({config.eval.suite}/{name})')
