@@ -25,6 +25,7 @@ from robust_jax import rng
 from robust_jax import sanity
 from robust_jax import suites
 from robust_jax.attacks import threat
+from robust_jax.models import preprocessed
 
 _SLACK = 1e-5  # relative float tolerance of the ball check
 
@@ -44,8 +45,14 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh):
     x_adv = x
     if attack is not None:
       keys = rng.example_keys(key, rng.ATTACK, index)
-      x_adv = attack(model_fns.logits_fn(model, params, batch_stats, bn_mode), x, labels, keys)
-    logits = model_fns.logits_fn(model, params, batch_stats, 'eval')(x_adv)
+      # A random model's draws during the attack: their own stream, per example (EOT averages
+      # eot_samples of them per step); the final prediction below draws afresh.
+      seen = model_fns.eot_logits_fn(model, params, batch_stats, bn_mode,
+                                     rng.example_keys(key, rng.MODEL + 10, index),
+                                     spec['eot_samples'], bpda=spec['bpda'])
+      x_adv = attack(seen, x, labels, keys)
+    logits = model_fns.logits_fn(model, params, batch_stats, 'eval',
+                                 keys=rng.example_keys(key, rng.MODEL, index))(x_adv)
     outside = (x_adv.reshape(x.shape[0], -1).min(1) < 0) | (x_adv.reshape(x.shape[0], -1).max(1)
                                                               > 1)
     if spec is not None:
@@ -165,7 +172,9 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   m = min(config.eval.sanity_examples, len(labels))
   x = images[:m].astype(np.float32) / 255.0
   y = labels[:m]
-  logits_fn = model_fns.logits_fn(model, params, batch_stats, config.model.attack_bn_mode)
+  bn = config.model.attack_bn_mode
+  # The model as a naive attacker sees it: masked gradients show up in these checks.
+  logits_fn = model_fns.logits_fn(model, params, batch_stats, bn)
   iterative = [(k, c) for k, c in named if c['name'] != 'fgsm']
   candidates = iterative + [(k, c) for k, c in suite if k.startswith('apgd_ce')]
   if candidates:
@@ -173,19 +182,36 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
                         kc[1].get('restarts', 1))
   else:
     p_name, p_cfg = None, None
+  primary_fn = logits_fn
+  if p_cfg is not None:  # the primary attack's own view (BPDA, EOT) for its re-runs
+    p_spec = attacks.validate(p_cfg)
+    primary_fn = model_fns.eot_logits_fn(model, params, batch_stats, bn,
+                                         samples=p_spec['eot_samples'], bpda=p_spec['bpda'])
   if p_name in correct:
     primary = (p_cfg, correct[p_name][:m])
   elif p_cfg is not None:
-    primary = (p_cfg, sanity.accuracy_under(p_cfg, logits_fn, x, y, root, 250))
+    primary = (p_cfg, sanity.accuracy_under(p_cfg, primary_fn, x, y, root, 250))
   else:
     primary = None
   single = [k for k, c in named if c['name'] == 'fgsm']
+  specs = [attacks.validate(c) for _, c in named + list(suite)]
+  eot = [f['eot_samples'] for f in specs]
+  bpda = [f['bpda'] for f in specs]
+  random_fn = None
+  if model_fns.is_random(model):
+    random_fn = lambda v, k: model_fns.logits_fn(  # noqa: E731
+        model, params, batch_stats, bn, keys=jax.random.split(k, v.shape[0]))(v)
   threat_cfg = p_cfg or (named[0][1] if named else dict(norm='linf', eps=0.1))
   checks, curve = sanity.run_checks(
       logits_fn, x, y, norm=threat_cfg.get('norm', 'linf'), eps=threat_cfg['eps'],
       key=jax.random.fold_in(root, 2000), primary=primary,
       single_step=correct[single[0]][:m] if single and p_name in correct else None,
-      square=square, violations=ball[0], checked_points=ball[1])
+      square=square, violations=ball[0], checked_points=ball[1],
+      random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn)
+  if preprocessed.is_preprocessed(model):
+    t = model.transform
+    checks.append(sanity.check_transform_attacked(
+        t.name, t.differentiable, t.random, any(bpda), any(e > 1 for e in eot)))
   for c in checks:
     c['subset'] = m
   artifacts = {}

@@ -23,6 +23,8 @@ from robust_jax import parallel
 from robust_jax import report
 from robust_jax import train
 from robust_jax import validation
+from robust_jax.defenses import transforms
+from robust_jax.models import preprocessed
 
 
 def code_version():
@@ -43,9 +45,14 @@ def setup(config):
   mesh = parallel.make_mesh()
   validation.validate(config, mesh.devices.size)
   dataset = data_lib.load(config.data)
-  model = models.build(config.model, num_classes=dataset.num_classes, mean=dataset.mean,
-                       std=dataset.std)
+  model = deployed_model(config, dataset.num_classes, dataset.mean, dataset.std)
   return mesh, dataset, model
+
+
+def deployed_model(config, num_classes, mean, std):
+  """The network of `config.model`, behind the defense's input transformation if it has one."""
+  net = models.build(config.model, num_classes=num_classes, mean=mean, std=std)
+  return preprocessed.wrap(net, transforms.from_config(config))
 
 
 def _write_json(path, obj):
@@ -102,8 +109,7 @@ def load_model(run_dir, checkpoint_path=None):
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   info = data_lib.DATASETS[config.data.name]
-  model = models.build(config.model, num_classes=info['num_classes'], mean=info['mean'],
-                       std=info['std'])
+  model = deployed_model(config, info['num_classes'], info['mean'], info['std'])
   tx, _ = optim.make_optimizer(config.optim, 1, 1)
   template = train.init_state(model, tx, jax.random.key(0), info['shape'],
                               config.optim.ema_decay)

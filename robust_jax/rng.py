@@ -8,7 +8,7 @@
 import jax
 
 INIT, TRAIN, EVAL = 0, 1, 2
-AUGMENT, ATTACK, DROPOUT = 0, 1, 2
+AUGMENT, ATTACK, DROPOUT, MODEL = 0, 1, 2, 3  # MODEL: a random model's draws at evaluation
 
 
 def root_key(seed, stream):

@@ -56,6 +56,23 @@ def check_logits(logits):
                 'max abs(row sum - 1) of the outputs (probabilities would give 0)')
 
 
+def check_transform_attacked(transform_name, differentiable, random, bpda_used, eot_used):
+  """An input-transformation model must meet BPDA (non-differentiable) and EOT (random)."""
+  missing = []
+  if not differentiable and not bpda_used:
+    missing.append('BPDA (an attack with bpda=True)')
+  if random and not eot_used:
+    missing.append('EOT (an attack with eot_samples > 1)')
+  if missing:
+    return _check('adaptive attack on the transform', FAIL, 0.0,
+                  f'the model applies the {transform_name} transform but no attack uses '
+                  + ' or '.join(missing) + ': naive gradients understate what it lets through')
+  return _check('adaptive attack on the transform', PASS, 1.0,
+                f'the {transform_name} transform is attacked with'
+                + (' BPDA' if not differentiable else '') + (' EOT' if random else '')
+                + (' its own gradient' if differentiable and not random else ''))
+
+
 def check_deterministic(logits_a, logits_b, eot_samples):
   diff = float(np.abs(np.asarray(logits_a) - np.asarray(logits_b)).max())
   if diff == 0:
@@ -142,7 +159,7 @@ def check_in_ball(violations, total):
 
 def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=None,
                square=None, violations=0, checked_points=0, random_logits_fn=None,
-               eot_samples=1, batch_size=250):
+               eot_samples=1, batch_size=250, primary_logits_fn=None):
   """Runs every check on the subset (x, y).
 
   Args:
@@ -156,6 +173,8 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     violations, checked_points: in-ball violations counted over the whole evaluation.
     random_logits_fn: `(x, key) -> logits` when the model is random (for the determinism check).
     eot_samples: EOT samples the attacks use.
+    primary_logits_fn: the model as the primary attack sees it (its BPDA or EOT view), for the
+      checks that re-run it; default `logits_fn`.
   Returns:
     (list of check dicts, {'eps': [...], 'accuracy': [...]}) the accuracy-against-eps curve.
   """
@@ -185,15 +204,16 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
       accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))))
   if primary is not None:
     cfg, correct = primary
+    view = primary_logits_fn or logits_fn
     noise = dict(name='pgd', norm=norm, eps=eps, steps=1, step_size=1e-9, restarts=1,
                  random_start=True)
-    checks.append(check_noise(accuracy_under(noise, logits_fn, x, y, keys[4], batch_size),
+    checks.append(check_noise(accuracy_under(noise, view, x, y, keys[4], batch_size),
                               correct))
     doubled = dict(cfg)
     doubled['steps'] = 2 * doubled.get('steps', 1)
     doubled['restarts'] = 2 * doubled.get('restarts', 1)
     checks.append(check_convergence(
-        correct, accuracy_under(doubled, logits_fn, x, y, keys[5], batch_size)))
+        correct, accuracy_under(doubled, view, x, y, keys[5], batch_size)))
     if single_step is not None:
       checks.append(check_iterative_beats_single_step(single_step, correct))
   if square is not None:

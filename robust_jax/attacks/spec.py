@@ -56,11 +56,13 @@ ATTACKS = {
 
 # Fields every attack takes; used by the evaluation, not passed to the attack's factory.
 # eot_samples > 1: attack a randomised model through EOT with that many draws per step.
-GENERIC = dict(eot_samples=1)
+# bpda: attack an input-transformation model through its transformation's differentiable
+# approximation (BPDA; the forward pass is unchanged). Both are no-ops on other models.
+GENERIC = dict(eot_samples=1, bpda=False)
 _INTEGERS = ('steps', 'restarts', 'num_targets', 'search_steps', 'num_candidates', 'eot_samples')
 _POSITIVE = ('step_size', 'learning_rate', 'initial_c', 'p_init', 'rho', 'eta', 'beta')
 _NON_NEGATIVE = ('overshoot', 'kappa', 'alpha_max')
-_BOOLEANS = ('random_start', 'track_best', 'seed_start')
+_BOOLEANS = ('random_start', 'track_best', 'seed_start', 'bpda')
 
 
 def register(name, defaults, norms, losses, factory):

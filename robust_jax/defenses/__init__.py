@@ -32,6 +32,7 @@ from robust_jax.attacks import objectives
 from robust_jax.defenses import fast_at
 from robust_jax.defenses import mart
 from robust_jax.defenses import trades
+from robust_jax.defenses import transforms
 
 
 class Defense(NamedTuple):
@@ -111,8 +112,17 @@ DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart
             'fgsm_rs': make_fgsm_rs}
 
 
+def _transformed(config):
+  """An input-transformation defense (transforms.py): cross-entropy through the transform."""
+  transforms.from_config(config)  # validates the transform's fields
+  return standard(config)
+
+
 def build(config):
   name = config.defense.name
+  if name in transforms.TRANSFORMS:
+    return _transformed(config)
   if name not in DEFENSES:
-    raise errors.ConfigError(f'defense.name={name!r}; valid: {sorted(DEFENSES)}.')
+    raise errors.ConfigError(
+        f'defense.name={name!r}; valid: {sorted(set(DEFENSES) | set(transforms.TRANSFORMS))}.')
   return DEFENSES[name](config)
