@@ -8,7 +8,6 @@ r"""robust_jax entry point: flags -> config -> train / eval / benchmark. Wiring 
 Running the same train command again resumes from the workdir's latest checkpoint.
 """
 
-import json
 import logging as py_logging
 import os
 import sys
@@ -60,15 +59,11 @@ def main(argv):
   try:
     if _MODE.value == 'benchmark':
       from robust_jax import benchmark  # pylint: disable=g-import-not-at-top
-      from robust_jax import models  # pylint: disable=g-import-not-at-top
       from robust_jax import parallel  # pylint: disable=g-import-not-at-top
       from robust_jax import validation  # pylint: disable=g-import-not-at-top
       mesh = parallel.make_mesh()
       validation.validate(config, mesh.devices.size)
-      info = data_lib.DATASETS[config.data.name]
-      model = models.build(config.model, num_classes=info['num_classes'], mean=info['mean'],
-                           std=info['std'])
-      print(json.dumps(benchmark.run(config, model, info['shape'], mesh)), flush=True)
+      benchmark.main(config, workdir, mesh)  # table, then JSON; WORKDIR/benchmark.json
     elif _MODE.value == 'eval':
       experiment.evaluate_checkpoint(config, workdir, _CHECKPOINT.value or workdir,
                                      progress=_PROGRESS.value)

@@ -92,10 +92,17 @@ def get_config():
       )),
   ))
 
+  # launch.py --mode=benchmark (robust_jax/benchmark.py); numbers and commands in BENCHMARKS.md.
   c.benchmark = ml_collections.ConfigDict(dict(
       batch_size=256,
       repeats=5,
       warmup=1,
       attack=attack('pgd', eps=0.1, steps=40, step_size=0.01, track_best=False),
+      models='',          # sweep: comma-separated model names ('' -> model.name)
+      batch_sizes='',     # sweep: comma-separated batch sizes ('' -> batch_size)
+      train_step=True,    # also time one training step (defense + train_attack)
+      time_budget_s=0.0,  # > 0: cut each measurement's timed repeats to fit in about this
+      model_steps='',     # e.g. 'wide_resnet:2': fewer attack steps for slow models (CPU)
+      matmul_size=0,      # n of the f32 n x n matmul ceiling; 0 -> 2048 on CPU, 8192 else
   ))
   return c
