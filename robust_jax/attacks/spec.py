@@ -58,10 +58,12 @@ ATTACKS = {
 # eot_samples > 1: attack a randomised model through EOT with that many draws per step.
 # bpda: attack an input-transformation model through its transformation's differentiable
 # approximation (BPDA; the forward pass is unchanged). Both are no-ops on other models.
-GENERIC = dict(eot_samples=1, bpda=False)
+# detector_penalty c > 0: attack a detector-guarded model (robust_jax/detection.py) with the
+# detector-aware loss, c * relu(score - threshold) added to the true-class logit; a no-op elsewhere.
+GENERIC = dict(eot_samples=1, bpda=False, detector_penalty=0.0)
 _INTEGERS = ('steps', 'restarts', 'num_targets', 'search_steps', 'num_candidates', 'eot_samples')
 _POSITIVE = ('step_size', 'learning_rate', 'initial_c', 'p_init', 'rho', 'eta', 'beta')
-_NON_NEGATIVE = ('overshoot', 'kappa', 'alpha_max')
+_NON_NEGATIVE = ('overshoot', 'kappa', 'alpha_max', 'detector_penalty')
 _BOOLEANS = ('random_start', 'track_best', 'seed_start', 'bpda')
 
 
