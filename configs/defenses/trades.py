@@ -10,6 +10,7 @@ configs/default.py; of train_attack, TRADES uses norm, eps, steps and step_size 
 """
 
 from configs import default
+from configs import evaluation
 
 
 def get_config():
@@ -18,4 +19,5 @@ def get_config():
   c.defense.beta = 6.0
   c.train_attack = default.attack('pgd', eps=0.1, steps=10, step_size=0.02, random_start=False,
                                   track_best=False)
+  evaluation.zoo(c.eval)  # naive PGD-40 + AutoAttack (the defense zoo's protocol)
   return c
