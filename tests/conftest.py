@@ -9,11 +9,22 @@ import os
 
 FAKE_DEVICES = '--xla_force_host_platform_device_count=4'
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+# ROBUST_JAX_TEST_PLATFORM=gpu (or tpu) runs the in-process tests on the machine's accelerator
+# instead, to check the accelerator path; tests marked `multidevice` then need enough devices.
+PLATFORM = os.environ.get('ROBUST_JAX_TEST_PLATFORM', 'cpu')
 
 SUBPROCESS_ENV = {**os.environ, 'XLA_FLAGS': FAKE_DEVICES, 'JAX_PLATFORMS': 'cpu'}
-os.environ['XLA_FLAGS'] = f'{FAKE_DEVICES} {FAST_COMPILE}'
-os.environ['JAX_PLATFORMS'] = 'cpu'
+if PLATFORM == 'cpu':
+  os.environ['XLA_FLAGS'] = f'{FAKE_DEVICES} {FAST_COMPILE}'
+os.environ['JAX_PLATFORMS'] = PLATFORM
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
-jax.config.update('jax_num_cpu_devices', 4)
+if PLATFORM == 'cpu':
+  jax.config.update('jax_num_cpu_devices', 4)
+
+
+def pytest_runtest_setup(item):
+  if item.get_closest_marker('multidevice') and len(jax.devices()) < 4:
+    pytest.skip(f'needs 4 devices; {PLATFORM} has {len(jax.devices())}')

@@ -181,6 +181,7 @@ def test_two_training_steps_on_four_devices(name):
   assert np.isfinite(float(metrics['loss_sum'])) and float(metrics['loss_sum']) > 0
 
 
+@pytest.mark.multidevice
 def test_trades_one_and_four_devices_give_the_same_parameters():
   dataset = helpers.tiny_dataset(n_train=32, n_test=8, shape=(8, 8, 1))
   config = _config('trades', **{'optim.name': 'sgd', 'optim.learning_rate': 0.01,

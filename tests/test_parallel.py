@@ -3,11 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import PartitionSpec as P
 
 from robust_jax import parallel
 
 
+@pytest.mark.multidevice
 def test_shard_batch_splits_rows_over_devices_in_order():
   mesh = parallel.make_mesh()
   assert mesh.devices.size == 4 and mesh.axis_names == ('data',)
@@ -31,6 +33,7 @@ def test_per_device_code_sees_its_shard_and_global_positions():
   np.testing.assert_array_equal(np.asarray(total), np.full(8, 8.0))
 
 
+@pytest.mark.multidevice
 def test_replicate_puts_a_full_copy_on_every_device():
   mesh = parallel.make_mesh()
   tree = parallel.replicate({'w': np.ones((3, 2), np.float32)}, mesh)

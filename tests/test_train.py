@@ -38,6 +38,7 @@ def _run_steps(config, dataset, devices, num_steps):
 # SGD is linear in the gradient, so only float rounding separates the runs. Adam divides by
 # sqrt(v) + 1e-8: on weights whose gradient is ~1e-9 that turns rounding noise into updates of up
 # to ~lr/100, so its tolerance is stated in units of the learning rate.
+@pytest.mark.multidevice
 @pytest.mark.parametrize('optimizer,atol', [('sgd', 1e-5), ('adam', 0.05 * 0.01)])
 def test_one_and_four_devices_give_the_same_parameters(optimizer, atol):
   config = helpers.quick_config(**{'optim.name': optimizer, 'optim.learning_rate': 0.01,

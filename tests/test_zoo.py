@@ -38,7 +38,8 @@ def test_table_reads_results_and_names_failed_checks(tmp_path, monkeypatch):
     with open(tmp_path / zoo.workdir(name) / 'results.json', 'w') as f:
       json.dump(res, f)
   text = zoo.table()
-  assert '| standard (baseline) | 90.0 | 5.0 | 50.0 | standard suite | 4.0 | 3/3 PASS | 12 |' in text
+  assert ('| standard (baseline) | 90.0 | 5.0 | 50.0 | standard suite | 4.0 | 3/3 PASS | 12 |'
+          in text)
   assert '| bit_depth | 88.0 | 70.0 | 2.0 | pgd40_linf_0.1_ce_bpda | 2.0 | 1/3 PASS; FAIL: c1; ' \
          'WARN: c2 | 12 |' in text
   assert 'Not run yet: pgd_at' in text
