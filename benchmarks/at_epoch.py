@@ -76,7 +76,8 @@ def compare(args, device, build, log=print):
   opt = torch.optim.Adam(net.parameters(), lr=c.optim.learning_rate)
   mesh = parallel.make_mesh(jax.devices()[:1])
   state = parallel.replicate(state, mesh)
-  step_fn = train.make_train_step(model, tx, defenses.build(c), c, mesh)
+  step_fn = jax.jit(train.make_train_step(model, tx, defenses.build(c), c, mesh),
+                    donate_argnums=0)
   idx = [data_lib.train_indices(args.seed, i, args.at_batch, len(labels))
          for i in range(args.at_steps + 1)]
 

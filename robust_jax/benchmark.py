@@ -139,8 +139,12 @@ def step_flops(model, variables, attack_cfg, bn_mode, local_shape):
   return costs.xla_flops(compiled)
 
 
-def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack_cfg=None):
-  """Times `attack_cfg` (default benchmark.attack) on `model`; returns a JSON-able dict."""
+def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack_cfg=None,
+                   keep_output=False):
+  """Times `attack_cfg` (default benchmark.attack) on `model`; returns a JSON-able dict.
+
+  keep_output: also return the last call's adversarial images (numpy, key 'x_adv').
+  """
   b = config.benchmark
   attack_cfg = attack_cfg or b.attack
   variables = model_fns.init_variables(model, rng.root_key(config.seed, rng.INIT), image_shape)
@@ -161,7 +165,13 @@ def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack
   t0 = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t0
-  t = costs.timed(lambda: compiled(*args), b.warmup, b.repeats, b.time_budget_s)
+  last = {}
+
+  def call():
+    last['x'] = compiled(*args)
+    return last['x']
+
+  t = costs.timed(call, b.warmup, b.repeats, b.time_budget_s)
   steps = attack_cfg.get('steps', 1) * attack_cfg.get('restarts', 1)
   ndev = mesh.devices.size
   local = (batch_size // ndev,) + tuple(image_shape)
@@ -182,6 +192,8 @@ def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack
   flops = out['flops_per_img_step_xla'] or out['flops_per_img_step_hand']
   out.update(_gflops(out, 'img_steps_per_s', flops, ceiling))
   out['peak_memory'] = costs.peak_memory(compiled)
+  if keep_output:
+    out['x_adv'] = np.asarray(jax.device_get(last['x']))
   return out
 
 
@@ -189,11 +201,14 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
   """Times one `train.make_train_step` step (config.defense, config.train_attack)."""
   b = config.benchmark
   tx, _ = optim.make_optimizer(config.optim, 1000, 100)
+  defense = defense_lib.build(config)
   state = train.init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
-                           config.optim.ema_decay)
+                           config.optim.ema_decay,
+                           **_carry(train, defense, config, image_shape, batch_size))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state = parallel.replicate(state, mesh)
-  step_fn = train.make_train_step(model, tx, defense_lib.build(config), config, mesh)
+  # jit of the (possibly already jitted) step, so that it can be lowered and compiled here.
+  step_fn = jax.jit(train.make_train_step(model, tx, defense, config, mesh), donate_argnums=0)
   images, labels = _random_batch(config.seed, batch_size, image_shape)
   batch = parallel.shard_batch({'image': images, 'label': labels}, mesh)
   keys = [rng.step_key(config.seed, i) for i in range(b.warmup + b.repeats + 2)]
@@ -227,6 +242,14 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
   out.update(_gflops(out, 'img_per_s', flops, ceiling))
   out['peak_memory'] = costs.peak_memory(compiled)
   return out
+
+
+def _carry(train_lib, defense, config, image_shape, batch_size):
+  """init_state's carry_shape argument where the training code has one (free AT)."""
+  if not hasattr(train_lib, 'carry_shape'):
+    return {}
+  shape = train_lib.carry_shape(defense, config, image_shape)
+  return {'carry_shape': None if shape is None else (batch_size,) + tuple(shape[1:])}
 
 
 def run(config, model, image_shape, mesh, ceiling=None, name=None):
