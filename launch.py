@@ -30,6 +30,19 @@ _MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train_and_eval', 'eval', '
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, '--mode=eval: a workdir or one checkpoint folder (default: --workdir).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'Multi-host: call jax.distributed.initialize ("auto": when the flags below, JAX_* variables '
+    'or a multi-task SLURM job say so). See BUILD.md.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'Multi-host: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Multi-host: number of processes (or $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Multi-host: this process, 0..num_processes-1 (or $JAX_PROCESS_ID).')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout_s', 60, 'Multi-host: seconds after which the survivors of a dead peer exit.')
 
 
 def _default_workdir():
@@ -54,9 +67,14 @@ def main(argv):
   from robust_jax import errors  # pylint: disable=g-import-not-at-top
   from robust_jax import experiment  # pylint: disable=g-import-not-at-top
 
+  from robust_jax import distributed  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   workdir = _WORKDIR.value or _default_workdir()
   try:
+    distributed.initialize(
+        distributed.settings(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                             _PROCESS_ID.value), heartbeat_timeout_s=_HEARTBEAT.value)
     if _MODE.value == 'benchmark':
       from robust_jax import benchmark  # pylint: disable=g-import-not-at-top
       from robust_jax import parallel  # pylint: disable=g-import-not-at-top

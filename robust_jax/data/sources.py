@@ -21,8 +21,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from robust_jax.data import idx_builder
 
@@ -84,6 +86,12 @@ def load(data_cfg):
     ValueError: unknown name (lists the valid ones).
     DatasetUnavailableError: the data cannot be had here (offline, missing or corrupt files).
   """
+  if jax.process_count() > 1:
+    # Process 0 prepares first: on a shared filesystem the others then find it ready instead of
+    # racing it; on per-host disks each prepares its own copy after the barrier.
+    if jax.process_index() == 0:
+      prepare(data_cfg.name, data_cfg.data_dir, data_cfg.source_dir)
+    multihost_utils.sync_global_devices('robust_jax.data.prepare')
   builder = prepare(data_cfg.name, data_cfg.data_dir, data_cfg.source_dir)
   info = DATASETS[data_cfg.name]
   read = _read_idx_split if isinstance(builder, idx_builder.IdxImages) else _read_tfds_split
