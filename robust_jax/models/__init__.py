@@ -38,22 +38,39 @@ def _model_class(name: str):
   return MODELS[name]
 
 
-def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=jnp.float32) -> nn.Module:
+# config.model.dtype -> compute dtype (parameters stay float32 whatever it is).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """The compute dtype named by `config.model.dtype` ('float32' or 'bfloat16')."""
+  if name not in DTYPES:
+    raise ValueError(f'Unknown model dtype {name!r}; valid: {list(DTYPES)}.')
+  return DTYPES[name]
+
+
+def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Module:
   """The model named `model_cfg.name`.
 
   Args:
     model_cfg: anything with attributes `name` and, for 'wide_resnet', `depth` and `width`
-      (e.g. `config.model`).
+      (e.g. `config.model`); optionally `dtype` ('float32' | 'bfloat16', default 'float32') and
+      `fast_ops` (default True: convolutions and pooling from `fast_ops`, whose input gradients
+      compile to faster code; the parameters are the same either way).
     num_classes: number of logits K.
     mean, std: per-channel normalisation constants for inputs in [0,1], tuples of length C.
-    dtype: compute dtype (parameters stay float32; logits are returned as float32).
+    dtype: compute dtype, overriding `model_cfg.dtype` (parameters stay float32; logits are
+      returned as float32).
 
   Returns:
     An unbound flax module mapping (x: f32[B,H,W,C] in [0,1], train: bool) -> f32[B,K].
   """
   cls = _model_class(model_cfg.name)
+  if dtype is None:
+    dtype = compute_dtype(getattr(model_cfg, 'dtype', 'float32'))
   kwargs = dict(num_classes=int(num_classes), mean=tuple(float(m) for m in mean),
-                std=tuple(float(s) for s in std), dtype=dtype)
+                std=tuple(float(s) for s in std), dtype=dtype,
+                fast_ops=bool(getattr(model_cfg, 'fast_ops', True)))
   if cls is WideResNet:
     resnets.num_blocks(model_cfg.depth)  # fail here, not at the first init, on a bad depth
     kwargs.update(depth=model_cfg.depth, width=model_cfg.width)
@@ -70,5 +87,5 @@ def has_dropout(name: str) -> bool:
   return _model_class(name).has_dropout
 
 
-__all__ = ['MODELS', 'MadryCNN', 'PreActResNet18', 'SmallCNN', 'TradesCNN', 'WideResNet', 'build',
-           'has_batch_norm', 'has_dropout']
+__all__ = ['DTYPES', 'MODELS', 'MadryCNN', 'PreActResNet18', 'SmallCNN', 'TradesCNN', 'WideResNet',
+           'build', 'compute_dtype', 'has_batch_norm', 'has_dropout']

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from robust_jax.models import common
+from robust_jax.models import fast_ops
 
 
 class _Base(nn.Module):
@@ -26,13 +27,15 @@ class _Base(nn.Module):
   mean: Sequence[float] = (0.0,)
   std: Sequence[float] = (1.0,)
   dtype: Any = jnp.float32
+  fast_ops: bool = True
 
   has_batch_norm: ClassVar[bool] = False
   has_dropout: ClassVar[bool] = False
 
   def _conv(self, features, kernel, strides=1, padding='VALID', name=None):
     return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=padding,
-                   kernel_init=common.conv_init, dtype=self.dtype, name=name)
+                   kernel_init=common.conv_init, dtype=self.dtype, name=name,
+                   conv_general_dilated=common.conv_fn(self.fast_ops))
 
   def _dense(self, features, name=None, final=False):
     init = common.logits_init if final else common.dense_relu_init
@@ -42,9 +45,9 @@ class _Base(nn.Module):
     """Flattens f[B,h,w,c] -> f32[B,num_classes] through the final Dense."""
     return jnp.asarray(self._dense(self.num_classes, name='logits', final=True)(x), jnp.float32)
 
-
-def _max_pool(x):
-  return nn.max_pool(x, (2, 2), strides=(2, 2))
+  def _max_pool(self, x):
+    """2x2 max-pooling, stride 2: f[B,H,W,C] -> f[B,H//2,W//2,C]."""
+    return fast_ops.max_pool(x, 2) if self.fast_ops else nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 def _flatten(x):
@@ -82,8 +85,8 @@ class MadryCNN(_Base):
     """x: f32[B,H,W,C] in [0,1] -> logits f32[B,num_classes]. `train` is unused (no BN/dropout)."""
     del train
     x = common.normalize(x, self.mean, self.std, self.dtype)
-    x = _max_pool(nn.relu(self._conv(32, 5, padding='SAME')(x)))
-    x = _max_pool(nn.relu(self._conv(64, 5, padding='SAME')(x)))
+    x = self._max_pool(nn.relu(self._conv(32, 5, padding='SAME')(x)))
+    x = self._max_pool(nn.relu(self._conv(64, 5, padding='SAME')(x)))
     x = nn.relu(self._dense(1024)(_flatten(x)))
     return self._logits(x)
 
@@ -105,9 +108,9 @@ class TradesCNN(_Base):
     """x: f32[B,H,W,C] in [0,1] -> logits f32[B,num_classes]; needs rngs={'dropout': k} if train."""
     x = common.normalize(x, self.mean, self.std, self.dtype)
     x = nn.relu(self._conv(32, 3)(x))
-    x = _max_pool(nn.relu(self._conv(32, 3)(x)))
+    x = self._max_pool(nn.relu(self._conv(32, 3)(x)))
     x = nn.relu(self._conv(64, 3)(x))
-    x = _max_pool(nn.relu(self._conv(64, 3)(x)))
+    x = self._max_pool(nn.relu(self._conv(64, 3)(x)))
     x = nn.relu(self._dense(200)(_flatten(x)))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.relu(self._dense(200)(x))

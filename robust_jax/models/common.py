@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from robust_jax.models import fast_ops
+
 # He/Kaiming normal, fan_out, untruncated: torch's `kaiming_normal_(mode='fan_out')`, the conv init
 # of the reference ResNets (and of TRADES' WideResNet, whose std is sqrt(2 / (k*k*out_channels))).
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -44,3 +46,11 @@ def batch_norm(train: bool, dtype, name=None):
   """BatchNorm as every model here uses it (PyTorch's momentum 0.1, eps 1e-5), in `batch_stats`."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                       name=name)
+
+
+def conv_fn(fast: bool):
+  """The `conv_general_dilated` for `nn.Conv`: `fast_ops`' (fast input gradients) or lax's (None).
+
+  Either way the parameters (names, shapes, init) are those of `nn.Conv`.
+  """
+  return fast_ops.conv_general_dilated if fast else None

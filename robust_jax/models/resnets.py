@@ -22,12 +22,13 @@ from flax import linen as nn
 from robust_jax.models import common
 
 
-def _conv(features, kernel, strides, dtype, name=None):
+def _conv(features, kernel, strides, dtype, fast, name=None):
   """Bias-free conv with torch-style symmetric padding (k // 2 each side)."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), use_bias=False,
-                 kernel_init=common.conv_init, dtype=dtype, name=name)
+                 kernel_init=common.conv_init, dtype=dtype, name=name,
+                 conv_general_dilated=common.conv_fn(fast))
 
 
 class PreActBlock(nn.Module):
@@ -39,18 +40,20 @@ class PreActBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Any = jnp.float32
+  fast_ops: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: [B,H,W,C_in] -> [B,H/strides,W/strides,features]."""
     out = nn.relu(common.batch_norm(train, self.dtype, name='bn1')(x))
     if self.strides != 1 or x.shape[-1] != self.features:
-      shortcut = _conv(self.features, 1, self.strides, self.dtype, name='shortcut')(out)
+      shortcut = _conv(self.features, 1, self.strides, self.dtype, self.fast_ops,
+                       name='shortcut')(out)
     else:
       shortcut = x
-    out = _conv(self.features, 3, self.strides, self.dtype, name='conv1')(out)
+    out = _conv(self.features, 3, self.strides, self.dtype, self.fast_ops, name='conv1')(out)
     out = nn.relu(common.batch_norm(train, self.dtype, name='bn2')(out))
-    out = _conv(self.features, 3, 1, self.dtype, name='conv2')(out)
+    out = _conv(self.features, 3, 1, self.dtype, self.fast_ops, name='conv2')(out)
     return out + shortcut
 
 
@@ -60,6 +63,7 @@ class _PreActNet(nn.Module):
   mean: Sequence[float] = (0.0,)
   std: Sequence[float] = (1.0,)
   dtype: Any = jnp.float32
+  fast_ops: bool = True   # robust_jax.models.fast_ops convolutions (same params, faster attacks)
 
   has_batch_norm: ClassVar[bool] = True
   has_dropout: ClassVar[bool] = False
@@ -73,10 +77,10 @@ class _PreActNet(nn.Module):
     """x: f32[B,H,W,C] in [0,1] -> logits f32[B,num_classes]; `train` selects BN batch stats."""
     stem, stages = self.stages()
     x = common.normalize(x, self.mean, self.std, self.dtype)
-    x = _conv(stem, 3, 1, self.dtype, name='stem')(x)
+    x = _conv(stem, 3, 1, self.dtype, self.fast_ops, name='stem')(x)
     for i, (features, strides, num_blocks) in enumerate(stages):
       for j in range(num_blocks):
-        x = PreActBlock(features, strides if j == 0 else 1, self.dtype,
+        x = PreActBlock(features, strides if j == 0 else 1, self.dtype, self.fast_ops,
                         name=f'stage{i + 1}_block{j + 1}')(x, train)
     x = nn.relu(common.batch_norm(train, self.dtype, name='bn')(x))
     x = jnp.mean(x, axis=(1, 2))

@@ -1,0 +1,186 @@
+"""Convolution and max-pooling with gradients that XLA compiles to fast code inside attack loops.
+
+An attack step is a forward pass plus the gradient with respect to the *input* (Madry et al. 2018);
+the weight gradients are dead code there. Left to itself, XLA:CPU compiles that input gradient
+badly inside a `while` loop:
+
+- the input gradient of a convolution is a convolution with the flipped kernel whose in/out axes
+  are swapped; XLA folds the swap into the convolution's dimension labels (`01oi`), which the fast
+  convolution emitters do not accept, so it falls back to a slow generic loop. `conv` computes
+  the flipped, transposed kernel explicitly behind `lax.optimization_barrier` in a custom VJP, so
+  the gradient is an ordinary `01io` convolution;
+- a convolution with one (or few) input channels runs at a fraction of the machine's speed, and its
+  input gradient (a convolution with one *output* channel) even more so. `patches_conv` computes it
+  as a matmul of the k*k shifted copies of the input with the kernel (im2col; Chellapilla et al.
+  2006); its gradient is a matmul and a sum of padded slices;
+- the gradient of `reduce_window` max-pooling is `select_and_scatter`, rewritten into a scatter on
+  CPU. `max_pool` (non-overlapping windows) routes the gradient through a mask of each window's
+  first maximum instead, which is what `select_and_scatter` computes.
+
+Every op computes the same values and the same input and weight gradients as the plain lax version
+(tests/test_fast_ops.py); models use them through `conv_general_dilated`, a drop-in for
+`flax.linen.Conv(conv_general_dilated=...)`, so the parameter tree does not change.
+
+    y = fast_ops.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=dn)  # like lax
+    y = fast_ops.max_pool(x, 2)                  # x: f[B,H,W,C] -> f[B,H//2,W//2,C]
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# NHWC inputs, HWIO kernels: flax's layout.
+_DIMS = ('NHWC', 'HWIO', 'NHWC')
+# Up to this many kernel inputs (kh * kw * C_in), a convolution runs as a patches x kernel matmul.
+PATCHES_MAX_INPUTS = 100
+# ... and only with at most this many input channels (wider inputs are a proper convolution).
+PATCHES_MAX_CHANNELS = 4
+
+
+def _plain(x, w, strides, pads, precision):
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DIMS,
+                                  precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv(x, w, strides, pads, precision=None):
+  """2-D convolution, NHWC x HWIO -> NHWC, with an input gradient XLA keeps on its fast path.
+
+  Args:
+    x: f[B,H,W,C] input.
+    w: f[kh,kw,C,F] kernel.
+    strides: (sh, sw).
+    pads: ((lo_h, hi_h), (lo_w, hi_w)) explicit zero padding.
+    precision: as for `lax.conv_general_dilated`.
+
+  Returns:
+    f[B,H',W',F], equal to `lax.conv_general_dilated(x, w, strides, pads)` in NHWC/HWIO.
+  """
+  return _plain(x, w, strides, pads, precision)
+
+
+def _conv_fwd(x, w, strides, pads, precision):
+  return _plain(x, w, strides, pads, precision), (x, w)
+
+
+def _conv_bwd(strides, pads, precision, res, g):
+  x, w = res
+  kh, kw = w.shape[:2]
+  # Transposed convolution: a stride-1 convolution of g (dilated by the stride) with the flipped
+  # kernel, in and out swapped. The barrier keeps XLA from folding flip and swap into the
+  # convolution's dimension labels.
+  w_t = lax.optimization_barrier(jnp.flip(w, (0, 1)).swapaxes(2, 3))
+  t_pads = tuple((k - 1 - lo, n + lo - (m - 1) * s - 1)
+                 for k, (lo, _), n, m, s in zip((kh, kw), pads, x.shape[1:3], g.shape[1:3],
+                                                strides))
+  dx = lax.conv_general_dilated(g, w_t, (1, 1), t_pads, lhs_dilation=strides,
+                                dimension_numbers=_DIMS, precision=precision)
+  # The weight gradient as lax computes it (dead code inside an attack, used for training).
+  _, w_vjp = jax.vjp(lambda w: _plain(x, w, strides, pads, precision), w)
+  return dx, w_vjp(g)[0]
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def patches_conv(x, w, strides, pads, precision=None):
+  """The convolution of `conv` as a patches x kernel matmul (im2col), for few input channels.
+
+  Args and result as for `conv`. Patches are `f[B,H',W',kh*kw*C]`, ordered (row, column, channel)
+  like the flattened HWIO kernel. Plain autodiff gives the right gradients without a scatter: the
+  transpose of a (strided) slice is a (dilated) pad.
+  """
+  kh, kw, c, f = w.shape
+  (sh, sw) = strides
+  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads)
+              + ((0, 0, 0),))
+  ho = (x.shape[1] - kh) // sh + 1
+  wo = (x.shape[2] - kw) // sw + 1
+  cols = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+          for i in range(kh) for j in range(kw)]
+  patches = jnp.concatenate(cols, axis=-1)
+  return jnp.dot(patches, w.reshape(kh * kw * c, f), precision=precision)
+
+
+def _explicit_pads(padding, in_hw, kernel_hw, strides):
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(in_hw, kernel_hw, strides, padding))
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _is_nhwc_hwio(dimension_numbers):
+  if dimension_numbers is None:
+    return False
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return tuple(dimension_numbers) == ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+  return tuple(dimension_numbers) == _DIMS
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None):
+  """Drop-in for `lax.conv_general_dilated` (as `flax.linen.Conv` calls it) using the ops above.
+
+  Plain 2-D NHWC/HWIO convolutions without dilation or groups go to `patches_conv` when the kernel
+  has few inputs (the first layer of an image model) and to `conv` otherwise; anything else goes
+  to `lax.conv_general_dilated` unchanged.
+  """
+  dilated = any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+  if (lhs.ndim != 4 or dilated or feature_group_count != 1
+      or not _is_nhwc_hwio(dimension_numbers)):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision)
+  strides = tuple(int(s) for s in window_strides)
+  pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
+  kh, kw, c, _ = rhs.shape
+  if c <= PATCHES_MAX_CHANNELS and kh * kw * c <= PATCHES_MAX_INPUTS:
+    return patches_conv(lhs, rhs, strides, pads, precision)
+  return conv(lhs, rhs, strides, pads, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool(x, window=2):
+  """Max-pooling over non-overlapping `window` x `window` blocks (stride = window, VALID).
+
+  Args:
+    x: f[B,H,W,C].
+    window: block size k; trailing rows and columns that do not fill a block are dropped, as in
+      `flax.linen.max_pool(x, (k, k), strides=(k, k))`.
+
+  Returns:
+    f[B,H//k,W//k,C]. The gradient goes to the first maximum of each block in row-major order, as
+    `select_and_scatter` (the gradient of `reduce_window` max) routes it.
+  """
+  return _blocks(x, window).max(axis=(2, 4))
+
+
+def _blocks(x, k):
+  b, h, w, c = x.shape
+  return x[:, :h // k * k, :w // k * k].reshape(b, h // k, k, w // k, k, c)
+
+
+def _max_pool_fwd(x, window):
+  y = max_pool(x, window)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, res, g):
+  x, y = res
+  blocks = _blocks(x, window)
+  taken = jnp.zeros(y.shape, bool)
+  rows = []
+  for i in range(window):
+    row = []
+    for j in range(window):
+      hit = (blocks[:, :, i, :, j, :] == y) & ~taken
+      taken = taken | hit
+      row.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
+    rows.append(jnp.stack(row, axis=3))          # [B,H',W',k,C]
+  dx = jnp.stack(rows, axis=2)                     # [B,H',k,W',k,C]
+  b, h, w, c = x.shape
+  dx = dx.reshape(b, h // window * window, w // window * window, c)
+  return (jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0))),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -1,0 +1,197 @@
+"""robust_jax.models.fast_ops: the same values, input gradients and weight gradients as lax/flax.
+
+Each custom op is compared with the plain version it replaces on the shapes, strides and paddings
+the models use (and a few awkward ones: odd sizes, strides that leave rows unused, ties in max
+pooling); the models' parameter trees, logits and gradients must not depend on `fast_ops`.
+"""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import linen as nn
+from jax import lax
+
+from robust_jax import models
+from robust_jax.models import fast_ops
+
+DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _close(actual, expected, rtol=1e-5):
+  """Equal up to float32 summation order: relative to the largest entry of `expected`."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape
+  scale = max(np.abs(expected).max(), 1e-30)
+  np.testing.assert_allclose(actual / scale, expected / scale, rtol=0, atol=rtol)
+
+
+def _value_and_grads(fn, x, w, seed=3):
+  """fn(x, w), and the gradients of <fn(x, w), g> for a random cotangent g."""
+  y, vjp = jax.vjp(fn, x, w)
+  g = jax.random.normal(jax.random.key(seed), y.shape, y.dtype)
+  return (y,) + vjp(g)
+
+
+# (input HxW, C_in, C_out, kernel, stride, padding): the models' convolutions, then awkward cases.
+CONVS = [
+    ((28, 28), 1, 8, 5, 1, 'SAME'),         # madry_cnn conv 1
+    ((14, 14), 8, 16, 5, 1, 'SAME'),        # madry_cnn conv 2
+    ((28, 28), 1, 8, 4, 2, ((1, 1), (1, 1))),   # small_cnn conv 1
+    ((14, 14), 8, 16, 4, 2, ((1, 1), (1, 1))),  # small_cnn conv 2
+    ((12, 12), 8, 8, 3, 1, 'VALID'),        # trades_cnn
+    ((8, 8), 3, 8, 3, 1, ((1, 1), (1, 1))),     # ResNet stem (3 channels)
+    ((8, 8), 8, 16, 3, 2, ((1, 1), (1, 1))),    # ResNet strided conv1
+    ((8, 8), 8, 16, 1, 2, ((0, 0), (0, 0))),    # ResNet shortcut
+    ((9, 7), 6, 5, 3, 2, ((1, 1), (1, 1))),     # odd sizes
+    ((10, 11), 6, 5, 4, 3, ((0, 2), (1, 0))),   # stride leaves rows unused, asymmetric padding
+    ((7, 7), 2, 3, 5, 2, 'SAME'),
+]
+
+
+def _conv_args(case, seed=0, batch=2):
+  hw, c_in, c_out, k, s, padding = case
+  kx, kw = jax.random.split(jax.random.key(seed))
+  x = jax.random.normal(kx, (batch,) + hw + (c_in,), jnp.float32)
+  w = jax.random.normal(kw, (k, k, c_in, c_out), jnp.float32)
+  pads = fast_ops._explicit_pads(padding, hw, (k, k), (s, s))
+  return x, w, (s, s), padding, pads
+
+
+def _lax_conv(strides, padding):
+  return lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DIMS)
+
+
+@pytest.mark.parametrize('case', CONVS, ids=lambda c: f'{c[0][0]}x{c[0][1]}x{c[1]}-k{c[3]}s{c[4]}')
+def test_conv_and_patches_conv_match_lax(case):
+  x, w, strides, padding, pads = _conv_args(case)
+  ops = (fast_ops.conv, fast_ops.patches_conv)
+  expected, *results = jax.jit(lambda x, w: [_value_and_grads(_lax_conv(strides, padding), x, w)]
+                               + [_value_and_grads(lambda x, w, op=op: op(x, w, strides, pads),
+                                                   x, w) for op in ops])(x, w)
+  for op, got in zip(ops, results):
+    for name, a, b in zip(('value', 'input grad', 'weight grad'), got, expected):
+      try:
+        _close(a, b)
+      except AssertionError as e:
+        raise AssertionError(f'{op.__name__} {name}') from e
+
+
+def test_conv_second_derivative_of_input_matches_lax():
+  """Gradients of gradients (e.g. TRADES-like regularisers) still agree."""
+  x, w, strides, padding, pads = _conv_args(CONVS[3])
+
+  def input_grad_norm(op):
+    return lambda x, w: jnp.sum(jax.grad(lambda x: jnp.sum(op(x, w) ** 2))(x) ** 2)
+  fast = jax.jit(jax.grad(input_grad_norm(lambda x, w: fast_ops.conv(x, w, strides, pads)),
+                          argnums=(0, 1)))(x, w)
+  plain = jax.jit(jax.grad(input_grad_norm(_lax_conv(strides, padding)), argnums=(0, 1)))(x, w)
+  for a, b in zip(fast, plain):
+    _close(a, b, rtol=1e-4)
+
+
+def test_conv_general_dilated_dispatch():
+  """Few input channels -> patches matmul; otherwise the custom-VJP conv; exotic -> lax."""
+  dn = lax.conv_dimension_numbers((1, 8, 8, 1), (3, 3, 1, 4), DIMS)
+  x1 = jnp.ones((1, 8, 8, 1))
+  x16 = jnp.ones((1, 8, 8, 16))
+
+  def prims(fn, *args):
+    return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).eqns}
+  patches = prims(lambda x: fast_ops.conv_general_dilated(x, jnp.ones((3, 3, 1, 4)), (1, 1),
+                                                          'SAME', dimension_numbers=dn), x1)
+  assert 'dot_general' in patches and 'conv_general_dilated' not in patches
+  custom = prims(lambda x: fast_ops.conv_general_dilated(x, jnp.ones((3, 3, 16, 4)), (1, 1),
+                                                         'SAME', dimension_numbers=dn), x16)
+  assert 'custom_vjp_call' in custom
+  dilated = prims(lambda x: fast_ops.conv_general_dilated(
+      x, jnp.ones((3, 3, 16, 4)), (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=dn), x16)
+  assert 'conv_general_dilated' in dilated and 'custom_vjp_call' not in dilated
+  # The dilated fallback computes what lax computes.
+  np.testing.assert_array_equal(
+      fast_ops.conv_general_dilated(x16, jnp.ones((3, 3, 16, 4)), (1, 1), 'SAME', (1, 1), (2, 2),
+                                    dn),
+      lax.conv_general_dilated(x16, jnp.ones((3, 3, 16, 4)), (1, 1), 'SAME', (1, 1), (2, 2), dn))
+
+
+@pytest.mark.parametrize('shape,window', [((2, 8, 8, 3), 2), ((2, 7, 9, 4), 2), ((1, 9, 9, 2), 3)])
+@pytest.mark.parametrize('ties', [False, True], ids=['distinct', 'ties'])
+def test_max_pool_matches_flax(shape, window, ties):
+  x = jax.random.normal(jax.random.key(0), shape)
+  if ties:  # few distinct values: many blocks have several maxima (as after a ReLU)
+    x = jnp.maximum(jnp.round(x), 0.0)
+
+  def grads(pool):
+    y, vjp = jax.vjp(pool, x)
+    return y, vjp(jax.random.normal(jax.random.key(1), y.shape))[0]
+  plain = jax.jit(lambda: grads(lambda x: nn.max_pool(x, (window,) * 2, strides=(window,) * 2)))()
+  fast = jax.jit(lambda: grads(lambda x: fast_ops.max_pool(x, window)))()
+  np.testing.assert_array_equal(fast[0], plain[0])
+  np.testing.assert_array_equal(fast[1], plain[1])   # only selections: exact, ties included
+
+
+def _model(name, fast, dtype=jnp.float32):
+  cfg = ml_collections.ConfigDict(dict(name=name, depth=10, width=1, fast_ops=fast))
+  return models.build(cfg, num_classes=10, mean=(0.5,), std=(0.25,), dtype=dtype)
+
+
+# Small inputs keep compiles short; the CNNs' flattened size follows the input.
+SHAPES = {'small_cnn': (16, 16, 1), 'madry_cnn': (16, 16, 1), 'trades_cnn': (16, 16, 1),
+          'preact_resnet18': (8, 8, 3), 'wide_resnet': (8, 8, 3)}
+
+
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n == 'preact_resnet18' else n  # blocks as WRN
+    for n in sorted(models.MODELS)])
+def test_models_same_params_logits_and_gradients(name):
+  shape = SHAPES[name]
+  fast, plain = _model(name, True), _model(name, False)
+  assert fast.fast_ops and not plain.fast_ops
+  x = jax.random.uniform(jax.random.key(0), (2,) + shape)
+  y = jnp.array([3, 7])
+  variables, fast_vars = jax.jit(lambda x: [m.init(jax.random.key(1), x, train=False)
+                                            for m in (plain, fast)])(x)
+  # Same tree, shapes and initial values: checkpoints of either load into the other.
+  assert jax.tree.structure(fast_vars) == jax.tree.structure(variables)
+  jax.tree.map(np.testing.assert_array_equal, fast_vars, variables)
+
+  def grads(model, params, x):
+    def fn(params, x):
+      v = {**variables, 'params': params}
+      if 'batch_stats' in variables:   # training mode: BatchNorm on batch statistics
+        logits, _ = model.apply(v, x, train=True, mutable=['batch_stats'])
+      else:
+        logits = model.apply(v, x, train=False)
+      onehot = jax.nn.one_hot(y, 10)
+      return -jnp.sum(onehot * jax.nn.log_softmax(logits)), logits
+    return jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)(params, x)
+  ((_, logits_fast), (gp_fast, gx_fast)), ((_, logits_plain), (gp_plain, gx_plain)) = jax.jit(
+      lambda p, x: [grads(m, p, x) for m in (fast, plain)])(variables['params'], x)
+  _close(logits_fast, logits_plain)
+  _close(gx_fast, gx_plain, rtol=1e-4)
+  flat_fast = flax.traverse_util.flatten_dict(gp_fast)
+  for path, g in flax.traverse_util.flatten_dict(gp_plain).items():
+    try:
+      _close(flat_fast[path], g, rtol=1e-4)
+    except AssertionError as e:
+      raise AssertionError(f'weight gradient of {"/".join(path)}') from e
+
+
+def test_bfloat16_fast_model_params_float32_logits_float32():
+  model = _model('madry_cnn', True, jnp.bfloat16)
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+  variables = jax.jit(lambda x: model.init(jax.random.key(1), x, train=False))(x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
+
+  def fn(params, x):
+    logits = model.apply({'params': params}, x, train=False)
+    return jnp.sum(logits ** 2), logits
+  (_, logits), (gp, gx) = jax.jit(jax.value_and_grad(fn, (0, 1), has_aux=True))(
+      variables['params'], x)
+  assert logits.dtype == jnp.float32 and gx.dtype == jnp.float32
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(gp))
+  # bfloat16 logits track the float32 ones to bfloat16 precision.
+  ref = _model('madry_cnn', True).apply(variables, x, train=False)
+  assert np.abs(logits - ref).max() < 0.05 * np.abs(ref).max() + 1e-3
