@@ -2,13 +2,61 @@
 
 Orbax writes each step to a temporary folder and renames it when complete, so a killed run never
 leaves a half-written checkpoint that looks finished. Nothing is ever loaded with pickle.
+
+On resume, a latest checkpoint that cannot be read (a damaged disk, a copy cut short) is renamed
+`corrupt-<step>` (kept for inspection, never deleted) with a warning naming it, and the previous
+one is used. A checkpoint whose arrays do not match the model the config builds raises
+`CheckpointMismatchError` listing the differing shapes, before anything is restored.
 """
 
+import json
 import os
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from robust_jax import errors
+
+
+class CheckpointMismatchError(errors.ConfigError):
+  """The checkpoint holds arrays of other shapes (or names) than the configured model's."""
+
+
+def _stored_shapes(step_dir):
+  """{path tuple as text: shape} from the step's array metadata (JSON; None if unreadable)."""
+  path = os.path.join(step_dir, 'default', '_METADATA')
+  try:
+    with open(path) as f:
+      tree = json.load(f)['tree_metadata']
+    return {k: tuple(v['value_metadata'].get('write_shape') or ()) for k, v in tree.items()
+            if not v['value_metadata'].get('skip_deserialize')}  # skip empty {} and None
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return None
+
+
+def _expected_shapes(state):
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    keys = tuple(str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path)
+    out[str(keys)] = tuple(getattr(leaf, 'shape', ()))
+  return out
+
+
+def check_compatible(step_dir, state):
+  """Raises CheckpointMismatchError when the stored arrays differ from `state`'s."""
+  stored = _stored_shapes(step_dir)
+  if stored is None:
+    return  # unreadable metadata: restoring will fail and report it
+  expected = _expected_shapes(state)
+  if set(stored) == set(expected) and all(stored[k] == expected[k] for k in stored):
+    return
+  diffs = [f'{k}: checkpoint {stored.get(k, "absent")} vs config {expected.get(k, "absent")}'
+           for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
+  raise CheckpointMismatchError(
+      f'The checkpoint in {step_dir} was written by another model or config; '
+      f'{len(diffs)} array(s) differ: ' + '; '.join(diffs[:8]) + ('; ...' if len(diffs) > 8 else '')
+      + '. Use the config it was trained with, or a new --workdir.')
 
 
 def _manager(directory, every_steps=1, max_to_keep=3):
@@ -33,13 +81,30 @@ class Checkpointer:
     return self._mngr.latest_step()
 
   def restore_or_init(self, state):
-    """Returns (the latest saved state, or `state` when none; whether it was restored)."""
-    step = self._mngr.latest_step()
-    if step is None:
-      return state, False
-    logging.info('Resuming from %s/%d', self.directory, step)
-    restored = self._mngr.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
-    return restored, True
+    """Returns (the latest readable saved state, or `state` when none; whether it restored).
+
+    Unreadable checkpoints are set aside (renamed corrupt-<step>) newest first, with a warning.
+    """
+    while True:
+      step = self._mngr.latest_step()
+      if step is None:
+        return state, False
+      step_dir = os.path.join(self.directory, str(step))
+      check_compatible(step_dir, state)
+      try:
+        restored = self._mngr.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+      except Exception as e:  # pylint: disable=broad-except  # any failure to read = corrupt
+        if isinstance(e, CheckpointMismatchError):
+          raise
+        aside = os.path.join(self.directory, f'corrupt-{step}')
+        logging.warning('Checkpoint %s cannot be read (%s: %s); renamed to %s, trying the '
+                        'previous one.', step_dir, type(e).__name__, str(e)[:300], aside)
+        if jax.process_index() == 0:
+          os.replace(step_dir, aside)
+        self._mngr.reload()
+        continue
+      logging.info('Resuming from %s', step_dir)
+      return restored, True
 
   def save(self, step, state, force=False):
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
@@ -71,6 +136,7 @@ def load(path, state):
   if step is None or step not in mngr.all_steps():
     raise FileNotFoundError(f'No finished checkpoint in {directory} (steps found: '
                             f'{list(mngr.all_steps())}).')
+  check_compatible(os.path.join(directory, str(step)), state)
   restored = mngr.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
   mngr.close()
   return restored, step

@@ -47,3 +47,43 @@ def test_fresh_workdir_starts_from_scratch(tmp_path):
   state = _state(0)
   restored, resumed = checkpoint.Checkpointer(str(tmp_path), 1).restore_or_init(state)
   assert not resumed and restored is state
+
+
+def _two_checkpoints(tmp_path):
+  state = _state(0)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
+  ckpt.save(2, state)
+  ckpt.save(4, state.replace(step=state.step + 4))
+  ckpt.close()
+  return state
+
+
+@pytest.mark.parametrize('damage', ['data', 'metadata', 'emptied'])
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous(tmp_path, damage, caplog):
+  _two_checkpoints(tmp_path)
+  latest = tmp_path / 'checkpoints' / '4'
+  files = [p for p in latest.rglob('*') if p.is_file()]
+  for p in files:
+    if damage == 'data' and p.parent.name == 'd':
+      p.write_bytes(b'garbage')
+    elif damage == 'metadata' and p.name == '_METADATA':
+      p.write_text('{not json')
+    elif damage == 'emptied' and p.name != 'commit_success.txt':
+      p.unlink()
+  restored, resumed = checkpoint.Checkpointer(str(tmp_path), 1).restore_or_init(_state(1))
+  assert resumed and int(restored.step) == 0  # the step-2 checkpoint holds the initial state
+  assert (tmp_path / 'checkpoints' / 'corrupt-4').is_dir()  # set aside, not deleted
+  assert 'corrupt-4' in caplog.text and str(latest) in caplog.text
+
+
+def test_a_checkpoint_of_another_model_names_the_shapes_that_differ(tmp_path):
+  _two_checkpoints(tmp_path)
+  config = helpers.quick_config(**{'model.name': 'madry_cnn'})
+  model = models.build(config.model, num_classes=10, mean=(0.5,), std=(0.25,))
+  tx, _ = optim.make_optimizer(config.optim, 10, 10)
+  other = train.init_state(model, tx, jax.random.key(0), (28, 28, 1))
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r'differ: .*checkpoint \('):
+    checkpoint.Checkpointer(str(tmp_path), 1).restore_or_init(other)
+  with pytest.raises(checkpoint.CheckpointMismatchError, match='another model or config'):
+    checkpoint.load(str(tmp_path), other)
+  assert (tmp_path / 'checkpoints' / '4').is_dir()  # nothing renamed or lost
