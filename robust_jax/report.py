@@ -36,9 +36,31 @@ def sanity_table(results):
   return '\n'.join(lines)
 
 
+def detection_table(results):
+  """A detector's threshold, false-positive rates, and per attack its detection rate."""
+  d = results['detection']
+  pct = lambda v: '-' if v is None else f'{100 * v:.2f}'  # noqa: E731
+  lines = [f'Detector `{d["detector"]}` ({", ".join(d["squeezers"])}): threshold '
+           f'{d["threshold"]:.4g}, set at FPR {pct(d["fpr"])}% on {d["calibration_examples"]} '
+           f'{d["calibration"]} (realised {pct(d["calibration_fpr"])}%); FPR on the clean test '
+           f'set {pct(d["test_fpr"])}%. Accuracies above are with abstention: a rejected clean '
+           'input is an error, a rejected adversarial one is defended. The classifier alone is '
+           f'{pct(d["classifier_clean_accuracy"])}% accurate on clean inputs.', '',
+           '| attack | detector-aware | classifier alone (%) | successful | detected | '
+           'detection rate (%) | accuracy with abstention (%) |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  for name, a in d['attacks'].items():
+    lines.append(f'| {name} | {"yes" if a["detector_aware"] else "no"} | '
+                 f'{pct(a["classifier_accuracy"])} | {a["successful"]} | {a["detected"]} | '
+                 f'{pct(a["detection_rate"])} | {pct(results["attacks"][name]["accuracy"])} |')
+  return '\n'.join(lines)
+
+
 def full_report(results, title=None, images=None, console=False):
   """Markdown: results, suite, sanity checks and (unless console) links to the PNGs."""
   parts = [results_table(results, title)]
+  if 'detection' in results:
+    parts.append(detection_table(results))
   if 'suite' in results:
     parts.append(suite_table(results))
   if 'sanity_checks' in results:
