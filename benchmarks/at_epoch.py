@@ -17,7 +17,8 @@ import time
 import jax
 import numpy as np
 
-FMNIST_DIR = '/usr/share/datasets/fashion-mnist'
+# Debian's dataset-fashion-mnist; $FASHION_MNIST_DIR points elsewhere (a machine without it).
+FMNIST_DIR = os.environ.get('FASHION_MNIST_DIR', '/usr/share/datasets/fashion-mnist')
 
 
 def fashion_mnist(split, n=None, folder=FMNIST_DIR):

@@ -163,4 +163,5 @@ def environment():
   d = jax.devices()[0]
   return {'platform': d.platform, 'device_kind': d.device_kind, 'devices': jax.device_count(),
           'jax': jax.__version__, 'cpu_count': os.cpu_count(),
-          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'matmul_precision': str(jax.config.jax_default_matmul_precision or 'default')}
