@@ -16,6 +16,7 @@ from absl import logging
 
 from robust_jax import checkpoint
 from robust_jax import data as data_lib
+from robust_jax import detection
 from robust_jax import evaluate
 from robust_jax import models
 from robust_jax import optim
@@ -24,6 +25,7 @@ from robust_jax import report
 from robust_jax import train
 from robust_jax import validation
 from robust_jax.defenses import transforms
+from robust_jax.models import ensemble
 from robust_jax.models import preprocessed
 
 
@@ -78,6 +80,8 @@ def _finish(results, artifacts, config, workdir, title, extra):
 
 def train_and_evaluate(config, workdir, progress=True):
   """Trains (resuming from WORKDIR's latest checkpoint), evaluates, returns the results dict."""
+  if config.defense.name == 'ensemble':  # trained members, nothing to train
+    return evaluate_ensemble(config, workdir, progress)
   mesh, dataset, model = setup(config)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -86,10 +90,11 @@ def train_and_evaluate(config, workdir, progress=True):
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
   t0 = time.perf_counter()
-  state = train.fit(config, workdir, dataset, model, mesh, progress=progress)
+  state = train.fit(config, workdir, detection.training_data(config, dataset), model, mesh,
+                    progress=progress)
   train_seconds = time.perf_counter() - t0
-  results, artifacts = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset,
-                                         config, mesh, progress=progress)
+  results, artifacts = _evaluator(config)(model, state.eval_params(), state.batch_stats, dataset,
+                                          config, mesh, progress=progress)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'train_steps': int(jax.device_get(state.step)),
@@ -119,6 +124,8 @@ def load_model(run_dir, checkpoint_path=None):
 
 def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   """Evaluates a saved model (a workdir or one checkpoint step folder) with `config.eval`."""
+  if config.defense.name == 'ensemble':  # the members are the checkpoints
+    return evaluate_ensemble(config, workdir, progress)
   mesh, dataset, model = setup(config)
   n = len(dataset.train_labels)
   tx, _ = optim.make_optimizer(config.optim, train.num_train_steps(config, n),
@@ -126,8 +133,33 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   template = train.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
                               config.optim.ema_decay)
   state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
-  results, artifacts = evaluate.evaluate(model, state.eval_params(), state.batch_stats, dataset,
-                                         config, mesh, progress=progress)
+  results, artifacts = _evaluator(config)(model, state.eval_params(), state.batch_stats, dataset,
+                                          config, mesh, progress=progress)
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})
+
+def _evaluator(config):
+  """detection.evaluate for a detection defense (the detector in the loop), else evaluate."""
+  return detection.evaluate if config.defense.name in detection.DETECTORS else evaluate.evaluate
+
+
+def evaluate_ensemble(config, workdir, progress=True):
+  """Evaluates the average of the trained runs in `config.defense.members` (models/ensemble.py).
+
+  Nothing is trained; results.json records each member's workdir, model and step.
+  """
+  mesh = parallel.make_mesh()
+  validation.validate(config, mesh.devices.size)
+  dataset = data_lib.load(config.data)
+  model, params, batch_stats, members = ensemble.load(config, load_model)
+  params, batch_stats = parallel.replicate((params, batch_stats), mesh)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  results, artifacts = evaluate.evaluate(model, params, batch_stats, dataset, config, mesh,
+                                         progress=progress)
+  title = (f'ensemble of {len(members)} ({model.combine}: '
+           f'{", ".join(m["model"] for m in members)}) on {dataset.name}')
+  return _finish(results, artifacts, config, workdir, title,
+                 {'ensemble': {'combine': model.combine, 'members': members}})

@@ -19,6 +19,11 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
             KL(p(x) || p(x_adv)) * (1 - p_y(x)). Field: `beta` (the paper's lambda).
   fgsm_rs   Wong et al. 2020 (fast_at.py): cross-entropy on FGSM from a random start in
             `train_attack`'s eps-ball. Field: `fgsm_step` (Wong: 1.25 * eps).
+  feature_squeezing  Xu, Evans & Qi 2018: trains like standard; the detector is added at
+            evaluation (robust_jax/detection.py). Fields: `fpr`, `squeeze_bits`,
+            `squeeze_median`, `calibration_examples`.
+  ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields:
+            `members`, `combine`.
 
 Each factory validates its fields and raises `errors.ConfigError` naming the bad one.
 """
@@ -108,8 +113,29 @@ def make_fgsm_rs(config):
       loss=_ce_on(lambda x, x_adv: x_adv))
 
 
+def feature_squeezing(config):
+  """Xu, Evans & Qi 2018: a normally trained classifier; the detector acts at evaluation."""
+  # Imported here: detection imports model_fns, which imports this package.
+  from robust_jax import detection  # pylint: disable=g-import-not-at-top
+  detection.fields(config)
+  return standard(config)
+
+
+def ensemble(config):
+  """Checks defense.members and defense.combine; an ensemble is evaluated, never trained."""
+  from robust_jax.models import ensemble as ensemble_lib  # pylint: disable=g-import-not-at-top
+  ensemble_lib.fields(config)
+
+  def untrainable(*args):
+    del args
+    raise errors.ConfigError('defense.name=ensemble has no training objective: train the '
+                             'members, then evaluate the ensemble (experiment.evaluate_ensemble).')
+  return Defense(perturb=untrainable, loss=untrainable)
+
+
 DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart': make_mart,
-            'fgsm_rs': make_fgsm_rs}
+            'fgsm_rs': make_fgsm_rs, 'feature_squeezing': feature_squeezing,
+            'ensemble': ensemble}
 
 
 def _transformed(config):
