@@ -43,9 +43,18 @@ def get_config():
   ))
 
   c.defense = ml_collections.ConfigDict(dict(
-      name='pgd_at',      # 'standard' | 'pgd_at' | 'trades' | 'mart' | 'fgsm_rs'
+      # 'standard' | 'pgd_at' | 'trades' | 'mart' | 'fgsm_rs' | 'free_at' | 'awp' |
+      # 'distillation' | 'ensemble_at' (robust_jax/defenses/__init__.py)
+      name='pgd_at',
       beta=6.0,           # trades: weight of the KL term; mart: the paper's lambda
       fgsm_step=0.125,    # fgsm_rs: the FGSM step (Wong et al.: 1.25 * train_attack.eps)
+      replays=8,          # free_at: minibatch replays m (Shafahi et al. 2019: 8 on CIFAR-10)
+      awp_base='pgd_at',  # awp: the objective AWP perturbs: 'pgd_at' | 'trades' | 'mart'
+      awp_gamma=5e-3,     # awp: relative size of the weight perturbation (Wu et al. 2020)
+      awp_warmup=0.0,     # awp: epochs before AWP starts (authors: 0 for AT, 10 for TRADES)
+      temperature=100.0,  # distillation: softmax temperature T (Papernot et al.: 100 on MNIST)
+      teacher='',         # distillation: '' trains the teacher, else the teacher's workdir
+      static_models='',   # ensemble_at: comma-separated workdirs of the fixed source models
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -53,6 +62,15 @@ def get_config():
       epochs=3,
       steps=0,            # > 0: stop after this many steps (quick runs, tests)
       log_every_steps=50,
+      # Catastrophic-overfitting monitor (Wong et al. 2020; robust_jax/monitor.py): > 0 holds the
+      # last N training images out of training and logs clean and monitor_attack accuracy on
+      # them every epoch. A drop of more than co_drop below the best is a collapse; co_action
+      # 'log' records it, 'stop' ends training there, 'rollback' ends it with the best epoch's
+      # weights. monitor_attack's eps should match train_attack's.
+      monitor_examples=0,
+      monitor_attack=attack('pgd', eps=0.1, steps=10, step_size=0.025),
+      co_action='log',
+      co_drop=0.2,
   ))
 
   c.optim = ml_collections.ConfigDict(dict(

@@ -90,15 +90,16 @@ def train_and_evaluate(config, workdir, progress=True):
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
   t0 = time.perf_counter()
-  state = train.fit(config, workdir, detection.training_data(config, dataset), model, mesh,
-                    progress=progress)
+  fitted = train.fit(config, workdir, detection.training_data(config, dataset), model, mesh,
+                     progress=progress)
+  state = fitted.state
   train_seconds = time.perf_counter() - t0
   results, artifacts = _evaluator(config)(model, state.eval_params(), state.batch_stats, dataset,
                                           config, mesh, progress=progress)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'train_steps': int(jax.device_get(state.step)),
-                  'train_seconds_this_run': train_seconds})
+                  'train_seconds_this_run': train_seconds, 'monitor': fitted.monitor})
 
 
 def load_model(run_dir, checkpoint_path=None):

@@ -7,14 +7,17 @@ The step runs per device under `shard_map` over the 'data' axis: each device att
 differentiates its shard; gradients and BatchNorm statistics are averaged with `lax.pmean`.
 """
 
+import os
+import shutil
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 import tqdm
+from absl import logging
 from jax.sharding import PartitionSpec as P
 
 from robust_jax import checkpoint
@@ -22,15 +25,16 @@ from robust_jax import data as data_lib
 from robust_jax import defenses as defense_lib
 from robust_jax import metrics_log
 from robust_jax import model_fns
+from robust_jax import monitor as monitor_lib
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
-
+from robust_jax.defenses import free_at
 
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array            # int32 scalar: optimiser steps taken
+  step: jax.Array            # int32 scalar: training steps (minibatches) taken
   params: Any
   batch_stats: Any           # {} for models without BatchNorm
   opt_state: Any
@@ -40,45 +44,56 @@ class TrainState:
     return self.params if self.ema_params is None else self.ema_params
 
 
-def init_state(model, tx, key, image_shape, ema_decay=0.0):
+@flax.struct.dataclass
+class FreeTrainState(TrainState):
+  """Free AT's state: a TrainState plus the input perturbation carried between minibatches.
+
+  The carry is training-only state. Checkpoints hold the plain TrainState (so every loader reads
+  a free-AT workdir as any other) and the carry goes to WORKDIR/free_at_carry/ (see `_Saver`).
+  """
+  carry: Any = None          # f32[B,H,W,C]: row i's perturbation, B the global batch
+
+  def without_carry(self):
+    return TrainState(step=self.step, params=self.params, batch_stats=self.batch_stats,
+                      opt_state=self.opt_state, ema_params=self.ema_params)
+
+
+def init_state(model, tx, key, image_shape, ema_decay=0.0, carry_shape=None):
+  """The initial state; with `carry_shape` (B,H,W,C) a FreeTrainState with a zero carry."""
   v = model_fns.init_variables(model, key, image_shape)
   params = v['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=v.get('batch_stats', {}), opt_state=tx.init(params),
-                    # A copy, never the same buffers: the step donates its whole state.
-                    ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=v.get('batch_stats', {}), opt_state=tx.init(params),
+                     # A copy, never the same buffers: the step donates its whole state.
+                     ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None)
+  if carry_shape is None:
+    return state
+  return FreeTrainState(**vars(state), carry=jnp.zeros(carry_shape, jnp.float32))
 
 
-def make_train_step(model, tx, defense, config, mesh):
-  """Returns jitted `step(state, batch, key) -> (state, metrics)`.
+def carry_shape(defense, config, image_shape):
+  """The shape of the carried perturbation `defense` needs (free AT), or None."""
+  if defense.replay_update is None:
+    return None
+  return (config.train.batch_size,) + tuple(image_shape)
+
+
+def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1):
+  """Returns `step(state, batch, key) -> (state, metrics)`, jitted, donating `state`.
 
   `batch`: {'image': uint8[B,H,W,C], 'label': int32[B]} sharded over 'data'; `key`: the step's
-  PRNG key. Metrics are global sums (`loss_sum`, `correct`, `count`) plus `grad_norm` and `lr`.
+  PRNG key. Metrics are global sums (`loss_sum`, `correct`, `count`; over all replays for free
+  AT) plus `grad_norm` and `lr`. `steps_per_epoch` turns the step into the epoch that
+  epoch-based defense schedules see (AWP's warm-up). Models the defense needs besides the one
+  trained (`defense.load`) are loaded here, once, and passed to every step as arguments.
   """
   ema_decay = config.optim.ema_decay
   bn_mode = config.model.attack_bn_mode
   random_crop, random_flip = config.data.random_crop, config.data.random_flip
+  frozen, bind = ({}, None) if defense.load is None else defense.load()
+  frozen = parallel.replicate(frozen, mesh)
 
-  def per_device(state, images, labels, key):
-    local_b = images.shape[0]
-    pos = parallel.global_positions(local_b)
-    x = images.astype(jnp.float32) / 255.0
-    x = data_lib.augment(x, rng.example_keys(key, rng.AUGMENT, pos), random_crop=random_crop,
-                random_flip=random_flip)
-    attack_logits = model_fns.logits_fn(model, state.params, state.batch_stats, bn_mode)
-    x_adv = jax.lax.stop_gradient(
-        defense.perturb(attack_logits, x, labels, rng.example_keys(key, rng.ATTACK, pos)))
-    dropout_key = jax.random.fold_in(jax.random.fold_in(key, rng.DROPOUT),
-                                     jax.lax.axis_index(parallel.AXIS))
-    onehot = jax.nn.one_hot(labels, jax.eval_shape(attack_logits, x[:1]).shape[-1])
-
-    def loss_fn(params):
-      def forward(v):
-        return model_fns.forward_train(model, params, state.batch_stats, v, dropout_key)
-      per_example, logits, new_stats = defense.loss(forward, x, x_adv, onehot)
-      return jnp.mean(per_example), (per_example, logits, new_stats)
-
-    grads, (per_example, logits, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  def apply_grads(state, grads, new_stats):
     grads = jax.lax.pmean(grads, parallel.AXIS)
     new_stats = jax.lax.pmean(new_stats, parallel.AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -86,24 +101,89 @@ def make_train_step(model, tx, defense, config, mesh):
     ema = state.ema_params
     if ema is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                              opt_state=opt_state, ema_params=ema)
-    correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-    metrics = {
-        'loss_sum': jax.lax.psum(jnp.sum(per_example), parallel.AXIS),
-        'correct': jax.lax.psum(correct, parallel.AXIS),
-        'count': jax.lax.psum(jnp.int32(local_b), parallel.AXIS),
-        'grad_norm': optax.tree.norm(grads),
-    }
-    return new_state, metrics
+    state = state.replace(params=params, batch_stats=new_stats, opt_state=opt_state,
+                          ema_params=ema)
+    return state, optax.tree.norm(grads)
 
-  mapped = parallel.per_device(per_device, mesh, in_specs=(P(), P('data'), P('data'), P()),
+  def per_device(state, images, labels, key, frozen):
+    local_b = images.shape[0]
+    pos = parallel.global_positions(local_b)
+    x = images.astype(jnp.float32) / 255.0
+    x = data_lib.augment(x, rng.example_keys(key, rng.AUGMENT, pos), random_crop=random_crop,
+                random_flip=random_flip)
+    perturb, loss = (defense.perturb, defense.loss) if bind is None else bind(frozen, key)
+    attack_logits = model_fns.logits_fn(model, state.params, state.batch_stats, bn_mode)
+    dropout_key = jax.random.fold_in(jax.random.fold_in(key, rng.DROPOUT),
+                                     jax.lax.axis_index(parallel.AXIS))
+    onehot = jax.nn.one_hot(labels, jax.eval_shape(attack_logits, x[:1]).shape[-1])
+
+    def loss_fn(params, batch_stats, x_adv, dkey):
+      def forward(v):
+        return model_fns.forward_train(model, params, batch_stats, v, dkey)
+      per_example, logits, new_stats = loss(forward, x, x_adv, onehot)
+      return jnp.mean(per_example), (per_example, logits, new_stats)
+
+    def sums(per_example, logits):
+      return jnp.sum(per_example), jnp.sum(jnp.argmax(logits, -1) == labels)
+
+    if defense.replay_update is None:
+      x_adv = jax.lax.stop_gradient(
+          perturb(attack_logits, x, labels, rng.example_keys(key, rng.ATTACK, pos)))
+      grad_fn = jax.grad(loss_fn, has_aux=True)
+      at = state.params
+      if defense.weight_perturb is not None:  # AWP: the gradient at params + v
+        proxy, _ = grad_fn(state.params, state.batch_stats, x_adv,
+                           jax.random.fold_in(dropout_key, 1))
+        v = defense.weight_perturb(state.params, jax.lax.pmean(proxy, parallel.AXIS),
+                                   state.step / steps_per_epoch)
+        at = jax.tree.map(jnp.add, state.params, v)
+      grads, (per_example, logits, new_stats) = grad_fn(at, state.batch_stats, x_adv,
+                                                        dropout_key)
+      state, grad_norm = apply_grads(state, grads, new_stats)
+      loss_sum, correct = sums(per_example, logits)
+    else:
+      state, loss_sum, correct, grad_norm = free_replays(state, x, loss_fn, sums, dropout_key)
+    metrics = {
+        'loss_sum': jax.lax.psum(loss_sum, parallel.AXIS),
+        'correct': jax.lax.psum(correct, parallel.AXIS),
+        'count': jax.lax.psum(jnp.int32(local_b * defense.replays), parallel.AXIS),
+        'grad_norm': grad_norm,
+    }
+    return state.replace(step=state.step + 1), metrics
+
+  def free_replays(state, x, loss_fn, sums, dropout_key):
+    """Free AT: `defense.replays` updates on clip(x + delta, 0, 1), delta carried."""
+    local_b = x.shape[0]
+    start = jax.lax.axis_index(parallel.AXIS) * local_b
+    delta = jax.lax.dynamic_slice_in_dim(state.carry, start, local_b)
+
+    def replay(i, carry):
+      st, delta, loss_sum, correct, _ = carry
+      def objective(params, delta):
+        return loss_fn(params, st.batch_stats, jnp.clip(x + delta, 0.0, 1.0),
+                       jax.random.fold_in(dropout_key, i))
+      (grads, grad_delta), (per_example, logits, new_stats) = jax.grad(
+          objective, argnums=(0, 1), has_aux=True)(st.params, delta)
+      st, grad_norm = apply_grads(st, grads, new_stats)
+      s, c = sums(per_example, logits)
+      return (st, defense.replay_update(delta, grad_delta), loss_sum + s, correct + c,
+              grad_norm)
+
+    zero = jnp.zeros((), jnp.float32)
+    state, delta, loss_sum, correct, grad_norm = jax.lax.fori_loop(
+        0, defense.replays, replay, (state, delta, zero, jnp.zeros((), jnp.int32), zero))
+    carry = jax.lax.all_gather(delta, parallel.AXIS, tiled=True)
+    return state.replace(carry=carry), loss_sum, correct, grad_norm
+
+  mapped = parallel.per_device(per_device, mesh,
+                               in_specs=(P(), P('data'), P('data'), P(), P()),
                                out_specs=(P(), P()))
+  jitted = jax.jit(mapped, donate_argnums=0)
 
   def step(state, batch, key):
-    return mapped(state, batch['image'], batch['label'], key)
+    return jitted(state, batch['image'], batch['label'], key, frozen)
 
-  return jax.jit(step, donate_argnums=0)
+  return step
 
 
 def _finite_or_raise(step, record):
@@ -115,76 +195,183 @@ def _finite_or_raise(step, record):
           'rerun.')
 
 
-def _host_batch(dataset, config, step, host_rows):
-  idx = data_lib.train_indices(config.seed, step, config.train.batch_size,
-                               len(dataset.train_labels))[host_rows]
+def _host_batch(dataset, config, step, host_rows, num_train):
+  idx = data_lib.train_indices(config.seed, step, config.train.batch_size, num_train)[host_rows]
   return {'image': dataset.train_images[idx], 'label': dataset.train_labels[idx]}
 
 
 def num_train_steps(config, num_examples):
+  """Training steps (minibatches) of a run on a training set of `num_examples` images.
+
+  The monitor's held-out images do not count; free AT's epochs are divided by its replays.
+  """
   if config.train.steps > 0:
     return config.train.steps
-  return config.train.epochs * data_lib.steps_per_epoch(num_examples, config.train.batch_size)
+  n = num_examples - monitor_lib.held_out(config, num_examples)
+  spe = data_lib.steps_per_epoch(n, config.train.batch_size)
+  replays = defense_lib.build(config).replays
+  if replays > 1:
+    return free_at.num_steps(config.train.epochs, spe, replays)
+  return config.train.epochs * spe
+
+
+class _Saver:
+  """The run's checkpoints; free AT's carried perturbation goes to WORKDIR/free_at_carry/.
+
+  The carry of step s is saved before the state of step s, so whenever checkpoints/<s> exists
+  free_at_carry/checkpoints/<s> does too, and a resume from s is exact.
+  """
+
+  def __init__(self, workdir, config, free):
+    c = config.checkpoint
+    self._ckpt = checkpoint.Checkpointer(workdir, c.every_steps, c.max_to_keep)
+    self._carry_dir = os.path.join(workdir, 'free_at_carry') if free else None
+    self._carry = None
+    if free:
+      latest = self._ckpt.latest_step() or 0
+      steps = os.path.join(self._carry_dir, 'checkpoints')
+      if jax.process_index() == 0 and os.path.isdir(steps):
+        for name in os.listdir(steps):  # saved after the state we resume from: saved again
+          if name.isdigit() and int(name) > latest:
+            shutil.rmtree(os.path.join(steps, name))
+      self._carry = checkpoint.Checkpointer(self._carry_dir, c.every_steps, c.max_to_keep)
+
+  def latest_step(self):
+    return self._ckpt.latest_step()
+
+  def restore_or_init(self, state):
+    """The latest saved state (with its carry), or `state` when there is none."""
+    if self._carry is None:
+      return self._ckpt.restore_or_init(state)[0]
+    restored, found = self._ckpt.restore_or_init(state.without_carry())
+    if not found:
+      return state
+    path = os.path.join(self._carry_dir, 'checkpoints', str(self._ckpt.latest_step()))
+    carry, _ = checkpoint.load(path, {'carry': state.carry})
+    return FreeTrainState(**vars(restored), carry=carry['carry'])
+
+  def save(self, step, state):
+    if self._carry is not None:
+      self._carry.save(step, {'carry': state.carry}, force=True)
+      state = state.without_carry()
+    self._ckpt.save(step, state, force=True)
+
+  def close(self):
+    self._ckpt.close()
+    if self._carry is not None:
+      self._carry.close()
+
+
+class FitResult(NamedTuple):
+  """What `fit` returns: the final replicated TrainState and the monitor's record.
+
+  `monitor` is None without the catastrophic-overfitting monitor, else the content of
+  WORKDIR/monitor.json: history, best, collapses, `stopped_at` (the step where training stopped
+  early, or None) and `rolled_back_to` (the step of the weights `state` holds after a rollback).
+  """
+  state: TrainState
+  monitor: dict | None
 
 
 def fit(config, workdir, dataset, model, mesh, progress=True):
-  """Trains (or resumes) `model` on `dataset`; returns the final replicated TrainState.
+  """Trains (or resumes) `model` on `dataset`; returns a FitResult.
 
   Checkpoints every `config.checkpoint.every_steps` steps and at the end; metrics go to
-  `metrics.jsonl` and TensorBoard every `config.train.log_every_steps` steps.
+  `metrics.jsonl` and TensorBoard every `config.train.log_every_steps` steps, and with
+  `train.monitor_examples` > 0 the catastrophic-overfitting monitor runs every epoch
+  (robust_jax/monitor.py).
   """
-  n = len(dataset.train_labels)
+  defense = defense_lib.build(config)
+  n_all = len(dataset.train_labels)
+  n = n_all - monitor_lib.held_out(config, n_all)
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
-  total = num_train_steps(config, n)
-  tx, schedule = optim.make_optimizer(config.optim, total, spe)
-  state = init_state(model, tx, rng.root_key(config.seed, rng.INIT),
-                     dataset.train_images.shape[1:], config.optim.ema_decay)
+  total = num_train_steps(config, n_all)
+  r = defense.replays
+  tx, schedule = optim.make_optimizer(config.optim, total * r, spe * r)
+  image_shape = dataset.train_images.shape[1:]
+  state = init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
+                     config.optim.ema_decay, carry_shape(defense, config, image_shape))
   state = parallel.replicate(state, mesh)
-  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint.every_steps,
-                                 config.checkpoint.max_to_keep)
-  state, _ = ckpt.restore_or_init(state)
+  ckpt = _Saver(workdir, config, defense.replay_update is not None)
+  state = ckpt.restore_or_init(state)
+  resumed = ckpt.latest_step() or 0
+  mon = None
+  if n < n_all:
+    mon = monitor_lib.Monitor(config, workdir, model, mesh, dataset, resumed)
+    if mon.stopped():
+      logging.warning('%s: training stopped at step %d (co_action=%s; see monitor.json); not '
+                      'training further.', workdir, mon.record['stopped_at'], mon.action)
+      mon.close()
+      ckpt.close()
+      return FitResult(state, mon.record)
   start = int(jax.device_get(state.step))
   log = metrics_log.MetricsLog(workdir, start)
-  step_fn = make_train_step(model, tx, defense_lib.build(config), config, mesh)
+  step_fn = make_train_step(model, tx, defense, config, mesh, steps_per_epoch=spe)
   host_rows = data_lib.host_slice(config.train.batch_size, jax.process_index(),
                                   jax.process_count())
   bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step', dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0, mininterval=2.0)
   pending, t_last, s_last = [], time.perf_counter(), start
+  stop, rolled_back_to = False, None
 
-  def flush():
-    nonlocal pending, t_last, s_last
+  def flush(monitor_now=False):
+    """Writes the pending metrics after checking them; `monitor_now` adds the monitor's."""
+    nonlocal pending, t_last, s_last, state, stop, rolled_back_to
     if not pending:
       return
     now = time.perf_counter()
     rate = (pending[-1][0] - s_last) / max(now - t_last, 1e-9)
+    records = []
     for step, m in jax.device_get(pending):
       count = max(int(m['count']), 1)
       record = {'epoch': step / spe, 'loss': float(m['loss_sum']) / count,
                 'train_accuracy': float(m['correct']) / count,
-                'grad_norm': float(m['grad_norm']), 'lr': float(schedule(step - 1)),
+                'grad_norm': float(m['grad_norm']), 'lr': float(schedule(step * r - 1)),
                 'steps_per_s': rate}
       _finite_or_raise(step, record)
+      records.append((step, record))
+    if monitor_now:
+      extra, stop = mon.check(records[-1][0], records[-1][1]['epoch'], state)
+      records[-1][1].update(extra)
+      if stop and mon.action == 'rollback':
+        best = mon.best_state(state)
+        if best is None:
+          logging.warning('No saved best weights at step %d; stopping without rollback.',
+                          mon.record['best']['step'])
+        else:
+          state, rolled_back_to = best, int(jax.device_get(best.step))
+          records[-1][1]['rolled_back_to_step'] = rolled_back_to
+    for step, record in records:
       log.write(step, record)
     bar.set_postfix(loss=f'{record["loss"]:.3f}', acc=f'{record["train_accuracy"]:.3f}')
     pending, t_last, s_last = [], now, pending[-1][0]
 
+  done = start
   try:
     for step in range(start, total):
-      batch = parallel.shard_batch(_host_batch(dataset, config, step, host_rows), mesh)
+      batch = parallel.shard_batch(_host_batch(dataset, config, step, host_rows, n), mesh)
       state, m = step_fn(state, batch, rng.step_key(config.seed, step))
-      pending.append((step + 1, m))
-      if (step + 1) % config.train.log_every_steps == 0:
+      done = step + 1
+      pending.append((done, m))
+      if mon is not None and (done % spe == 0 or done == total):
+        flush(monitor_now=True)
+      elif done % config.train.log_every_steps == 0:
         flush()
-      if (step + 1) % config.checkpoint.every_steps == 0 and step + 1 < total:
-        flush()  # never checkpoint a state whose metrics were not checked
-        ckpt.save(step + 1, state, force=True)
       bar.update(1)
+      if stop:
+        break
+      if done % config.checkpoint.every_steps == 0 and done < total:
+        flush()  # never checkpoint a state whose metrics were not checked
+        ckpt.save(done, state)
     flush()
-    if ckpt.latest_step() != total:
-      ckpt.save(total, state, force=True)
+    if ckpt.latest_step() != done:
+      ckpt.save(done, state)
+    if stop:  # after the save (synchronous): the weights it ended with are on disk
+      mon.finish(done, rolled_back_to)
   finally:
     bar.close()
     log.close()
     ckpt.close()
-  return state
+    if mon is not None:
+      mon.close()
+  return FitResult(state, None if mon is None else mon.record)

@@ -9,6 +9,7 @@ from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import model_fns
 from robust_jax import models
+from robust_jax import monitor
 from robust_jax import optim
 from robust_jax import suites
 
@@ -70,6 +71,7 @@ def validate(config, num_devices=1):
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
   attacks.validate(config.train_attack, 'train_attack')
   defenses.build(config)  # checks the defense's own fields (defense.beta, ...) too
+  monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
   if not config.eval.attacks:
     raise errors.ConfigError(
         'eval.attacks is empty; name at least one attack (e.g. the default pgd20).')

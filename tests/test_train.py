@@ -96,10 +96,10 @@ def test_fit_resumes_exactly(tmp_path):
   dataset = helpers.tiny_dataset()
   mesh = parallel.make_mesh()
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
-  straight = train.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False)
+  straight = train.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False).state
   half = helpers.quick_config(**{'train.steps': 2, 'checkpoint.every_steps': 2})
   train.fit(half, str(tmp_path / 'b'), dataset, model, mesh, progress=False)
-  resumed = train.fit(config, str(tmp_path / 'b'), dataset, model, mesh, progress=False)
+  resumed = train.fit(config, str(tmp_path / 'b'), dataset, model, mesh, progress=False).state
   for a, b in zip(jax.tree.leaves(jax.device_get(straight.params)),
                   jax.tree.leaves(jax.device_get(resumed.params))):
     np.testing.assert_array_equal(a, b)

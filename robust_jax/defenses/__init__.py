@@ -9,6 +9,18 @@ A defense is a pair of pure functions, used by the training step on each device'
       `forward(v) -> (logits, new_batch_stats)` is the training-mode model, differentiable in the
       parameters; `logits` are the ones training accuracy is reported on.
 
+Optional fields, for objectives that change the training step itself (defaults: off):
+
+  replays, replay_update   free AT: the step replays the minibatch `replays` times, one update
+      each, and carries the input perturbation delta (TrainState.carry) from replay to replay
+      and batch to batch; `replay_update(delta, grad_delta) -> delta` moves it after each replay.
+  weight_perturb           AWP: `(params, grads, epoch) -> v`; the step takes the loss's
+      gradient at params + v (v from the gradient `grads` of the same loss at params).
+  load                     models the objective needs besides the one being trained (a
+      distillation teacher, static models): `load() -> (frozen, bind)`, called once when the
+      step is built; `frozen` (arrays) is passed to the step and `bind(frozen, step_key) ->
+      (perturb, loss)` is used in place of the two fields above.
+
 Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
 
   standard  cross-entropy on clean inputs.
@@ -19,6 +31,16 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
             KL(p(x) || p(x_adv)) * (1 - p_y(x)). Field: `beta` (the paper's lambda).
   fgsm_rs   Wong et al. 2020 (fast_at.py): cross-entropy on FGSM from a random start in
             `train_attack`'s eps-ball. Field: `fgsm_step` (Wong: 1.25 * eps).
+  free_at   Shafahi et al. 2019 (free_at.py): `replays` replays of each minibatch, the input
+            perturbation stepping eps (train_attack's norm) after each. Field: `replays` (m).
+  awp       Wu et al. 2020 (awp.py): adversarial weight perturbation on top of `awp_base`
+            ('pgd_at', 'trades' or 'mart'). Fields: `awp_gamma`, `awp_warmup` (epochs).
+  distillation  Papernot et al. 2016 (distillation.py): `teacher` '' trains a teacher with CE
+            at temperature T; else the student learns the teacher's soft labels at T.
+            Fields: `temperature`, `teacher` (a workdir).
+  ensemble_at   Tramer et al. 2018 (ensemble_at.py): half clean, half adversarial CE; each
+            batch's `train_attack` runs on the current model or one of `static_models`
+            (comma-separated workdirs), drawn at random.
   feature_squeezing  Xu, Evans & Qi 2018: trains like standard; the detector is added at
             evaluation (robust_jax/detection.py). Fields: `fpr`, `squeeze_bits`,
             `squeeze_median`, `calibration_examples`.
@@ -34,7 +56,11 @@ from typing import Callable, NamedTuple
 from robust_jax import attacks
 from robust_jax import errors
 from robust_jax.attacks import objectives
+from robust_jax.defenses import awp
+from robust_jax.defenses import distillation
+from robust_jax.defenses import ensemble_at
 from robust_jax.defenses import fast_at
+from robust_jax.defenses import free_at
 from robust_jax.defenses import mart
 from robust_jax.defenses import trades
 from robust_jax.defenses import transforms
@@ -43,6 +69,10 @@ from robust_jax.defenses import transforms
 class Defense(NamedTuple):
   perturb: Callable
   loss: Callable
+  replays: int = 1
+  replay_update: Callable | None = None
+  weight_perturb: Callable | None = None
+  load: Callable | None = None
 
 
 def _ce_on(inputs):
@@ -113,6 +143,69 @@ def make_fgsm_rs(config):
       loss=_ce_on(lambda x, x_adv: x_adv))
 
 
+def _identity(logits_fn, x, y, keys):
+  del logits_fn, y, keys
+  return x
+
+
+def make_free_at(config):
+  """Shafahi et al. 2019: CE on clip(x + delta); delta steps eps (train_attack's norm)."""
+  replays = config.defense.get('replays')
+  if not isinstance(replays, int) or isinstance(replays, bool) or replays < 1:
+    raise errors.ConfigError(f'defense.replays={replays!r} must be an integer >= 1 (the '
+                             'minibatch replays m; Shafahi et al.: 8 on CIFAR-10).')
+  f = attacks.validate(config.train_attack, 'train_attack')
+  eps = float(f['eps'])
+  return Defense(perturb=_identity, loss=_ce_on(lambda x, x_adv: x_adv), replays=replays,
+                 replay_update=free_at.make_replay_update(norm=f['norm'], eps=eps,
+                                                          step_size=eps))
+
+
+AWP_BASES = ('pgd_at', 'trades', 'mart')
+
+
+def make_awp(config):
+  """Wu et al. 2020: the `awp_base` objective with adversarial weight perturbation."""
+  base = config.defense.get('awp_base')
+  if base not in AWP_BASES:
+    raise errors.ConfigError(f'defense.awp_base={base!r}; valid: {list(AWP_BASES)}.')
+  gamma = _field(config, 'awp_gamma', positive=True)
+  warmup = _field(config, 'awp_warmup')
+  return DEFENSES[base](config)._replace(
+      weight_perturb=awp.make_weight_perturb(gamma=gamma, warmup_epochs=warmup))
+
+
+def _workdirs(config, name, allow_empty):
+  """`config.defense.<name>` split at commas; ConfigError unless a string (non-empty)."""
+  value = config.defense.get(name)
+  paths = [p.strip() for p in value.split(',') if p.strip()] if isinstance(value, str) else None
+  if paths is None or (not paths and not allow_empty):
+    raise errors.ConfigError(
+        f'defense.{name}={value!r} must be {"a workdir or empty" if allow_empty else "one or more"}'
+        f' comma-separated workdirs of trained robust_jax runs (defense {config.defense.name}).')
+  return paths
+
+
+def make_distillation(config):
+  """Papernot et al. 2016: teacher ('' = train it) or student of `defense.teacher`."""
+  temperature = _field(config, 'temperature', positive=True)
+  teacher = _workdirs(config, 'teacher', allow_empty=True)
+  if len(teacher) > 1:
+    raise errors.ConfigError(f'defense.teacher={config.defense.teacher!r}: one workdir only.')
+  if not teacher:
+    return Defense(perturb=_identity, loss=distillation.make_teacher_loss(temperature))
+  return Defense(perturb=_identity, loss=distillation.make_teacher_loss(temperature),
+                 load=distillation.make_student_load(teacher[0], temperature))
+
+
+def make_ensemble_at(config):
+  """Tramer et al. 2018: train_attack on a random source among current and static models."""
+  static = _workdirs(config, 'static_models', allow_empty=False)
+  attack = attacks.build(config.train_attack, where='train_attack')
+  return Defense(perturb=attack, loss=ensemble_at.loss,
+                 load=ensemble_at.make_load(static, attack))
+
+
 def feature_squeezing(config):
   """Xu, Evans & Qi 2018: a normally trained classifier; the detector acts at evaluation."""
   # Imported here: detection imports model_fns, which imports this package.
@@ -134,8 +227,9 @@ def ensemble(config):
 
 
 DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart': make_mart,
-            'fgsm_rs': make_fgsm_rs, 'feature_squeezing': feature_squeezing,
-            'ensemble': ensemble}
+            'fgsm_rs': make_fgsm_rs, 'free_at': make_free_at, 'awp': make_awp,
+            'distillation': make_distillation, 'ensemble_at': make_ensemble_at,
+            'feature_squeezing': feature_squeezing, 'ensemble': ensemble}
 
 
 def _transformed(config):

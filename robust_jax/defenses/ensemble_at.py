@@ -1,0 +1,93 @@
+"""Ensemble adversarial training (Tramer, Kurakin, Papernot, Goodfellow, Boneh & McDaniel 2018).
+
+    load = ensemble_at.make_load(['workdirs/a', 'workdirs/b'], attack)
+    frozen, bind = load()       # the static models' weights; bind(frozen, key) -> (perturb, loss)
+
+Adversarial examples transferred from fixed pre-trained ("static") models are added to training,
+which decouples their generation from the model being trained. As in the authors' MNIST code
+(github.com/ftramer/ensemble-adv-training, train_adv.py and tf_utils.py):
+
+- for every training batch, the source of the adversarial examples is drawn uniformly at random
+  among the model being trained and the static models (one source for the whole batch, drawn
+  from the step's key, so every device uses the same one);
+- the attack (`train_attack`; the authors use FGSM on MNIST) ascends the cross-entropy of the
+  source model's own predicted labels instead of the true ones, to avoid label leaking
+  (Kurakin et al. 2017);
+- the loss is half clean, half adversarial: 0.5 * CE(f(x), y) + 0.5 * CE(f(x_adv), y).
+
+The static models are evaluated in inference mode and never updated; only the chosen source's
+attack runs (`lax.switch`). Training accuracy is reported on the clean logits; BatchNorm
+statistics are those of the adversarial pass.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax.attacks import objectives
+
+_SOURCE_STREAM = 0x5EC  # folded into the step key for the batch's choice of source
+
+
+def source_index(key, num_sources):
+  """int32 scalar in [0, num_sources): 0 is the model being trained, i >= 1 static model i-1."""
+  return jax.random.randint(jax.random.fold_in(key, _SOURCE_STREAM), (), 0, num_sources)
+
+
+def loss(forward, x, x_adv, onehot):
+  """0.5 * CE(f(x), y) + 0.5 * CE(f(x_adv), y) per example; clean logits; adversarial stats."""
+  clean_logits, _ = forward(x)
+  adv_logits, stats = forward(x_adv)
+  per_example = 0.5 * (objectives.cross_entropy(clean_logits, onehot)
+                       + objectives.cross_entropy(adv_logits, onehot))
+  return per_example, clean_logits, stats
+
+
+def transfer(attack, source_fn, x, keys):
+  """`attack` run on `source_fn` against its own predicted labels (no label leaking)."""
+  predicted = jnp.argmax(jax.lax.stop_gradient(source_fn(x)), axis=-1)
+  return attack(source_fn, x, predicted, keys)
+
+
+def make_perturb(attack, static_fns, key):
+  """`perturb(logits_fn, x, y, keys)` that attacks the source `source_index(key, ...)` picks.
+
+  `static_fns`: logits functions of the static models (x f32[B,H,W,C] in [0,1] -> f32[B,K]).
+  """
+
+  def perturb(logits_fn, x, y, keys):
+    del y  # the sources' own predictions are attacked
+    sources = [logits_fn, *static_fns]
+    branches = [functools.partial(transfer, attack, fn) for fn in sources]
+    return jax.lax.switch(source_index(key, len(sources)), branches, x, keys)
+
+  return perturb
+
+
+def make_load(static_dirs, attack):
+  """Returns `load() -> (frozen, bind)` for the static models trained in `static_dirs`.
+
+  `frozen` is a tuple of {'params', 'batch_stats'} (evaluation weights), which the train step
+  takes as an argument; `bind(frozen, key)` returns (perturb, loss). `attack(logits_fn, x, y,
+  keys) -> x_adv` is the train attack. Raises FileNotFoundError naming a workdir that has no
+  config or checkpoint.
+  """
+
+  def load():
+    from robust_jax import experiment  # pylint: disable=g-import-not-at-top  (a cycle)
+    from robust_jax import model_fns  # pylint: disable=g-import-not-at-top
+    models, frozen = [], []
+    for path in static_dirs:
+      model, params, batch_stats, _, _ = experiment.load_model(path)
+      models.append(model)
+      frozen.append({'params': params, 'batch_stats': batch_stats})
+
+    def bind(frozen, key):
+      fns = [model_fns.logits_fn(m, f['params'], f['batch_stats'], 'eval')
+             for m, f in zip(models, frozen)]
+      return make_perturb(attack, fns, key), loss
+
+    return tuple(frozen), bind
+
+  return load

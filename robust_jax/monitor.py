@@ -1,0 +1,198 @@
+"""Catastrophic-overfitting monitor for the training loop (Wong, Rice & Kolter 2020).
+
+Single-step adversarial training (FGSM-RS, free AT) can overfit catastrophically: within a few
+hundred steps the model's PGD accuracy collapses to about zero while its accuracy against the
+training attack rises. Wong et al. detect this from PGD accuracy on training data and keep the
+weights from before the collapse (early stopping). With `train.monitor_examples = N > 0`:
+
+- the last N training images are held out: training samples only the first n - N;
+- at the end of every epoch and of training, the accuracy of the weights that evaluation uses
+  (EMA if on) on them, clean and under `train.monitor_attack`, goes to metrics.jsonl and
+  TensorBoard (`monitor_clean_accuracy`, `monitor_pgd_accuracy`, `monitor_best_pgd_accuracy`)
+  and to WORKDIR/monitor.json, which keeps the whole history, the best epoch, any collapse and
+  what was done about it;
+- a collapse is a monitored accuracy more than `train.co_drop` below the best one so far;
+  `train.co_action` says what happens: 'log' records it and training goes on; 'stop' ends
+  training there with the current weights; 'rollback' ends training with the weights of the best
+  epoch (kept in WORKDIR/monitor_best/ each time a new best is found).
+
+A run that stopped records `stopped_at` (and `rolled_back_to`, the best epoch's step) in
+monitor.json; its final checkpoint, at the step where it stopped, holds the weights it ended with
+(after a rollback their `step` is the best epoch's), so evaluation and `experiment.load_model`
+use them, and running the same command again does not train further. Everything here is a
+function of the weights and `config.seed`, so a resumed run monitors exactly as an uninterrupted
+one; on resume, records after the resumed step are dropped first.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+from robust_jax import attacks
+from robust_jax import data as data_lib
+from robust_jax import errors
+from robust_jax import evaluate
+from robust_jax import parallel
+from robust_jax import rng
+
+ACTIONS = ('log', 'stop', 'rollback')
+_STREAM = 3  # root stream of the monitor's attack keys (rng.py uses 0-2)
+
+
+def validate(config):
+  """Raises ConfigError naming the first bad `config.train` monitor field."""
+  t = config.train
+  n = t.monitor_examples
+  if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+    raise errors.ConfigError(
+        f'train.monitor_examples={n!r} must be an integer >= 0 (0 turns the monitor off).')
+  if t.co_action not in ACTIONS:
+    raise errors.ConfigError(f'train.co_action={t.co_action!r}; valid: {list(ACTIONS)}.')
+  drop = t.co_drop
+  if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 < drop <= 1:
+    raise errors.ConfigError(f'train.co_drop={drop!r} must be a number in (0, 1]: the drop in '
+                             'monitored accuracy below the best that counts as a collapse.')
+  attacks.validate(t.monitor_attack, 'train.monitor_attack')
+
+
+def held_out(config, num_train):
+  """The number of training images (the last ones) the monitor keeps out of training."""
+  n = config.train.monitor_examples
+  if n and num_train - n < config.train.batch_size:
+    raise errors.ConfigError(
+        f'train.monitor_examples={n} leaves {num_train - n} of {num_train} training images, '
+        f'fewer than train.batch_size={config.train.batch_size}; hold out fewer.')
+  return n
+
+
+def _write_json(path, obj):
+  if jax.process_index() != 0:
+    return
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _abstract(state):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+
+class Monitor:
+  """Held-out PGD accuracy each epoch; decides on collapses. See the module docstring."""
+
+  def __init__(self, config, workdir, model, mesh, dataset, resume_step):
+    t = config.train
+    n_all, self.num = len(dataset.train_labels), t.monitor_examples
+    first = n_all - self.num
+    self._images, self._labels = dataset.train_images[first:], dataset.train_labels[first:]
+    self._index = np.arange(first, n_all, dtype=np.int32)
+    d = mesh.devices.size
+    self._batch = min(config.eval.batch_size, -(-self.num // d) * d)
+    self._mesh = mesh
+    bn = config.model.attack_bn_mode
+    self._fns = (evaluate.make_eval_fn(model, None, bn, mesh),
+                 evaluate.make_eval_fn(model, dict(t.monitor_attack), bn, mesh))
+    self._key = rng.root_key(config.seed, _STREAM)
+    self.action, self.drop = t.co_action, float(t.co_drop)
+    self._path = os.path.join(workdir, 'monitor.json')
+    self._best = None
+    if self.action == 'rollback':
+      self._best = ocp.CheckpointManager(
+          os.path.abspath(os.path.join(workdir, 'monitor_best')),
+          options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False))
+      for step in self._best.all_steps():
+        if step > resume_step:  # saved after the checkpoint we resume from: replayed below
+          self._best.delete(step)
+    self.record = self._load(resume_step, attacks.describe(t.monitor_attack))
+
+  def _load(self, resume_step, attack):
+    record = {'examples': self.num, 'attack': attack, 'co_action': self.action,
+              'co_drop': self.drop, 'history': [], 'best': None, 'collapses': [],
+              'stopped_at': None, 'rolled_back_to': None}
+    if os.path.exists(self._path):
+      with open(self._path) as f:
+        old = json.load(f)
+      record['history'] = [h for h in old.get('history', []) if h['step'] <= resume_step]
+      record['collapses'] = [c for c in old.get('collapses', []) if c['step'] <= resume_step]
+      if old.get('stopped_at') is not None and old['stopped_at'] <= resume_step:
+        record['stopped_at'], record['rolled_back_to'] = old['stopped_at'], old['rolled_back_to']
+      for h in record['history']:
+        if record['best'] is None or h['pgd_accuracy'] > record['best']['pgd_accuracy']:
+          record['best'] = h
+    return record
+
+  def stopped(self):
+    """Whether this workdir's run already ended early (rerunning it trains no further)."""
+    return self.record['stopped_at'] is not None
+
+  def accuracy(self, state):
+    """(clean, attacked) accuracy of `state.eval_params()` on the held-out images."""
+    host_rows = data_lib.host_slice(self._batch, jax.process_index(), jax.process_count())
+    params = state.eval_params()
+    correct = np.zeros((2, self.num), bool)
+    for start in range(0, self.num, self._batch):
+      idx = np.arange(start, min(start + self._batch, self.num))
+      valid = len(idx)
+      idx = np.concatenate([idx, np.zeros(self._batch - valid, idx.dtype)])  # pad, masked below
+      batch = parallel.shard_batch({'x': self._images[idx][host_rows],
+                                    'y': self._labels[idx][host_rows],
+                                    'i': self._index[idx][host_rows]}, self._mesh)
+      for row, fn in enumerate(self._fns):
+        ok, _ = fn(params, state.batch_stats, batch['x'], batch['y'], batch['i'], self._key)
+        correct[row, start:start + valid] = np.asarray(
+            multihost_utils.process_allgather(ok, tiled=True))[:valid]
+    return float(correct[0].mean()), float(correct[1].mean())
+
+  def check(self, step, epoch, state):
+    """Monitors `state` at `step`; returns (metrics to log, whether training must stop).
+
+    Saves `state` as the best so far when it is (rollback only) and writes monitor.json.
+    """
+    clean, robust = self.accuracy(state)
+    entry = {'step': int(step), 'epoch': float(epoch), 'clean_accuracy': clean,
+             'pgd_accuracy': robust}
+    r = self.record
+    r['history'].append(entry)
+    best = r['best']
+    collapsed = best is not None and best['pgd_accuracy'] - robust > self.drop
+    if best is None or robust > best['pgd_accuracy']:
+      r['best'] = entry
+      if self._best is not None:
+        self._best.save(int(step), args=ocp.args.StandardSave(state), force=True)
+        self._best.wait_until_finished()
+        for old in self._best.all_steps():
+          if old != step:
+            self._best.delete(old)
+    metrics = {'monitor_clean_accuracy': clean, 'monitor_pgd_accuracy': robust,
+               'monitor_best_pgd_accuracy': r['best']['pgd_accuracy']}
+    if collapsed:
+      r['collapses'].append({**entry, 'best_step': best['step'],
+                             'best_pgd_accuracy': best['pgd_accuracy']})
+      metrics['co_collapse'] = 1
+      logging.warning('Catastrophic overfitting at step %d (epoch %.2f): monitored %s accuracy '
+                      '%.3f, best %.3f at step %d; co_action=%s.', step, epoch, r['attack'],
+                      robust, best['pgd_accuracy'], best['step'], self.action)
+    _write_json(self._path, r)
+    return metrics, collapsed and self.action != 'log'
+
+  def best_state(self, state):
+    """The state saved at the best epoch (shaped like `state`), or None if none is on disk."""
+    step = self.record['best']['step']
+    if self._best is None or step not in self._best.all_steps():
+      return None
+    return self._best.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+
+  def finish(self, stopped_at, rolled_back_to):
+    """Records where training stopped early (and the step of the weights it ended with)."""
+    self.record['stopped_at'], self.record['rolled_back_to'] = stopped_at, rolled_back_to
+    _write_json(self._path, self.record)
+
+  def close(self):
+    if self._best is not None:
+      self._best.close()
