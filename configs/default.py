@@ -103,6 +103,15 @@ def get_config():
       suite_eps=0.1,
       sanity_checks=True,   # gradient-masking and consistency checks (see robust_jax/sanity.py)
       sanity_examples=500,  # run on the first N evaluated examples
+      # Randomised smoothing (robust_jax/certify.py; needs defense gaussian_noise, whose sigma it
+      # uses): certify the first `examples` test images (0 = off) with n0 selection and n
+      # estimation noise draws at confidence 1 - alpha; certified accuracy at each of `radii`.
+      certify=ml_collections.ConfigDict(dict(
+          examples=0, n0=100, n=10_000, alpha=0.001,
+          batch_size=40,     # examples per step (a multiple of the device count)
+          noise_batch=200,   # noise draws per example per forward pass
+          radii=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0),
+      )),
       attacks=ml_collections.ConfigDict(dict(
           fgsm=attack('fgsm', eps=0.1, steps=1, step_size=0.1, random_start=False),
           pgd20=attack('pgd', eps=0.1, steps=20, step_size=0.01),

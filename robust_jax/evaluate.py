@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from robust_jax import attacks
+from robust_jax import certify
 from robust_jax import data as data_lib
 from robust_jax import model_fns
 from robust_jax import parallel
@@ -162,6 +163,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
     results['sanity_checks'], results['eps_curve'], artifacts = _sanity(
         model, params, batch_stats, images, labels, config, named, suite, correct, square,
         (violations, checked), root)
+  if config.eval.get('certify') and config.eval.certify.examples > 0:
+    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
   results['eval_seconds'] = time.perf_counter() - t_all
   return results, artifacts
 

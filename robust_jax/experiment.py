@@ -53,8 +53,11 @@ def setup(config):
 
 def deployed_model(config, num_classes, mean, std):
   """The network of `config.model`, behind the defense's input transformation if it has one."""
+  transform = transforms.from_config(config)
+  if transform is not None and transform.normalization is not None:
+    mean, std = transform.normalization  # e.g. thermometer codes: not pixels
   net = models.build(config.model, num_classes=num_classes, mean=mean, std=std)
-  return preprocessed.wrap(net, transforms.from_config(config))
+  return preprocessed.wrap(net, transform)
 
 
 def _write_json(path, obj):
@@ -139,6 +142,7 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})
+
 
 def _evaluator(config):
   """detection.evaluate for a detection defense (the detector in the loop), else evaluate."""

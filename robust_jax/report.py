@@ -69,6 +69,9 @@ def full_report(results, title=None, images=None, console=False):
     if failed:
       parts.append('**Sanity checks FAILED: ' + ', '.join(failed) + '. Do not trust the robust '
                    'accuracy above: the attacks may be fooled (gradient masking).**')
+  if 'certify' in results:
+    from robust_jax import certify  # pylint: disable=g-import-not-at-top
+    parts.append(certify.table(results['certify']))
   if images and not console:
     parts += [f'![{name}]({path})' for name, path in images.items()]
   return '\n\n'.join(parts)
@@ -106,6 +109,9 @@ def write_plots(results, artifacts, workdir):
     fig.tight_layout(), fig.savefig(os.path.join(workdir, 'examples.png'), dpi=120)
     plt.close(fig)
     out['clean and adversarial examples'] = 'examples.png'
+  if 'certify' in results:
+    from robust_jax import certify  # pylint: disable=g-import-not-at-top
+    out.update(certify.plot(results['certify'], workdir))
   return out
 
 

@@ -5,6 +5,7 @@ import math
 from robust_jax import errors
 
 from robust_jax import attacks
+from robust_jax import certify
 from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import model_fns
@@ -39,9 +40,11 @@ def validate(config, num_devices=1):
   if config.model.attack_bn_mode not in model_fns.BN_MODES:
     raise errors.ConfigError(f'model.attack_bn_mode={config.model.attack_bn_mode!r}; '
                      f'valid: {list(model_fns.BN_MODES)}.')
-  if config.defense.name not in defenses.DEFENSES:
+  if (config.defense.name not in defenses.DEFENSES
+      and config.defense.name not in defenses.transforms.TRANSFORMS):
     raise errors.ConfigError(
-        f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)}.')
+        f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)} or an input '
+        f'transformation: {sorted(defenses.transforms.TRANSFORMS)}.')
   _positive_int(config.seed, 'seed', allow_zero=True)
   for field in ('batch_size', 'log_every_steps'):
     _positive_int(config.train[field], f'train.{field}')
@@ -83,5 +86,6 @@ def validate(config, num_devices=1):
                                     eps=config.eval.suite_eps):
       attacks.validate(cfg, f'eval.suite ({config.eval.suite}/{name})')
   _positive_int(config.eval.sanity_examples, 'eval.sanity_examples')
+  certify.validate(config, num_devices)
   _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
   _positive_int(config.benchmark.repeats, 'benchmark.repeats')

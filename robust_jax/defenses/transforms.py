@@ -19,7 +19,22 @@ A `Transform` says which it is:
                           so that BPDA is the meaningful attack.
 
 `TRANSFORMS[name] = (defaults, factory(fields) -> Transform)`; a defense of the same name trains
-and deploys the network behind that transform (see `robust_jax.defenses`).
+and deploys the network behind that transform (see `robust_jax.defenses`). The transforms and
+their `config.defense` fields:
+
+  bit_depth       Xu et al. 2018 (feature squeezing): round to `bits` bits. Masks gradients; BPDA
+                  with the identity.
+  median          Xu et al. 2018: `kernel_size` x `kernel_size` median filter. Differentiable but
+                  sparse; BPDA with the identity helps.
+  thermometer     Buckman et al. 2018: `levels` binary channels per input channel. Masks
+                  gradients; BPDA through a soft thermometer code (Athalye et al. 2018).
+  jpeg            Das et al. 2017; Guo et al. 2018: JPEG round trip at `quality` (jpeg.py).
+                  Masks gradients; BPDA with the identity.
+  random_resize   Xie et al. 2018: random downscale to [min_size, H] and random zero padding back
+                  to H x W. Random and differentiable; EOT.
+  gaussian_noise  Cohen et al. 2019 (and Gaussian augmentation before them): x + N(0, sigma^2).
+                  Random and differentiable; EOT. The network trained behind it is the base
+                  classifier of randomised smoothing (robust_jax/certify.py).
 """
 
 import math
@@ -29,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import errors
+from robust_jax.defenses import jpeg
 
 
 class Transform(NamedTuple):
@@ -37,6 +53,9 @@ class Transform(NamedTuple):
   approx: Optional[Callable]
   random: bool
   differentiable: bool
+  # (mean, std) the network normalises the transformed input with, when the transform changes
+  # what the input means (thermometer codes); None: the dataset's pixel statistics.
+  normalization: Optional[tuple] = None
 
 
 def bit_depth(x, bits):
@@ -77,6 +96,85 @@ def _number(fields, name, lo, hi, lo_open=False):
   return float(v)
 
 
+def thermometer(x, levels):
+  """Thermometer code (Buckman et al. 2018): channel j of pixel value v is 1[v >= j / levels].
+
+  x: f32[B,H,W,C] in [0,1] -> f32[B,H,W,C*levels] in {0,1}; the `levels` codes of input channel
+  c are output channels c*levels .. c*levels + levels-1. Value v lands in bucket floor(v*levels)
+  (the top bucket holds v = 1) and its code has that bucket's index + 1 leading ones.
+  """
+  thresholds = jnp.arange(levels, dtype=jnp.float32) / levels
+  code = (x[..., None] >= thresholds).astype(jnp.float32)
+  return code.reshape(x.shape[:-1] + (x.shape[-1] * levels,))
+
+
+def soft_thermometer(x, levels):
+  """The BPDA approximation of `thermometer` used by Athalye, Carlini & Wagner 2018 (Sec. 5.2):
+  channel j is min(max(v - j / levels, 0), 1).
+
+  Same shape as `thermometer`. Its values are not the code's (BPDA only takes its gradient):
+  d/dv of channel j is 1 for every threshold j / levels below v and 0 above, so the gradient
+  reaches every pixel value in (0, 1] (and half of it at v = 0), the top bucket included.
+  """
+  j = jnp.arange(levels, dtype=jnp.float32) / levels
+  code = jnp.clip(x[..., None] - j, 0.0, 1.0)
+  return code.reshape(x.shape[:-1] + (x.shape[-1] * levels,))
+
+
+def _placement_matrix(n, size, offset):
+  """f32[n,n] M with (M @ v) = v resized bilinearly to `size` entries, placed at `offset`.
+
+  Row i (offset <= i < offset + size) samples v at the half-pixel-centred source coordinate
+  (i - offset + 0.5) * n / size - 0.5, clamped to [0, n-1], with the triangle kernel (linear
+  interpolation of the two nearest entries); every other row is zero. `size`, `offset` may be
+  traced integers, so one compiled function serves every draw.
+  """
+  u = jnp.arange(n, dtype=jnp.float32) - offset
+  inside = (u >= 0) & (u < size)
+  src = jnp.clip((u + 0.5) * n / size - 0.5, 0.0, n - 1.0)
+  weights = jnp.maximum(0.0, 1.0 - jnp.abs(src[:, None] - jnp.arange(n, dtype=jnp.float32)))
+  return jnp.where(inside[:, None], weights, 0.0)
+
+
+def resize_and_pad(x, size, offset):
+  """One image x: f32[H,W,C] resized bilinearly to size = (h, w) <= (H, W), put at offset =
+  (top, left) on a zero canvas of shape [H,W,C]. Differentiable in x."""
+  h, w = x.shape[0], x.shape[1]
+  rows = _placement_matrix(h, size[0], offset[0])
+  cols = _placement_matrix(w, size[1], offset[1])
+  return jnp.einsum('ik,klc,jl->ijc', rows, x, cols)
+
+
+def random_resize(x, keys, min_size):
+  """Random resizing and padding (after Xie et al. 2018), one draw per example.
+
+  Example i is resized to r x round(r*W/H) with r uniform in {min_size, ..., H}, then put at a
+  uniformly random offset on a zero canvas of the input's shape [H,W,C], so any network fits.
+  Xie et al. instead enlarge (299 -> up to 331) and pad to a larger canvas (331); keeping the
+  input shape is our deviation, with the same two sources of randomness (scale and position).
+  """
+  h, w = x.shape[1], x.shape[2]
+  if min_size > h:
+    raise errors.ConfigError(f'defense.min_size={min_size} exceeds the image height {h}; use '
+                             f'a value in [1, {h}].')
+
+  def one(image, key):
+    k_size, k_top, k_left = jax.random.split(key, 3)
+    r = jax.random.randint(k_size, (), min_size, h + 1)
+    rw = jnp.clip(jnp.round(r * w / h).astype(jnp.int32), 1, w)
+    top = jax.random.randint(k_top, (), 0, h - r + 1)
+    left = jax.random.randint(k_left, (), 0, w - rw + 1)
+    return resize_and_pad(image, (r, rw), (top, left))
+
+  return jax.vmap(one)(x, keys)
+
+
+def gaussian_noise(x, keys, sigma):
+  """x + N(0, sigma^2 I), one draw per example (Cohen et al. 2019's noise; not clipped)."""
+  noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
+  return x + sigma * noise
+
+
 def _bit_depth(f):
   bits = _positive_int(f, 'bits', 1, 8)
   return Transform('bit_depth', lambda x, keys: bit_depth(x, bits), None, random=False,
@@ -91,10 +189,40 @@ def _median(f):
                    differentiable=True)
 
 
+def _thermometer(f):
+  levels = _positive_int(f, 'levels', 2, 256)
+  # Codes in {0,1}: the network centres them at 0.5 instead of using pixel statistics.
+  return Transform('thermometer', lambda x, keys: thermometer(x, levels),
+                   lambda x: soft_thermometer(x, levels), random=False, differentiable=False,
+                   normalization=((0.5,), (0.5,)))
+
+
+def _jpeg(f):
+  quality = _positive_int(f, 'quality', 1, 100)
+  return Transform('jpeg', lambda x, keys: jpeg.compress(x, quality), None, random=False,
+                   differentiable=False)
+
+
+def _random_resize(f):
+  min_size = _positive_int(f, 'min_size', 1, 4096)
+  return Transform('random_resize', lambda x, keys: random_resize(x, keys, min_size), None,
+                   random=True, differentiable=True)
+
+
+def _gaussian_noise(f):
+  sigma = _number(f, 'sigma', 0.0, 4.0, lo_open=True)
+  return Transform('gaussian_noise', lambda x, keys: gaussian_noise(x, keys, sigma), None,
+                   random=True, differentiable=True)
+
+
 # name -> (defaults of config.defense fields, factory(fields) -> Transform)
 TRANSFORMS = {
     'bit_depth': (dict(bits=3), _bit_depth),
     'median': (dict(kernel_size=3), _median),
+    'thermometer': (dict(levels=16), _thermometer),
+    'jpeg': (dict(quality=75), _jpeg),
+    'random_resize': (dict(min_size=22), _random_resize),
+    'gaussian_noise': (dict(sigma=0.25), _gaussian_noise),
 }
 
 
@@ -102,14 +230,18 @@ def register(name, defaults, factory):
   TRANSFORMS[name] = (dict(defaults), factory)
 
 
+def fields(config):
+  """{field: value} of the transform of `config.defense.name` (its defaults where unset)."""
+  defaults, _ = TRANSFORMS[config.defense.name]
+  return {k: config.defense.get(k, v) for k, v in defaults.items()}
+
+
 def from_config(config):
   """The Transform of `config.defense.name`, or None for defenses without one."""
   name = config.defense.name
   if name not in TRANSFORMS:
     return None
-  defaults, factory = TRANSFORMS[name]
-  fields = {k: config.defense.get(k, v) for k, v in defaults.items()}
-  return factory(fields)
+  return TRANSFORMS[name][1](fields(config))
 
 
 def per_example_keys(keys, x):

@@ -5,13 +5,16 @@
     logits = model.apply(variables, x, train=False, keys=keys, bpda=True)  # same value; gradient
                                                                           # through t's approx
 
-The network's variables sit under 'net'. `keys` (one PRNG key per example) is required when the
-transform is random; the draws are each example's key folded with a hash of its content, so an
-attack step that changes an input draws anew and repeating an input repeats its draw.
+The network's variables sit under 'net'; `method=Preprocessed.network` applies it alone. `keys`
+(one PRNG key per example) is required when the transform is random; the draws are each
+example's key folded with a hash of its content, so an attack step that changes an input draws
+anew and repeating an input repeats its draw.
 """
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from robust_jax.attacks import wrappers
@@ -39,7 +42,15 @@ class Preprocessed(nn.Module):
 
     if bpda:
       apply = wrappers.bpda(apply, t.approx)
+    if self.is_initializing():  # the network's parameters need only the transformed shape
+      out = jax.eval_shape(apply, x)
+      return self.net(jnp.zeros(out.shape, out.dtype), train=train)
     return self.net(apply(x), train=train)
+
+  def network(self, x, train=False):
+    """The network alone on already transformed inputs: the base classifier of randomised
+    smoothing (`model.apply(variables, x_noisy, method=Preprocessed.network)`)."""
+    return self.net(x, train=train)
 
 
 def wrap(net, transform):
