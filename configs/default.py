@@ -40,6 +40,12 @@ def get_config():
       # BatchNorm while an attack runs: 'eval' uses running statistics; 'train' uses the
       # attacked batch's statistics (without updating the running ones).
       attack_bn_mode='eval',
+      # Compute dtype: 'float32' or 'bfloat16' (parameters and logits stay float32; bfloat16 is
+      # for accelerators: it is slower than float32 on CPU).
+      dtype='float32',
+      # Convolutions and pooling from robust_jax/models/fast_ops.py, whose input gradients
+      # compile to faster code (same parameters and results); False: plain flax ops (A/B runs).
+      fast_ops=True,
   ))
 
   c.defense = ml_collections.ConfigDict(dict(

@@ -65,18 +65,55 @@ def _conv_fwd(x, w, strides, pads, precision):
   return _plain(x, w, strides, pads, precision), (x, w)
 
 
+def _phase(k, s, lo, n, m, p):
+  """One axis of the transposed convolution, restricted to the input rows s*a + p.
+
+  Row s*a + p receives g[o] * w[i] for s*o + i - lo = s*a + p, i.e. i = r + s*t and
+  o = a + q - t with r, q = divmod(p + lo, s)[::-1]: a stride-1 correlation of g with the taps
+  w[r::s] in reverse order. Returns (r, (lo, hi) padding of that correlation for ceil(n/s) output
+  rows), or None when no tap reaches these rows (stride larger than the kernel).
+  """
+  r, q = (p + lo) % s, (p + lo) // s
+  taps = len(range(r, k, s))
+  if not taps:
+    return None
+  pad_lo = taps - 1 - q
+  return r, (pad_lo, -(-n // s) - m + taps - 1 - pad_lo)
+
+
+def _input_grad(g, w, strides, pads, in_hw, precision):
+  """The gradient of `conv` with respect to x: f[B,H,W,C] from g: f[B,H',W',F].
+
+  A transposed convolution. With stride s > 1 it is computed as s*s stride-1 convolutions, one per
+  phase of the input grid, interleaved afterwards (the sub-pixel form; Shi et al. 2016): XLA:CPU
+  runs those on its fast path, unlike a convolution with a dilated input. The flipped, transposed
+  kernels are computed behind an optimization barrier, so that XLA cannot fold the in/out swap
+  back into the convolutions' dimension labels (`01oi`, a slow generic emitter).
+  """
+  (sh, sw), (kh, kw) = strides, w.shape[:2]
+  b, c = g.shape[0], w.shape[2]
+  phases = [(_phase(kh, sh, pads[0][0], in_hw[0], g.shape[1], p),
+             _phase(kw, sw, pads[1][0], in_hw[1], g.shape[2], q))
+            for p in range(sh) for q in range(sw)]
+  kernels = lax.optimization_barrier(tuple(
+      jnp.flip(w[ph[0]::sh, pw[0]::sw], (0, 1)).swapaxes(2, 3)
+      for ph, pw in phases if ph and pw))
+  rows, cols = -(-in_hw[0] // sh), -(-in_hw[1] // sw)
+  outs, kernels = [], list(kernels)
+  for ph, pw in phases:
+    if ph and pw:
+      outs.append(lax.conv_general_dilated(g, kernels.pop(0), (1, 1), (ph[1], pw[1]),
+                                           dimension_numbers=_DIMS, precision=precision))
+    else:
+      outs.append(jnp.zeros((b, rows, cols, c), g.dtype))
+  # outs[p * sw + q][:, a, e] is dx[:, sh * a + p, sw * e + q].
+  dx = jnp.stack([jnp.stack(outs[p * sw:(p + 1) * sw], axis=3) for p in range(sh)], axis=2)
+  return dx.reshape(b, rows * sh, cols * sw, c)[:, :in_hw[0], :in_hw[1]]
+
+
 def _conv_bwd(strides, pads, precision, res, g):
   x, w = res
-  kh, kw = w.shape[:2]
-  # Transposed convolution: a stride-1 convolution of g (dilated by the stride) with the flipped
-  # kernel, in and out swapped. The barrier keeps XLA from folding flip and swap into the
-  # convolution's dimension labels.
-  w_t = lax.optimization_barrier(jnp.flip(w, (0, 1)).swapaxes(2, 3))
-  t_pads = tuple((k - 1 - lo, n + lo - (m - 1) * s - 1)
-                 for k, (lo, _), n, m, s in zip((kh, kw), pads, x.shape[1:3], g.shape[1:3],
-                                                strides))
-  dx = lax.conv_general_dilated(g, w_t, (1, 1), t_pads, lhs_dilation=strides,
-                                dimension_numbers=_DIMS, precision=precision)
+  dx = _input_grad(g, w, strides, pads, x.shape[1:3], precision)
   # The weight gradient as lax computes it (dead code inside an attack, used for training).
   _, w_vjp = jax.vjp(lambda w: _plain(x, w, strides, pads, precision), w)
   return dx, w_vjp(g)[0]
