@@ -23,33 +23,66 @@ class CheckpointMismatchError(errors.ConfigError):
   """The checkpoint holds arrays of other shapes (or names) than the configured model's."""
 
 
+def _key(path):
+  return str(tuple(str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path))
+
+
 def _stored_shapes(step_dir):
-  """{path tuple as text: shape} from the step's array metadata (JSON; None if unreadable)."""
-  path = os.path.join(step_dir, 'default', '_METADATA')
+  """{key path: global shape} of the step's arrays, from orbax's JSON metadata (None if unreadable).
+
+  Empty nodes ({} batch statistics, None EMA) hold no arrays and are left out on both sides.
+  """
   try:
-    with open(path) as f:
-      tree = json.load(f)['tree_metadata']
-    return {k: tuple(v['value_metadata'].get('write_shape') or ()) for k, v in tree.items()
-            if not v['value_metadata'].get('skip_deserialize')}  # skip empty {} and None
-  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    md = ocp.PyTreeCheckpointer().metadata(os.path.join(step_dir, 'default'))
+    tree = getattr(md, 'item_metadata', md)
+    tree = getattr(tree, 'tree', tree)
+    return {_key(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree) if hasattr(leaf, 'shape')}
+  except Exception:  # pylint: disable=broad-except  # unreadable: restore fails and reports it
     return None
 
 
 def _expected_shapes(state):
-  out = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-    keys = tuple(str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path)
-    out[str(keys)] = tuple(getattr(leaf, 'shape', ()))
-  return out
+  return {_key(path): tuple(getattr(leaf, 'shape', ()))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+
+
+_MANIFEST = 'robust_jax_shapes.json'
+
+
+def _write_manifest(step_dir, state):
+  """Records the state's array shapes beside orbax's files (JSON, written atomically)."""
+  tmp = os.path.join(step_dir, _MANIFEST + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump({k: list(v) for k, v in _expected_shapes(state).items()}, f)
+  os.replace(tmp, os.path.join(step_dir, _MANIFEST))
+
+
+def _manifest(step_dir):
+  try:
+    with open(os.path.join(step_dir, _MANIFEST)) as f:
+      return {k: tuple(v) for k, v in json.load(f).items()}
+  except (OSError, ValueError, AttributeError, TypeError):
+    return None
 
 
 def check_compatible(step_dir, state):
-  """Raises CheckpointMismatchError when the stored arrays differ from `state`'s."""
-  stored = _stored_shapes(step_dir)
-  if stored is None:
-    return  # unreadable metadata: restoring will fail and report it
+  """Raises CheckpointMismatchError when the stored arrays differ from `state`'s.
+
+  The shapes come from the manifest robust_jax writes with each checkpoint; without one, from
+  orbax's metadata, where arrays missing from a damaged checkpoint are not called a mismatch
+  (restoring it fails and it is treated as corrupt).
+  """
   expected = _expected_shapes(state)
-  if set(stored) == set(expected) and all(stored[k] == expected[k] for k in stored):
+  stored = _manifest(step_dir)
+  if stored is None:
+    stored = _stored_shapes(step_dir)
+    if stored is None:
+      return  # unreadable metadata: restoring will fail and report it
+    stored_keys_ok = set(stored) <= set(expected)
+    if stored_keys_ok and all(stored[k] == expected[k] for k in stored):
+      return
+  elif set(stored) == set(expected) and all(stored[k] == expected[k] for k in stored):
     return
   diffs = [f'{k}: checkpoint {stored.get(k, "absent")} vs config {expected.get(k, "absent")}'
            for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
@@ -108,7 +141,12 @@ class Checkpointer:
 
   def save(self, step, state, force=False):
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
-    return self._mngr.save(int(step), args=ocp.args.StandardSave(state), force=force)
+    saved = self._mngr.save(int(step), args=ocp.args.StandardSave(state), force=force)
+    if saved:
+      self._mngr.wait_until_finished()
+      if jax.process_index() == 0:
+        _write_manifest(os.path.join(self.directory, str(int(step))), state)
+    return saved
 
   def close(self):
     self._mngr.wait_until_finished()

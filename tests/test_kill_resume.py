@@ -1,0 +1,82 @@
+"""A training run killed with SIGKILL at several moments and restarted with the same command ends
+bitwise equal to an uninterrupted run, with every step logged exactly once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tests import conftest
+from tests.test_launch import needs_fashion_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 16
+ARGS = [f'--config.train.steps={STEPS}', '--config.train.batch_size=32',
+        '--config.train.log_every_steps=1', '--config.checkpoint.every_steps=3',
+        '--config.train_attack.steps=2', '--config.eval.num_examples=32',
+        '--config.eval.batch_size=32', '--config.eval.sanity_checks=false',
+        '--config.eval.attacks.pgd20.steps=2', '--config.eval.attacks.pgd40x2.steps=2',
+        '--progress=false']
+
+
+def _start(workdir, data_dir):
+  env = dict(conftest.SUBPROCESS_ENV, TFDS_DATA_DIR=str(data_dir),
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  return subprocess.Popen([sys.executable, 'launch.py', f'--workdir={workdir}', *ARGS], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _logged_steps(workdir):
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line)['step'] for line in f if line.strip()]
+
+
+def _leaves(workdir):
+  from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+  _, params, _, _, step = experiment.load_model(str(workdir))
+  return step, [np.asarray(a) for a in jax.tree.leaves(params)]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_sigkill_at_several_moments_then_resume_is_exact(tmp_path):
+  data_dir = tmp_path / 'tfds'
+  ref = _start(tmp_path / 'ref', data_dir)
+  out, _ = ref.communicate(timeout=600)
+  assert ref.returncode == 0, out[-3000:]
+
+  wd = tmp_path / 'killed'
+  kills = []
+  for kill_after in (2, 7, 11):  # logged steps seen before the SIGKILL
+    proc = _start(wd, data_dir)
+    deadline = time.time() + 300
+    while len(_logged_steps(wd)) < kill_after and proc.poll() is None:
+      assert time.time() < deadline
+      time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kills.append(len(_logged_steps(wd)))
+  final = _start(wd, data_dir)
+  out, _ = final.communicate(timeout=600)
+  assert final.returncode == 0, out[-3000:]
+
+  assert kills == sorted(kills) and kills[-1] < STEPS
+  assert _logged_steps(wd) == list(range(1, STEPS + 1))
+  (s_ref, p_ref), (s_wd, p_wd) = _leaves(tmp_path / 'ref'), _leaves(wd)
+  assert s_ref == s_wd == STEPS
+  for a, b in zip(p_ref, p_wd):
+    np.testing.assert_array_equal(a, b)
+  r_ref = json.loads((tmp_path / 'ref' / 'results.json').read_text())
+  r_wd = json.loads((wd / 'results.json').read_text())
+  assert r_ref['clean_accuracy'] == r_wd['clean_accuracy']
+  assert r_ref['worst_case_accuracy'] == r_wd['worst_case_accuracy']
