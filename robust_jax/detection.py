@@ -238,8 +238,19 @@ def _run(fn, params, batch_stats, images, labels, batch_size, mesh, key, bar):
   return [np.concatenate(parts) for parts in zip(*outs)]
 
 
-def _rate(num, den):
-  return None if den == 0 else num / den
+def abstention(clean_correct, correct, rejected):
+  """Accounting of one attack with abstention, from per-example bool[N] numpy arrays.
+
+  `clean_correct`: the classifier is right on the clean input; `correct`, `rejected`: it is right
+  on, and the detector rejects, the attack's point. Returns (defended bool[N] = correct or
+  rejected, a dict of the attack's detection figures).
+  """
+  success = clean_correct & ~correct
+  detected = int((success & rejected).sum())
+  return correct | rejected, {
+      'classifier_accuracy': float(correct.mean()), 'rejected': int(rejected.sum()),
+      'successful': int(success.sum()), 'detected': detected,
+      'detection_rate': detected / int(success.sum()) if success.any() else None}
 
 
 def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
@@ -258,8 +269,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
   squeeze = squeezers(f['squeeze_bits'], f['squeeze_median'])
   fns = [s for _, s in squeeze]
   cal_x, cal_y = calibration_set(config, dataset)
-  n = len(dataset.test_labels)
-  n = n if config.eval.num_examples <= 0 else min(config.eval.num_examples, n)
+  n = len(dataset.test_labels) if config.eval.num_examples <= 0 else min(
+      config.eval.num_examples, len(dataset.test_labels))
   images, labels = dataset.test_images[:n], dataset.test_labels[:n]
   bs, bn = config.eval.batch_size, config.model.attack_bn_mode
   root = rng.root_key(config.seed, rng.EVAL)
@@ -287,18 +298,12 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
     # The same key as evaluate.evaluate's: a naive attack returns the same points there.
     ok, s, out = _run(make_eval_fn(model, cfg, bn, mesh, fns, t), params, batch_stats, images,
                       labels, bs, mesh, jax.random.fold_in(root, a_i), bar)
-    rejected = s > np.float32(t)
-    classifier_ok[name], defended[name] = ok, ok | rejected
-    violations += int(out.sum())
-    success = clean_ok & ~ok
+    classifier_ok[name], violations = ok, violations + int(out.sum())
+    defended[name], det['attacks'][name] = abstention(clean_ok, ok, s > np.float32(t))
+    det['attacks'][name]['detector_aware'] = specs[name]['detector_penalty'] > 0
     results['attacks'][name] = {
         'accuracy': float(defended[name].mean()), 'correct': int(defended[name].sum()),
         'metric': metric(cfg), 'seconds': time.perf_counter() - t0, **specs[name]}
-    det['attacks'][name] = {
-        'detector_aware': specs[name]['detector_penalty'] > 0,
-        'classifier_accuracy': float(ok.mean()), 'rejected': int(rejected.sum()),
-        'successful': int(success.sum()), 'detected': int((success & rejected).sum()),
-        'detection_rate': _rate(int((success & rejected).sum()), int(success.sum()))}
   bar.close()
   worst = np.logical_and.reduce([accepted_ok] + list(defended.values()))
   results['worst_case_accuracy'] = float(worst.mean())

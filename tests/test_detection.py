@@ -10,8 +10,10 @@ from robust_jax import attacks
 from robust_jax import detection
 from robust_jax import errors
 from robust_jax import evaluate
+from robust_jax import experiment
 from robust_jax import parallel
 from robust_jax import report
+from robust_jax import validation
 from robust_jax.defenses import transforms
 from tests import helpers
 
@@ -119,6 +121,16 @@ def test_abstention_accounting_against_a_hand_computation():
   assert 'Detector `feature_squeezing`' in report.full_report(results)
 
 
+def test_abstention_counts_rejected_adversarial_points_as_defended():
+  clean_correct = np.array([1, 1, 1, 1, 0, 0], bool)
+  correct = np.array([1, 0, 0, 0, 0, 1], bool)   # the attack broke examples 1, 2, 3 (and 4)
+  rejected = np.array([1, 1, 0, 0, 1, 0], bool)
+  defended, d = detection.abstention(clean_correct, correct, rejected)
+  np.testing.assert_array_equal(defended, [1, 1, 0, 0, 1, 1])
+  assert d == {'classifier_accuracy': 2 / 6, 'rejected': 3, 'successful': 3, 'detected': 1,
+               'detection_rate': 1 / 3}
+
+
 def test_detector_aware_attack_beats_the_naive_one():
   pgd = dict(name='pgd', eps=0.1, steps=30, step_size=0.01, loss='margin')
   c, model, params, dataset = _setup(naive=pgd, adaptive=dict(pgd, detector_penalty=2.0))
@@ -182,3 +194,26 @@ def test_suite_and_too_many_calibration_images_are_config_errors():
     detection.training_data(c, helpers.tiny_dataset(n_train=64))
   c.defense.calibration_examples = 10
   assert len(detection.training_data(c, helpers.tiny_dataset(n_train=64)).train_labels) == 54
+
+
+def test_config_validates_and_launching_trains_without_the_calibration_images(tmp_path,
+                                                                              monkeypatch):
+  from configs.defenses import feature_squeezing  # pylint: disable=g-import-not-at-top
+  validation.validate(feature_squeezing.get_config(), 4)
+  c = helpers.quick_config(**{'defense.name': 'feature_squeezing', 'eval.num_examples': 8})
+  c.defense.calibration_examples = 16
+  c.eval.attacks = {'adaptive': dict(name='pgd', eps=0.1, steps=1, step_size=0.1,
+                                     detector_penalty=2.0)}
+  dataset = helpers.tiny_dataset(n_train=64, n_test=8)
+  monkeypatch.setattr(experiment.data_lib, 'load', lambda cfg: dataset)
+  trained_on, fit = [], experiment.train.fit
+
+  def recording_fit(config, workdir, data, *args, **kwargs):
+    trained_on.append(len(data.train_labels))
+    return fit(config, workdir, data, *args, **kwargs)
+
+  monkeypatch.setattr(experiment.train, 'fit', recording_fit)
+  results = experiment.train_and_evaluate(c, str(tmp_path), progress=False)
+  assert trained_on == [48]  # the last 16 training images calibrate the detector
+  assert results['detection']['calibration_examples'] == 16
+  assert results['attacks']['adaptive']['metric'] == 'pgd1_linf_0.1_ce_detaware2'
