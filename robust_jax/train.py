@@ -5,30 +5,34 @@
 
 The step runs per device under `shard_map` over the 'data' axis: each device attacks and
 differentiates its shard; gradients and BatchNorm statistics are averaged with `lax.pmean`.
+Defenses that change the step itself (see robust_jax/defenses/__init__.py) plug in here: free AT
+replays each batch (`free_at.run_replays`, its carried perturbation in FreeTrainState.carry),
+AWP takes the gradient at perturbed weights, and distillation and ensemble AT get the weights of
+their fixed models (teacher, static models) as an argument of the jitted step.
+
+    result = fit(config, workdir, dataset, model, mesh)   # FitResult(state, monitor)
+
+`fit` runs the steps, checkpoints and logs (train_io.py), and the catastrophic-overfitting monitor
+(monitor.py) when `train.monitor_examples` > 0.
 """
 
-import os
-import shutil
-import time
 from typing import Any, NamedTuple
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
-import tqdm
 from absl import logging
 from jax.sharding import PartitionSpec as P
 
-from robust_jax import checkpoint
 from robust_jax import data as data_lib
 from robust_jax import defenses as defense_lib
-from robust_jax import metrics_log
 from robust_jax import model_fns
 from robust_jax import monitor as monitor_lib
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
+from robust_jax import train_io
 from robust_jax.defenses import free_at
 
 
@@ -49,7 +53,7 @@ class FreeTrainState(TrainState):
   """Free AT's state: a TrainState plus the input perturbation carried between minibatches.
 
   The carry is training-only state. Checkpoints hold the plain TrainState (so every loader reads
-  a free-AT workdir as any other) and the carry goes to WORKDIR/free_at_carry/ (see `_Saver`).
+  a free-AT workdir as any other) and the carry goes to WORKDIR/free_at_carry/ (train_io.Saver).
   """
   carry: Any = None          # f32[B,H,W,C]: row i's perturbation, B the global batch
 
@@ -123,9 +127,6 @@ def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1):
       per_example, logits, new_stats = loss(forward, x, x_adv, onehot)
       return jnp.mean(per_example), (per_example, logits, new_stats)
 
-    def sums(per_example, logits):
-      return jnp.sum(per_example), jnp.sum(jnp.argmax(logits, -1) == labels)
-
     if defense.replay_update is None:
       x_adv = jax.lax.stop_gradient(
           perturb(attack_logits, x, labels, rng.example_keys(key, rng.ATTACK, pos)))
@@ -140,40 +141,17 @@ def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1):
       grads, (per_example, logits, new_stats) = grad_fn(at, state.batch_stats, x_adv,
                                                         dropout_key)
       state, grad_norm = apply_grads(state, grads, new_stats)
-      loss_sum, correct = sums(per_example, logits)
-    else:
-      state, loss_sum, correct, grad_norm = free_replays(state, x, loss_fn, sums, dropout_key)
+    else:  # free AT: per_example f32[m,b], logits f32[m,b,K] over the m replays
+      state, per_example, logits, grad_norm = free_at.run_replays(
+          state, x, replays=defense.replays, update=defense.replay_update, objective=loss_fn,
+          apply_grads=apply_grads, dropout_key=dropout_key, axis=parallel.AXIS)
     metrics = {
-        'loss_sum': jax.lax.psum(loss_sum, parallel.AXIS),
-        'correct': jax.lax.psum(correct, parallel.AXIS),
-        'count': jax.lax.psum(jnp.int32(local_b * defense.replays), parallel.AXIS),
+        'loss_sum': jax.lax.psum(jnp.sum(per_example), parallel.AXIS),
+        'correct': jax.lax.psum(jnp.sum(jnp.argmax(logits, -1) == labels), parallel.AXIS),
+        'count': jax.lax.psum(jnp.int32(per_example.size), parallel.AXIS),
         'grad_norm': grad_norm,
     }
     return state.replace(step=state.step + 1), metrics
-
-  def free_replays(state, x, loss_fn, sums, dropout_key):
-    """Free AT: `defense.replays` updates on clip(x + delta, 0, 1), delta carried."""
-    local_b = x.shape[0]
-    start = jax.lax.axis_index(parallel.AXIS) * local_b
-    delta = jax.lax.dynamic_slice_in_dim(state.carry, start, local_b)
-
-    def replay(i, carry):
-      st, delta, loss_sum, correct, _ = carry
-      def objective(params, delta):
-        return loss_fn(params, st.batch_stats, jnp.clip(x + delta, 0.0, 1.0),
-                       jax.random.fold_in(dropout_key, i))
-      (grads, grad_delta), (per_example, logits, new_stats) = jax.grad(
-          objective, argnums=(0, 1), has_aux=True)(st.params, delta)
-      st, grad_norm = apply_grads(st, grads, new_stats)
-      s, c = sums(per_example, logits)
-      return (st, defense.replay_update(delta, grad_delta), loss_sum + s, correct + c,
-              grad_norm)
-
-    zero = jnp.zeros((), jnp.float32)
-    state, delta, loss_sum, correct, grad_norm = jax.lax.fori_loop(
-        0, defense.replays, replay, (state, delta, zero, jnp.zeros((), jnp.int32), zero))
-    carry = jax.lax.all_gather(delta, parallel.AXIS, tiled=True)
-    return state.replace(carry=carry), loss_sum, correct, grad_norm
 
   mapped = parallel.per_device(per_device, mesh,
                                in_specs=(P(), P('data'), P('data'), P(), P()),
@@ -184,15 +162,6 @@ def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1):
     return jitted(state, batch['image'], batch['label'], key, frozen)
 
   return step
-
-
-def _finite_or_raise(step, record):
-  for name, value in record.items():
-    if isinstance(value, float) and not jnp.isfinite(value):
-      raise FloatingPointError(
-          f'Training diverged: {name}={value} at step {step}. The last good checkpoint is kept '
-          'in WORKDIR/checkpoints; lower optim.learning_rate or set optim.grad_clip_norm and '
-          'rerun.')
 
 
 def _host_batch(dataset, config, step, host_rows, num_train):
@@ -215,53 +184,6 @@ def num_train_steps(config, num_examples):
   return config.train.epochs * spe
 
 
-class _Saver:
-  """The run's checkpoints; free AT's carried perturbation goes to WORKDIR/free_at_carry/.
-
-  The carry of step s is saved before the state of step s, so whenever checkpoints/<s> exists
-  free_at_carry/checkpoints/<s> does too, and a resume from s is exact.
-  """
-
-  def __init__(self, workdir, config, free):
-    c = config.checkpoint
-    self._ckpt = checkpoint.Checkpointer(workdir, c.every_steps, c.max_to_keep)
-    self._carry_dir = os.path.join(workdir, 'free_at_carry') if free else None
-    self._carry = None
-    if free:
-      latest = self._ckpt.latest_step() or 0
-      steps = os.path.join(self._carry_dir, 'checkpoints')
-      if jax.process_index() == 0 and os.path.isdir(steps):
-        for name in os.listdir(steps):  # saved after the state we resume from: saved again
-          if name.isdigit() and int(name) > latest:
-            shutil.rmtree(os.path.join(steps, name))
-      self._carry = checkpoint.Checkpointer(self._carry_dir, c.every_steps, c.max_to_keep)
-
-  def latest_step(self):
-    return self._ckpt.latest_step()
-
-  def restore_or_init(self, state):
-    """The latest saved state (with its carry), or `state` when there is none."""
-    if self._carry is None:
-      return self._ckpt.restore_or_init(state)[0]
-    restored, found = self._ckpt.restore_or_init(state.without_carry())
-    if not found:
-      return state
-    path = os.path.join(self._carry_dir, 'checkpoints', str(self._ckpt.latest_step()))
-    carry, _ = checkpoint.load(path, {'carry': state.carry})
-    return FreeTrainState(**vars(restored), carry=carry['carry'])
-
-  def save(self, step, state):
-    if self._carry is not None:
-      self._carry.save(step, {'carry': state.carry}, force=True)
-      state = state.without_carry()
-    self._ckpt.save(step, state, force=True)
-
-  def close(self):
-    self._ckpt.close()
-    if self._carry is not None:
-      self._carry.close()
-
-
 class FitResult(NamedTuple):
   """What `fit` returns: the final replicated TrainState and the monitor's record.
 
@@ -271,6 +193,28 @@ class FitResult(NamedTuple):
   """
   state: TrainState
   monitor: dict | None
+
+
+def _monitor(mon, state, records):
+  """Runs the monitor on `state` (records checked first); returns (state, stop, rolled_back_to).
+
+  Adds the monitor's metrics to the last record; on a collapse with co_action 'rollback',
+  `state` becomes the best epoch's.
+  """
+  step, record = records[-1]
+  extra, stop = mon.check(step, record['epoch'], state)
+  record.update(extra)
+  if not (stop and mon.action == 'rollback'):
+    return state, stop, None
+  best = mon.best_state(state)
+  if best is None:
+    logging.warning('No saved weights of the best step %d; stopping without rollback.',
+                    mon.record['best']['step'])
+    return state, stop, None
+  rolled_back_to = int(jax.device_get(best.step))
+  record['rolled_back_to_step'] = rolled_back_to
+  logging.warning('Rolled back to the weights of step %d.', rolled_back_to)
+  return best, stop, rolled_back_to
 
 
 def fit(config, workdir, dataset, model, mesh, progress=True):
@@ -285,92 +229,52 @@ def fit(config, workdir, dataset, model, mesh, progress=True):
   n_all = len(dataset.train_labels)
   n = n_all - monitor_lib.held_out(config, n_all)
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
-  total = num_train_steps(config, n_all)
-  r = defense.replays
+  total, r = num_train_steps(config, n_all), defense.replays
   tx, schedule = optim.make_optimizer(config.optim, total * r, spe * r)
   image_shape = dataset.train_images.shape[1:]
   state = init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
                      config.optim.ema_decay, carry_shape(defense, config, image_shape))
-  state = parallel.replicate(state, mesh)
-  ckpt = _Saver(workdir, config, defense.replay_update is not None)
-  state = ckpt.restore_or_init(state)
-  resumed = ckpt.latest_step() or 0
+  ckpt = train_io.Saver(workdir, config, defense.replay_update is not None)
+  state = ckpt.restore_or_init(parallel.replicate(state, mesh))
   mon = None
   if n < n_all:
-    mon = monitor_lib.Monitor(config, workdir, model, mesh, dataset, resumed)
+    mon = monitor_lib.Monitor(config, workdir, model, mesh, dataset, ckpt.latest_step() or 0)
     if mon.stopped():
       logging.warning('%s: training stopped at step %d (co_action=%s; see monitor.json); not '
                       'training further.', workdir, mon.record['stopped_at'], mon.action)
       mon.close()
       ckpt.close()
       return FitResult(state, mon.record)
-  start = int(jax.device_get(state.step))
-  log = metrics_log.MetricsLog(workdir, start)
+  start = done = int(jax.device_get(state.step))
+  out = train_io.StepLog(workdir, start, total, spe, schedule, r, progress)
   step_fn = make_train_step(model, tx, defense, config, mesh, steps_per_epoch=spe)
   host_rows = data_lib.host_slice(config.train.batch_size, jax.process_index(),
                                   jax.process_count())
-  bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step', dynamic_ncols=True,
-                  disable=not progress or jax.process_index() != 0, mininterval=2.0)
-  pending, t_last, s_last = [], time.perf_counter(), start
   stop, rolled_back_to = False, None
-
-  def flush(monitor_now=False):
-    """Writes the pending metrics after checking them; `monitor_now` adds the monitor's."""
-    nonlocal pending, t_last, s_last, state, stop, rolled_back_to
-    if not pending:
-      return
-    now = time.perf_counter()
-    rate = (pending[-1][0] - s_last) / max(now - t_last, 1e-9)
-    records = []
-    for step, m in jax.device_get(pending):
-      count = max(int(m['count']), 1)
-      record = {'epoch': step / spe, 'loss': float(m['loss_sum']) / count,
-                'train_accuracy': float(m['correct']) / count,
-                'grad_norm': float(m['grad_norm']), 'lr': float(schedule(step * r - 1)),
-                'steps_per_s': rate}
-      _finite_or_raise(step, record)
-      records.append((step, record))
-    if monitor_now:
-      extra, stop = mon.check(records[-1][0], records[-1][1]['epoch'], state)
-      records[-1][1].update(extra)
-      if stop and mon.action == 'rollback':
-        best = mon.best_state(state)
-        if best is None:
-          logging.warning('No saved best weights at step %d; stopping without rollback.',
-                          mon.record['best']['step'])
-        else:
-          state, rolled_back_to = best, int(jax.device_get(best.step))
-          records[-1][1]['rolled_back_to_step'] = rolled_back_to
-    for step, record in records:
-      log.write(step, record)
-    bar.set_postfix(loss=f'{record["loss"]:.3f}', acc=f'{record["train_accuracy"]:.3f}')
-    pending, t_last, s_last = [], now, pending[-1][0]
-
-  done = start
   try:
     for step in range(start, total):
       batch = parallel.shard_batch(_host_batch(dataset, config, step, host_rows, n), mesh)
       state, m = step_fn(state, batch, rng.step_key(config.seed, step))
       done = step + 1
-      pending.append((done, m))
+      out.add(done, m)
       if mon is not None and (done % spe == 0 or done == total):
-        flush(monitor_now=True)
+        records = out.records()
+        state, stop, rolled_back_to = _monitor(mon, state, records)
+        out.write(records)
       elif done % config.train.log_every_steps == 0:
-        flush()
-      bar.update(1)
+        out.flush()
       if stop:
         break
       if done % config.checkpoint.every_steps == 0 and done < total:
-        flush()  # never checkpoint a state whose metrics were not checked
+        out.flush()  # never checkpoint a state whose metrics were not checked
         ckpt.save(done, state)
-    flush()
+    out.flush()
     if ckpt.latest_step() != done:
       ckpt.save(done, state)
     if stop:  # after the save (synchronous): the weights it ended with are on disk
       mon.finish(done, rolled_back_to)
   finally:
-    bar.close()
-    log.close()
+    out.close()
     ckpt.close()
     if mon is not None:
       mon.close()

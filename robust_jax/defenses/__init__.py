@@ -12,7 +12,7 @@ A defense is a pair of pure functions, used by the training step on each device'
 Optional fields, for objectives that change the training step itself (defaults: off):
 
   replays, replay_update   free AT: the step replays the minibatch `replays` times, one update
-      each, and carries the input perturbation delta (TrainState.carry) from replay to replay
+      each, and carries the input perturbation delta (FreeTrainState.carry) from replay to replay
       and batch to batch; `replay_update(delta, grad_delta) -> delta` moves it after each replay.
   weight_perturb           AWP: `(params, grads, epoch) -> v`; the step takes the loss's
       gradient at params + v (v from the gradient `grads` of the same loss at params).

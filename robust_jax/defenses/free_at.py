@@ -25,6 +25,9 @@ cross-entropy on the replayed adversarial input.
 
 import math
 
+import jax
+import jax.numpy as jnp
+
 from robust_jax.attacks import threat
 
 
@@ -51,3 +54,43 @@ def make_replay_update(*, norm, eps, step_size):
 def num_steps(epochs, steps_per_epoch, replays):
   """Minibatch steps of a run with the cost of `epochs` epochs of standard training."""
   return max(1, math.ceil(epochs * steps_per_epoch / replays))
+
+
+def run_replays(state, x, *, replays, update, objective, apply_grads, dropout_key, axis):
+  """Free AT's replays of one minibatch on one device (inside the data-parallel train step).
+
+  Args:
+    state: a FreeTrainState whose `carry` f32[B,H,W,C] is the global batch's perturbation.
+    x: this device's inputs f32[b,H,W,C] in [0,1], rows b * axis_index(axis) onward of the batch.
+    replays: m.
+    update: `update(delta, grad) -> delta` (make_replay_update).
+    objective: `objective(params, batch_stats, x_adv, key) -> (mean loss, (per_example, logits,
+      new_batch_stats))`, differentiable in params and x_adv.
+    apply_grads: `apply_grads(state, grads, new_batch_stats) -> (state, grad_norm)`: averages
+      over devices and takes one optimiser step.
+    dropout_key: this device's dropout key; replay i uses fold_in(dropout_key, i).
+    axis: the data-parallel axis name.
+
+  Returns:
+    (state after m updates with the new global carry, per-example losses f32[m,b] and
+    logits f32[m,b,K] of each replay, grad_norm of the last update).
+  """
+  b = x.shape[0]
+  delta = jax.lax.dynamic_slice_in_dim(state.carry, jax.lax.axis_index(axis) * b, b)
+
+  def replay(carry, i):
+    st, delta = carry
+
+    def loss(params, d):
+      return objective(params, st.batch_stats, jnp.clip(x + d, 0.0, 1.0),
+                       jax.random.fold_in(dropout_key, i))
+
+    (grads, grad_delta), (per_example, logits, new_stats) = jax.grad(
+        loss, argnums=(0, 1), has_aux=True)(st.params, delta)
+    st, grad_norm = apply_grads(st, grads, new_stats)
+    return (st, update(delta, grad_delta)), (per_example, logits, grad_norm)
+
+  (state, delta), (per_example, logits, norms) = jax.lax.scan(
+      replay, (state, delta), jnp.arange(replays))
+  carry = jax.lax.all_gather(delta, axis, tiled=True)
+  return state.replace(carry=carry), per_example, logits, norms[-1]
