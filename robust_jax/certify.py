@@ -4,18 +4,19 @@
 The smoothed classifier g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I), of a base
 classifier f (the network trained behind the `gaussian_noise` transform) is robust within L2
 radius sigma * Phi^-1(pA) around x when class cA has probability at least pA > 1/2 under noise.
-Both procedures of the paper (its Algorithm and Section 3.2), per example:
+Both procedures of the paper's pseudocode, per example:
 
-  predict   n noisy votes; the top two counts nA > nB; return cA if a two-sided binomial test of
-            nA out of nA + nB at p = 1/2 rejects at level alpha, else abstain (-1). A wrong
-            non-abstained answer happens with probability at most alpha.
+  predict   n noisy votes; the top two counts nA >= nB; return cA if a two-sided binomial test of
+            nA out of nA + nB at p = 1/2 rejects at level alpha, else abstain (-1). It returns a
+            class other than g(x) with probability at most alpha.
   certify   cA = the top class of n0 selection votes; pA = the one-sided (1 - alpha)
             Clopper-Pearson lower bound on P(f = cA) from nA of n fresh votes; abstain if
             pA < 1/2, else radius sigma * Phi^-1(pA). With probability >= 1 - alpha over the
             noise, g is cA on the whole ball (when not abstaining).
 
     fn = lambda x: model.apply(variables, x, train=False)        # base classifier, f32[B,K]
-    pred, radius = certify.certify(fn, x, keys, sigma=0.25, n0=100, n=10_000, alpha=0.001)
+    cert = certify.certify(fn, x, y, keys, sigma=0.25, n0=100, n=10_000, alpha=0.001)
+    cert.prediction, cert.radius, cert.correct                   # int[B] (-1: abstain), ...
 
 The votes are counted in JAX (jitted; the noise draws of example i come from its own key, chunk by
 chunk in a `lax.fori_loop`, so results do not depend on the batch size or the device count); the
@@ -24,6 +25,7 @@ statistics run on the host with scipy. `run` does the whole thing for `config.ev
 """
 
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -121,15 +123,22 @@ def predict(base_fn, x, keys, *, sigma, n, alpha, noise_batch=100):
   return predict_from_counts(np.asarray(counts), alpha)
 
 
-def certify(base_fn, x, keys, *, sigma, n0, n, alpha, noise_batch=100):
-  """(prediction int[B] (-1 = abstain), certified L2 radius f64[B]) of x: f32[B,H,W,C]."""
+class Certificate(NamedTuple):
+  prediction: np.ndarray  # int[B], -1 = abstain
+  radius: np.ndarray      # f64[B], certified L2 radius (0 when abstaining)
+  correct: np.ndarray     # bool[B], prediction == label (False when abstaining)
+  p_a: np.ndarray         # f64[B], the lower confidence bound on P(f(x + e) = prediction)
+
+
+def certify(base_fn, x, y, keys, *, sigma, n0, n, alpha, noise_batch=100):
+  """Cohen et al.'s CERTIFY of x: f32[B,H,W,C] with labels y: int[B]; returns a Certificate."""
   count = jax.jit(sample_counts, static_argnums=0, static_argnames=('num', 'noise_batch'))
   counts0 = count(base_fn, x, _stream(keys, _SELECT), sigma=sigma, num=n0,
                   noise_batch=noise_batch)
   counts = count(base_fn, x, _stream(keys, _ESTIMATE), sigma=sigma, num=n,
                  noise_batch=noise_batch)
-  pred, radius, _ = certify_from_counts(np.asarray(counts0), np.asarray(counts), sigma, alpha)
-  return pred, radius
+  pred, radius, p_a = certify_from_counts(np.asarray(counts0), np.asarray(counts), sigma, alpha)
+  return Certificate(pred, radius, pred == np.asarray(y), p_a)
 
 
 def certified_accuracy(radius, correct, radii):
@@ -225,7 +234,7 @@ def run(model, params, batch_stats, dataset, config, mesh, progress=True):
       'predict_abstained': float(np.mean(smoothed < 0)),
       'radii': radii, 'certified_accuracy': certified_accuracy(radius, correct, radii),
       'label': labels.tolist(), 'prediction': pred.tolist(), 'radius': radius.tolist(),
-      'p_a': p_a.tolist(), 'seconds': time.perf_counter() - t0}
+      'correct': correct.tolist(), 'p_a': p_a.tolist(), 'seconds': time.perf_counter() - t0}
 
 
 def table(res):

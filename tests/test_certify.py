@@ -70,9 +70,13 @@ def test_certify_radius_on_a_linear_classifier_and_abstention_at_the_boundary():
   values = [0.15, 0.25, 0.3, 0.45]  # <w, x> - 1 = -0.4, 0 (on the boundary), 0.2, 0.8
   margins = np.array([4 * v - 1 for v in values])
   keys = jax.random.split(jax.random.key(1), len(values))
-  pred, radius = certify.certify(_linear, _constant_images(values), keys, sigma=0.5, n0=100,
-                                 n=20_000, alpha=0.001, noise_batch=5_000)
+  y = np.array([0, 1, 1, 0])  # the last label is wrong: certified, but not correct
+  cert = certify.certify(_linear, _constant_images(values), y, keys, sigma=0.5, n0=100,
+                         n=20_000, alpha=0.001, noise_batch=5_000)
+  pred, radius = cert.prediction, cert.radius
   np.testing.assert_array_equal(pred, [0, -1, 1, 1])
+  np.testing.assert_array_equal(cert.correct, [True, False, True, False])
+  assert (cert.p_a[[0, 2, 3]] > 0.5).all() and cert.p_a[1] < 0.5
   assert radius[1] == 0.0
   far = [0, 2, 3]
   # A lower confidence bound: below the exact radius, within the Monte Carlo slack of n = 20,000.
@@ -149,6 +153,7 @@ def test_evaluation_certifies_and_the_report_shows_the_curve(tmp_path):
   pred, radius = np.array(res['prediction']), np.array(res['radius'])
   assert (radius[pred == -1] == 0).all() and (radius >= 0).all() and set(pred) <= set(range(-1, 10))
   correct = pred == np.array(res['label'])
+  assert res['correct'] == correct.tolist()
   assert res['certified_accuracy'] == certify.certified_accuracy(radius, correct, [0, 0.25, 0.5])
   assert res['accuracy'] == res['certified_accuracy'][0]
   # The same certificate on one device and in other batches: keyed per example, not per batch.
