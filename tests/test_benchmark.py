@@ -119,7 +119,8 @@ needs_torch = pytest.mark.skipif(
 @needs_torch
 def test_side_by_side_tiny(tmp_path):
   path = tmp_path / 'sbs.json'
-  r = subprocess.run([sys.executable, 'benchmarks/side_by_side.py', '--tiny', f'--json={path}'],
+  r = subprocess.run([sys.executable, 'benchmarks/side_by_side.py', '--tiny', '--torch_threads=1',
+                      f'--json={path}'],
                      cwd=ROOT, env=dict(conftest.SUBPROCESS_ENV, XLA_FLAGS=''),
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
