@@ -8,6 +8,9 @@ batch size or the number of devices. Accuracy is always recomputed on the points
 returned, and each returned point is checked to lie in its eps-ball and in [0,1].
 """
 
+import hashlib
+import json
+import os
 import time
 
 import jax
@@ -67,13 +70,78 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh):
   return jax.jit(mapped)
 
 
-def _run(fn, params, batch_stats, images, labels, subset, batch_size, mesh, key, bar):
-  """Runs `fn` on the examples `subset` (test-set indices); returns (correct, outside) per one."""
+class Progress:
+  """Per-batch evaluation results on disk, so a killed evaluation resumes where it stopped.
+
+  One file per evaluation phase (`<dir>/<phase>.npz`: positions done, correct, outside), written
+  atomically by process 0 after every batch. A file is used only when its fingerprint (the eval
+  config, the seed, the phase's test indices and a checksum of the weights) matches, so changed
+  weights or settings start the phase afresh. Batch results do not depend on which batches ran
+  before (per-example attack keys), so a resumed evaluation gives the same numbers.
+  """
+
+  def __init__(self, directory, fingerprint):
+    self.directory = directory
+    self.fingerprint = fingerprint
+    if jax.process_index() == 0:
+      os.makedirs(directory, exist_ok=True)
+
+  def _path(self, phase):
+    return os.path.join(self.directory, phase.replace('/', '_') + '.npz')
+
+  def load(self, phase, subset):
+    """(done, correct, outside) bool arrays over `subset`, from disk when it matches."""
+    key = hashlib.sha256(self.fingerprint.encode() + np.asarray(subset).tobytes()).hexdigest()
+    state = np.zeros((3, len(subset)), bool)
+    try:
+      with np.load(self._path(phase), allow_pickle=False) as f:
+        if str(f['key']) == key and f['state'].shape == state.shape:
+          state = f['state'].copy()
+    except (OSError, ValueError, KeyError):
+      pass  # none yet, or unreadable: the phase runs from its start
+    if jax.process_count() > 1:  # every process takes process 0's view
+      state = np.asarray(multihost_utils.broadcast_one_to_all(state))
+    return key, state
+
+  def save(self, phase, key, state):
+    if jax.process_index() != 0:
+      return
+    path = self._path(phase)
+    with open(path + '.tmp', 'wb') as f:
+      np.savez(f, key=np.asarray(key), state=state)
+    os.replace(path + '.tmp', path)
+
+
+def fingerprint(config, params, batch_stats):
+  """A digest of what an evaluation's per-example results depend on."""
+  h = hashlib.sha256()
+  h.update(json.dumps({'eval': config.eval.to_dict(), 'seed': config.seed,
+                       'model': config.model.to_dict(), 'defense': config.defense.to_dict()},
+                      sort_keys=True, default=str).encode())
+  for leaf in jax.tree.leaves((params, batch_stats)):
+    h.update(np.ascontiguousarray(np.asarray(jax.device_get(leaf), np.float32)).tobytes())
+  return h.hexdigest()
+
+
+def _run(fn, params, batch_stats, images, labels, subset, batch_size, mesh, key, bar,
+         store=None, phase=''):
+  """Runs `fn` on the examples `subset` (test-set indices); returns (correct, outside) per one.
+
+  With a `store` (Progress), batches finished by an earlier, killed run are read back, and each
+  new batch is saved as soon as it is done.
+  """
   host_rows = data_lib.host_slice(batch_size, jax.process_index(), jax.process_count())
-  correct = np.zeros(len(subset), bool)
-  outside = np.zeros(len(subset), bool)
+  if store is not None:
+    file_key, state = store.load(phase, subset)
+  else:
+    file_key, state = None, np.zeros((3, len(subset)), bool)
+  done, correct, outside = state
   for start in range(0, len(subset), batch_size):
     idx = subset[start:start + batch_size]
+    if done[start:start + len(idx)].all():
+      if bar is not None:
+        bar.update(len(idx))
+      continue
     valid = len(idx)
     idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])  # pad; masked below
     batch = parallel.shard_batch({'x': images[idx][host_rows], 'y': labels[idx][host_rows],
@@ -82,9 +150,12 @@ def _run(fn, params, batch_stats, images, labels, subset, batch_size, mesh, key,
     ok, out = (multihost_utils.process_allgather(a, tiled=True) for a in (ok, out))
     correct[start:start + valid] = np.asarray(ok)[:valid]
     outside[start:start + valid] = np.asarray(out)[:valid]
+    done[start:start + valid] = True
+    if store is not None:
+      store.save(phase, file_key, state)
     if bar is not None:
       bar.update(valid)
-  return correct, outside
+  return correct.copy(), outside.copy()
 
 
 def _eval_set(dataset, num_examples):
@@ -99,8 +170,12 @@ def _suite_cfgs(config):
   return suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
 
 
-def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
+def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
+             progress_dir=None):
   """Returns (results dict, artifacts dict for plots) for `config.eval`.
+
+  progress_dir: where per-batch results are kept (see `Progress`); a rerun after a kill skips
+  the batches already done. None: nothing is kept.
 
   results keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...}},
   suite {name, accuracy, attacks: [...]}, worst_case_accuracy, worst_case_correct,
@@ -116,15 +191,19 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
                   disable=not progress or jax.process_index() != 0, mininterval=2.0)
   t_all = time.perf_counter()
   bn = config.model.attack_bn_mode
+  store = None
+  if progress_dir:
+    store = Progress(progress_dir, fingerprint(config, params, batch_stats))
   clean, _ = _run(make_eval_fn(model, None, bn, mesh), params, batch_stats, images, labels,
-                  everyone, bs, mesh, root, bar)
+                  everyone, bs, mesh, root, bar, store, 'clean')
   results = {'num_examples': n, 'clean_accuracy': float(clean.mean()), 'attacks': {}}
   correct, violations, checked = {}, 0, 0
   for a_i, (name, cfg) in enumerate(named):
     bar.set_description(f'eval {name}')
     t0 = time.perf_counter()
     ok, out = _run(make_eval_fn(model, cfg, bn, mesh), params, batch_stats, images, labels,
-                   everyone, bs, mesh, jax.random.fold_in(root, a_i), bar)
+                   everyone, bs, mesh, jax.random.fold_in(root, a_i), bar, store,
+                   f'attack-{name}')
     correct[name], violations, checked = ok, violations + int(out.sum()), checked + n
     results['attacks'][name] = {
         'accuracy': float(ok.mean()), 'correct': int(ok.sum()), 'metric': attacks.describe(cfg),
@@ -143,7 +222,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
       if name == 'square':
         white_box = robust.copy()
       ok, out = _run(make_eval_fn(model, cfg, bn, mesh), params, batch_stats, images, labels,
-                     todo, bs, mesh, jax.random.fold_in(root, 1000 + s_i), bar)
+                     todo, bs, mesh, jax.random.fold_in(root, 1000 + s_i), bar, store,
+                     f'suite-{config.eval.suite}-{name}')
       violations, checked = violations + int(out.sum()), checked + len(todo)
       robust[todo] = ok
       if name == 'square':

@@ -97,8 +97,8 @@ def train_and_evaluate(config, workdir, progress=True):
                      progress=progress)
   state = fitted.state
   train_seconds = time.perf_counter() - t0
-  results, artifacts = _evaluator(config)(model, state.eval_params(), state.batch_stats, dataset,
-                                          config, mesh, progress=progress)
+  results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
+                                 dataset, mesh, progress)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'train_steps': int(jax.device_get(state.step)),
@@ -137,8 +137,8 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   template = train.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
                               config.optim.ema_decay)
   state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
-  results, artifacts = _evaluator(config)(model, state.eval_params(), state.batch_stats, dataset,
-                                          config, mesh, progress=progress)
+  results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
+                                 dataset, mesh, progress)
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})
@@ -147,6 +147,15 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
 def _evaluator(config):
   """detection.evaluate for a detection defense (the detector in the loop), else evaluate."""
   return detection.evaluate if config.defense.name in detection.DETECTORS else evaluate.evaluate
+
+
+def _evaluate(config, workdir, model, params, batch_stats, dataset, mesh, progress):
+  """Runs the config's evaluation; the standard one keeps per-batch progress in the workdir."""
+  fn = _evaluator(config)
+  kwargs = {}
+  if fn is evaluate.evaluate:
+    kwargs['progress_dir'] = os.path.join(workdir, 'eval_progress')
+  return fn(model, params, batch_stats, dataset, config, mesh, progress=progress, **kwargs)
 
 
 def evaluate_ensemble(config, workdir, progress=True):
@@ -162,8 +171,8 @@ def evaluate_ensemble(config, workdir, progress=True):
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  results, artifacts = evaluate.evaluate(model, params, batch_stats, dataset, config, mesh,
-                                         progress=progress)
+  results, artifacts = _evaluate(config, workdir, model, params, batch_stats, dataset, mesh,
+                                 progress)
   title = (f'ensemble of {len(members)} ({model.combine}: '
            f'{", ".join(m["model"] for m in members)}) on {dataset.name}')
   return _finish(results, artifacts, config, workdir, title,

@@ -70,6 +70,14 @@ ROWS = [
 BY_NAME = {r['name']: r for r in ROWS}
 
 
+def _set_workdirs(path):
+  """Moves every run (and the teacher/member paths in the rows' flags) under `path`."""
+  global WORKDIRS
+  for r in ROWS:
+    r['flags'] = [f.replace(WORKDIRS + '/', path.rstrip('/') + '/') for f in r['flags']]
+  WORKDIRS = path.rstrip('/')
+
+
 def workdir(name):
   return os.path.join(WORKDIRS, name)
 
@@ -213,8 +221,12 @@ def main(argv=None):
   p.add_argument('--jobs', type=int, default=1, help='runs at a time')
   p.add_argument('--examples', type=int, default=1000, help='test images evaluated (0 = all)')
   p.add_argument('--force', action='store_true', help='rerun rows that have results')
-  p.add_argument('extra', nargs='*', help='extra launch flags for every run, after --')
-  a = p.parse_args(argv)
+  p.add_argument('--workdirs', default=WORKDIRS, help='folder of the runs (default %(default)s)')
+  argv = sys.argv[1:] if argv is None else list(argv)
+  extra = argv[argv.index('--') + 1:] if '--' in argv else []
+  a = p.parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+  a.extra = extra  # launch flags for every run, given after --
+  _set_workdirs(a.workdirs)
   names = [n for n in a.only.split(',') if n] or [r['name'] for r in ROWS]
   if a.action == 'commands':
     for r in _closure(names):

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from robust_jax import evaluate
 from robust_jax import model_fns
@@ -83,3 +84,50 @@ def test_suite_cascade_and_sanity_checks_are_reported():
   assert artifacts['x_adv'].shape == artifacts['x'].shape
   text = report.full_report(results, 'tiny')
   assert 'Sanity checks' in text and 'Suite `quick`' in text
+
+
+def test_a_killed_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatch):
+  config = helpers.quick_config(**{'eval.suite': 'quick', 'eval.suite_eps': 0.1})
+  for a in config.eval.attacks.values():
+    a.steps = 1
+  dataset = helpers.tiny_dataset(n_test=40)
+  model, params = _setup(config, dataset)
+  mesh = parallel.make_mesh()
+  full, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+
+  calls = {'n': 0}
+  real_run = evaluate._run
+
+  def dying_run(fn, *args, **kwargs):  # the 6th jitted batch call "kills" the process
+    def counting(*a):
+      calls['n'] += 1
+      if calls['n'] == 6:
+        raise KeyboardInterrupt('killed')
+      return fn(*a)
+    return real_run(counting, *args, **kwargs)
+
+  monkeypatch.setattr(evaluate, '_run', dying_run)
+  with pytest.raises(KeyboardInterrupt):
+    evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+                      progress_dir=str(tmp_path))
+  assert calls['n'] == 6 and list(tmp_path.glob('*.npz'))
+  calls['n'] = -10**6  # the rerun never dies; count its batch calls
+  resumed, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+                                 progress_dir=str(tmp_path))
+  rerun_calls = calls['n'] + 10**6
+  calls['n'] = -10**6
+  evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  assert rerun_calls == calls['n'] + 10**6 - 5  # the 5 batches done before the kill were skipped
+  for key in ('clean_accuracy', 'worst_case_accuracy'):
+    assert resumed[key] == full[key]
+  assert resumed['attacks'].keys() == full['attacks'].keys()
+  for name in full['attacks']:
+    assert resumed['attacks'][name]['correct'] == full['attacks'][name]['correct']
+  assert resumed['suite']['accuracy'] == full['suite']['accuracy']
+
+  # Other weights: the saved batches do not match and are not used.
+  other = jax.tree.map(lambda p: p * 0.5, params)
+  calls['n'] = -10**6
+  evaluate.evaluate(model, other, {}, dataset, config, mesh, progress=False,
+                    progress_dir=str(tmp_path))
+  assert calls['n'] + 10**6 == rerun_calls + 5
