@@ -7,7 +7,7 @@ attack failed on), worst case per example.
 
 from robust_jax import errors
 
-SUITES = ('standard', 'rand', 'quick')
+SUITES = ('standard', 'apgd', 'rand', 'quick')
 
 
 def attacks(suite, *, norm, eps, eot_samples=20):
@@ -18,6 +18,11 @@ def attacks(suite, *, norm, eps, eot_samples=20):
         ('apgd_t', dict(name='apgd_t', norm=norm, eps=eps, steps=100, num_targets=9)),
         ('fab_t', dict(name='fab_t', norm=norm, eps=eps, steps=100, num_targets=9)),
         ('square', dict(name='square', norm=norm, eps=eps, steps=5000)),
+    ]
+  if suite == 'apgd':  # AutoAttack's two gradient attacks, without FAB-T and Square
+    return [
+        ('apgd_ce', dict(name='apgd_ce', norm=norm, eps=eps, steps=100)),
+        ('apgd_t', dict(name='apgd_t', norm=norm, eps=eps, steps=100, num_targets=9)),
     ]
   if suite == 'rand':  # randomised defenses: gradient attacks with EOT, as AutoAttack's 'rand'
     return [

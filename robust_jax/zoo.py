@@ -27,9 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIRS = os.path.join('workdirs', 'zoo')
 
 
-def _row(name, config, *flags, needs=(), table=True, note=''):
+def _row(name, config, *flags, needs=(), table=True, note='', epoch_scale=1):
+  """epoch_scale: `train.epochs` per epoch of data under `--epochs` (free AT: its replays)."""
   return dict(name=name, config=config, flags=list(flags), needs=list(needs), table=table,
-              note=note)
+              note=note, epoch_scale=epoch_scale)
 
 
 # Prerequisites are trained, then evaluated cheaply (naive PGD only).
@@ -42,7 +43,7 @@ ROWS = [
     _row('standard', 'configs/defenses/standard.py', note='baseline'),
     _row('pgd_at', 'configs/defenses/pgd_at.py'),
     _row('fgsm_rs', 'configs/defenses/fgsm_rs.py'),
-    _row('free_at', 'configs/defenses/free_at.py'),
+    _row('free_at', 'configs/defenses/free_at.py', epoch_scale=8),
     _row('trades', 'configs/defenses/trades.py'),
     _row('mart', 'configs/defenses/mart.py'),
     _row('awp', 'configs/defenses/awp.py'),
@@ -82,12 +83,17 @@ def workdir(name):
   return os.path.join(WORKDIRS, name)
 
 
-def command(row, examples, extra=()):
-  """The launch command of a row, as a list of arguments (relative to the repository root)."""
+def command(row, examples, extra=(), epochs=0):
+  """The launch command of a row, as a list of arguments (relative to the repository root).
+
+  epochs > 0: train every row for that many passes over the data (`--epochs`).
+  """
   args = ['python', 'launch.py', f'--config={row["config"]}', f'--workdir={workdir(row["name"])}',
           '--progress=false', *row['flags']]
   if examples:
     args.append(f'--config.eval.num_examples={examples}')
+  if epochs:
+    args.append(f'--config.train.epochs={epochs * row["epoch_scale"]}')
   return args + list(extra)
 
 
@@ -108,7 +114,7 @@ def _closure(names):
   return [r for r in ROWS if r['name'] in want]
 
 
-def run(names, jobs, examples, extra, force=False):
+def run(names, jobs, examples, extra, force=False, epochs=0):
   """Runs the rows (and what they need) not done yet; returns the names that failed."""
   rows = _closure(names)
   os.makedirs(os.path.join(ROOT, WORKDIRS), exist_ok=True)
@@ -117,7 +123,7 @@ def run(names, jobs, examples, extra, force=False):
   python = sys.executable
 
   def launch(row):
-    args = command(row, examples, extra)
+    args = command(row, examples, extra, epochs)
     args[0] = python
     log = os.path.join(ROOT, workdir(row['name']) + '.log')
     t0 = time.perf_counter()
@@ -185,7 +191,7 @@ def summarise(results):
               devices=results.get('devices', []))
 
 
-def table(names=None, examples=1000):
+def table(names=None, examples=1000, extra=(), epochs=0):
   """The Markdown table of the rows whose results exist, then the command of each row."""
   rows = [r for r in ROWS if r['table'] and (names is None or r['name'] in names)]
   lines = ['| defense | clean | naive PGD-40 | adaptive | adaptive attack | worst case | '
@@ -204,9 +210,9 @@ def table(names=None, examples=1000):
     train = '-' if s['train_s'] is None else f'{s["train_s"]:.0f}'
     lines.append(f'| {label} | {_pct(s["clean"])} | {_pct(s["naive"])} | {_pct(s["adaptive"])} '
                  f'| {s["adaptive_attack"]} | {_pct(s["worst"])} | {s["sanity"]} | {train} |')
-    needs = ''.join(f'`{" ".join(command(BY_NAME[n], examples))}` then ' for n in
+    needs = ''.join(f'`{" ".join(command(BY_NAME[n], examples, extra, epochs))}` then ' for n in
                     [x['name'] for x in _closure([r['name']]) if x['name'] != r['name']])
-    cmds.append(f'- {r["name"]}: {needs}`{" ".join(command(r, examples))}`')
+    cmds.append(f'- {r["name"]}: {needs}`{" ".join(command(r, examples, extra, epochs))}`')
   lines += ['', f'Accuracy in % on the first {", ".join(map(str, sorted(ns)))} test images; '
             f'devices: {", ".join(sorted(devs)) or "-"}.', '', 'Commands:', ''] + cmds
   if missing:
@@ -221,6 +227,8 @@ def main(argv=None):
   p.add_argument('--jobs', type=int, default=1, help='runs at a time')
   p.add_argument('--examples', type=int, default=1000, help='test images evaluated (0 = all)')
   p.add_argument('--force', action='store_true', help='rerun rows that have results')
+  p.add_argument('--epochs', type=int, default=0,
+                 help='passes over the training data for every row (0: as each config says)')
   p.add_argument('--workdirs', default=WORKDIRS, help='folder of the runs (default %(default)s)')
   argv = sys.argv[1:] if argv is None else list(argv)
   extra = argv[argv.index('--') + 1:] if '--' in argv else []
@@ -230,15 +238,15 @@ def main(argv=None):
   names = [n for n in a.only.split(',') if n] or [r['name'] for r in ROWS]
   if a.action == 'commands':
     for r in _closure(names):
-      print(' '.join(command(r, a.examples, a.extra)))
+      print(' '.join(command(r, a.examples, a.extra, a.epochs)))
     return 0
   if a.action == 'run':
-    failed = run(names, a.jobs, a.examples, a.extra, a.force)
+    failed = run(names, a.jobs, a.examples, a.extra, a.force, a.epochs)
     if failed:
       print(f'zoo: failed: {", ".join(failed)}', file=sys.stderr)
       return 1
     return 0
-  print(table(None if not a.only else set(names), a.examples))
+  print(table(None if not a.only else set(names), a.examples, a.extra, a.epochs))
   return 0
 
 
