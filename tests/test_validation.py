@@ -10,7 +10,7 @@ from tests import helpers
 @pytest.mark.parametrize('field,value,message', [
     ('model.name', 'resnet9000', "valid: \\['madry_cnn'"),
     ('data.name', 'imagenet', "valid: \\['cifar10'"),
-    ('defense.name', 'magic', "defense.name='magic'; valid: \\['fgsm_rs'"),
+    ('defense.name', 'magic', "defense.name='magic'; valid: \\[.*'pgd_at'"),
     ('train_attack.name', 'bim', "train_attack.name='bim' is not an attack"),
     ('train_attack.eps', -0.1, 'train_attack.eps=-0.1 must be a number >= 0'),
     ('train_attack.steps', 0, 'train_attack.steps=0 must be an integer >= 1'),
