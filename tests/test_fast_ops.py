@@ -92,28 +92,32 @@ def test_conv_second_derivative_of_input_matches_lax():
     _close(a, b, rtol=1e-4)
 
 
-def test_conv_general_dilated_dispatch():
-  """Few input channels -> patches matmul; otherwise the custom-VJP conv; exotic -> lax."""
-  dn = lax.conv_dimension_numbers((1, 8, 8, 1), (3, 3, 1, 4), DIMS)
-  x1 = jnp.ones((1, 8, 8, 1))
-  x16 = jnp.ones((1, 8, 8, 16))
+def _lowered(fn, platform, *args):
+  return jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,)).as_text()
 
-  def prims(fn, *args):
-    return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).eqns}
-  patches = prims(lambda x: fast_ops.conv_general_dilated(x, jnp.ones((3, 3, 1, 4)), (1, 1),
-                                                          'SAME', dimension_numbers=dn), x1)
-  assert 'dot_general' in patches and 'conv_general_dilated' not in patches
-  custom = prims(lambda x: fast_ops.conv_general_dilated(x, jnp.ones((3, 3, 16, 4)), (1, 1),
-                                                         'SAME', dimension_numbers=dn), x16)
-  assert 'custom_vjp_call' in custom
-  dilated = prims(lambda x: fast_ops.conv_general_dilated(
-      x, jnp.ones((3, 3, 16, 4)), (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=dn), x16)
-  assert 'conv_general_dilated' in dilated and 'custom_vjp_call' not in dilated
-  # The dilated fallback computes what lax computes.
-  np.testing.assert_array_equal(
-      fast_ops.conv_general_dilated(x16, jnp.ones((3, 3, 16, 4)), (1, 1), 'SAME', (1, 1), (2, 2),
-                                    dn),
-      lax.conv_general_dilated(x16, jnp.ones((3, 3, 16, 4)), (1, 1), 'SAME', (1, 1), (2, 2), dn))
+
+def test_conv_general_dilated_dispatch():
+  """On CPU: few input channels -> patches matmul, else the custom-VJP conv; elsewhere -> lax."""
+  dn = lax.conv_dimension_numbers((1, 8, 8, 1), (3, 3, 1, 4), DIMS)
+  x1, w1 = jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 1, 4))
+  x16, w16 = jnp.ones((1, 8, 8, 16)), jnp.ones((3, 3, 16, 4))
+
+  def input_grad(w, **kw):
+    return lambda x: jax.grad(lambda x: jnp.sum(fast_ops.conv_general_dilated(
+        x, w, (2, 2), 'SAME', dimension_numbers=dn, **kw) ** 2))(x)
+  patches = _lowered(input_grad(w1), 'cpu', x1)
+  assert 'stablehlo.convolution' not in patches and 'stablehlo.dot_general' in patches
+  custom = _lowered(input_grad(w16), 'cpu', x16)
+  assert 'optimization_barrier' in custom and 'lhs_dilate = [2, 2]' not in custom
+  for platform in ('cuda', 'rocm', 'tpu'):   # cuDNN & co. keep their own gradients
+    for x, w in ((x1, w1), (x16, w16)):
+      other = _lowered(input_grad(w), platform, x)
+      assert 'optimization_barrier' not in other and 'stablehlo.convolution' in other
+  dilated = _lowered(input_grad(w16, rhs_dilation=(2, 2)), 'cpu', x16)
+  assert 'optimization_barrier' not in dilated
+  np.testing.assert_array_equal(   # the dilated fallback computes what lax computes
+      fast_ops.conv_general_dilated(x16, w16, (1, 1), 'SAME', (1, 1), (2, 2), dn),
+      lax.conv_general_dilated(x16, w16, (1, 1), 'SAME', (1, 1), (2, 2), dn))
 
 
 @pytest.mark.parametrize('shape,window', [((2, 8, 8, 3), 2), ((2, 7, 9, 4), 2), ((1, 9, 9, 2), 3)])

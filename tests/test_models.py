@@ -135,6 +135,22 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
 
 
+def test_config_dtype_and_fast_ops_reach_the_model():
+  cfg = ml_collections.ConfigDict(dict(name='madry_cnn', dtype='bfloat16', fast_ops=False))
+  model = models.build(cfg, num_classes=10, mean=(0.5,), std=(0.25,))
+  assert model.dtype == jnp.bfloat16 and model.fast_ops is False
+  x = _images((16, 16, 1))
+  variables = _init(model, x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
+  assert _apply(model, variables, x).dtype == jnp.float32
+  # Older configs (e.g. a workdir's config.json from before these fields) get the defaults.
+  default = _build('madry_cnn', MNIST)
+  assert default.dtype == jnp.float32 and default.fast_ops is True
+  with pytest.raises(ValueError, match='bfloat16'):
+    models.build(ml_collections.ConfigDict(dict(name='madry_cnn', dtype='float16')),
+                 num_classes=10, mean=(0.5,), std=(0.25,))
+
+
 def test_has_batch_norm():
   assert models.has_batch_norm('preact_resnet18') and models.has_batch_norm('wide_resnet')
   assert not any(models.has_batch_norm(n) for n in ('small_cnn', 'madry_cnn', 'trades_cnn'))
