@@ -173,7 +173,7 @@ def validate(config, num_devices=1):
   if not isinstance(c.alpha, float) or not 0.0 < c.alpha < 0.5:
     raise errors.ConfigError(f'eval.certify.alpha={c.alpha!r} must be a float in (0, 0.5), e.g. '
                              '0.001 (Cohen et al.).')
-  radii = tuple(c.radii)
+  radii = tuple(c.radii) if isinstance(c.radii, (tuple, list)) else ()
   if not radii or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 0
                       for r in radii):
     raise errors.ConfigError(f'eval.certify.radii={radii!r} must be a non-empty tuple of L2 '

@@ -52,8 +52,8 @@ def validate(config, num_devices=1):
   _positive_int(config.seed, 'seed', allow_zero=True)
   for field in ('batch_size', 'log_every_steps'):
     _positive_int(config.train[field], f'train.{field}')
-  _positive_int(config.train.epochs, 'train.epochs', allow_zero=config.train.steps > 0)
   _positive_int(config.train.steps, 'train.steps', allow_zero=True)
+  _positive_int(config.train.epochs, 'train.epochs', allow_zero=config.train.steps > 0)
   _positive_int(config.checkpoint.every_steps, 'checkpoint.every_steps')
   _positive_int(config.checkpoint.max_to_keep, 'checkpoint.max_to_keep')
   _positive_int(config.eval.batch_size, 'eval.batch_size')

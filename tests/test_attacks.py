@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from robust_jax import attacks
+from robust_jax.attacks import spec
 from robust_jax import errors
 
 _W = jax.random.normal(jax.random.key(1), (2 * 3 * 3 * 1, 5))
@@ -56,7 +57,7 @@ def _run(cfg, x, y, key):
   f = attacks.validate(cfg)
   step = f['step_size'] if f['step_size'] is not None else f['eps']
   static = tuple(sorted((k, v) for k, v in f.items()
-                        if k not in ('name', 'eps', 'step_size', 'eot_samples')))
+                        if k not in ('name', 'eps', 'step_size', *spec.GENERIC)))
   return _traced(static, x, y, key, jnp.float32(f['eps']), jnp.float32(step))
 
 

@@ -14,8 +14,9 @@ from robust_jax.attacks.pgd import make_pgd
 from robust_jax.attacks.pgd import per_example_keys
 from robust_jax.attacks.spec import ATTACKS
 from robust_jax.attacks.spec import build
+from robust_jax.attacks.spec import check_inputs
 from robust_jax.attacks.spec import describe
 from robust_jax.attacks.spec import validate
 
-__all__ = ['ATTACKS', 'build', 'describe', 'make_pgd', 'objectives', 'per_example_keys',
-           'threat', 'validate']
+__all__ = ['ATTACKS', 'build', 'check_inputs', 'describe', 'make_pgd', 'objectives',
+           'per_example_keys', 'threat', 'validate']

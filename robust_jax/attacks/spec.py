@@ -7,6 +7,9 @@ take the attack's defaults; an unknown field or value is an error naming it and 
 
 import math
 
+import jax
+import numpy as np
+
 from robust_jax import errors
 from robust_jax.attacks import apgd
 from robust_jax.attacks import cw
@@ -118,11 +121,56 @@ def validate(cfg, where='attack'):
   return f
 
 
+def check_inputs(x, y, name='attack'):
+  """ValueError, before anything compiles, for inputs an attack cannot take.
+
+  x must be f[B,H,W,C] with values in [0,1]; y int[B] with non-negative labels. Arrays being
+  traced (inside jit) are checked for shapes and dtypes only.
+  """
+  if getattr(x, 'ndim', None) != 4:
+    raise ValueError(f'{name}: images must be f[B,H,W,C]; got shape {getattr(x, "shape", None)}.')
+  if getattr(y, 'shape', None) != (x.shape[0],):
+    raise ValueError(f'{name}: labels must be int[B] with B={x.shape[0]} (the images\' batch); '
+                     f'got shape {getattr(y, "shape", None)}.')
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f'{name}: labels must be integers (class indices); got {y.dtype}.')
+  if not np.issubdtype(x.dtype, np.floating):
+    raise ValueError(f'{name}: images must be floats in [0,1]; got {x.dtype} (divide uint8 '
+                     'images by 255).')
+  if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
+    return
+  lo, hi = float(np.min(x)), float(np.max(x))
+  if lo < 0 or hi > 1 or not np.isfinite(lo + hi):
+    raise ValueError(f'{name}: images must lie in [0,1] (pixel scale; eps is measured there); '
+                     f'got values in [{lo:g}, {hi:g}].')
+  if int(np.min(y)) < 0:
+    raise ValueError(f'{name}: labels must be >= 0; got {int(np.min(y))}.')
+
+
 def build(cfg, where='attack'):
-  """Returns `attack(logits_fn, x, y, key) -> x_adv` for a validated attack config."""
+  """Returns `attack(logits_fn, x, y, key) -> x_adv` for a validated attack config.
+
+  Concrete inputs are checked first (`check_inputs`); labels beyond the model's classes are
+  caught once the logits' width is known (abstract evaluation, before compiling).
+  """
   f = validate(cfg, where)
   f['eps'] = float(f['eps'])
-  return ATTACKS[f['name']][3]({k: v for k, v in f.items() if k not in GENERIC})
+  attack = ATTACKS[f['name']][3]({k: v for k, v in f.items() if k not in GENERIC})
+
+  def checked(logits_fn, x, y, key):
+    check_inputs(x, y, f'{where} {f["name"]}')
+    if not isinstance(y, jax.core.Tracer):
+      try:
+        k = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+      except Exception as e:  # pylint: disable=broad-except
+        raise ValueError(f'{where} {f["name"]}: the model cannot take images of shape '
+                         f'{tuple(x.shape)}: {type(e).__name__}: {str(e)[:300]}') from e
+      if int(np.max(y)) >= k:
+        raise ValueError(f'{where} {f["name"]}: label {int(np.max(y))} is outside the model\'s '
+                         f'{k} classes [0, {k}).')
+    return attack(logits_fn, x, y, key)
+
+  return checked
 
 
 def describe(cfg):
