@@ -87,7 +87,7 @@ def main(argv):
                                      progress=_PROGRESS.value)
     else:
       experiment.train_and_evaluate(config, workdir, progress=_PROGRESS.value)
-  except (errors.ConfigError, FileNotFoundError, FloatingPointError,
+  except (errors.ConfigError, errors.CheckpointWriteError, FileNotFoundError, FloatingPointError,
           data_lib.DatasetUnavailableError) as e:
     logging.error('%s', e)
     print(f'\nrobust_jax: error: {e}', file=sys.stderr, flush=True)

@@ -141,7 +141,16 @@ class Checkpointer:
 
   def save(self, step, state, force=False):
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
-    saved = self._mngr.save(int(step), args=ocp.args.StandardSave(state), force=force)
+    try:
+      saved = self._mngr.save(int(step), args=ocp.args.StandardSave(state), force=force)
+      if saved:
+        self._mngr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # tensorstore wraps OS errors
+      kept = [s for s in self._mngr.all_steps() if s != int(step)]
+      raise errors.CheckpointWriteError(
+          f'Could not write the checkpoint of step {step} in {self.directory} ({e}). The '
+          f'earlier checkpoints are intact (latest: step {max(kept) if kept else "none"}); '
+          'free disk space (or move --workdir) and rerun the same command to resume.') from e
     if saved:
       self._mngr.wait_until_finished()
       if jax.process_index() == 0:

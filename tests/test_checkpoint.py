@@ -1,10 +1,14 @@
 """Checkpoints: round trip, loading from a workdir or a step folder, clear errors."""
 
+import shutil
+import subprocess
+
 import jax
 import numpy as np
 import pytest
 
 from robust_jax import checkpoint
+from robust_jax import errors
 from robust_jax import models
 from robust_jax import optim
 from robust_jax import train
@@ -87,3 +91,26 @@ def test_a_checkpoint_of_another_model_names_the_shapes_that_differ(tmp_path):
   with pytest.raises(checkpoint.CheckpointMismatchError, match='another model or config'):
     checkpoint.load(str(tmp_path), other)
   assert (tmp_path / 'checkpoints' / '4').is_dir()  # nothing renamed or lost
+
+
+def test_a_disk_that_fills_while_saving_keeps_the_previous_checkpoint(tmp_path):
+  mount = tmp_path / 'small_disk'
+  mount.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(mount)],
+                    capture_output=True).returncode != 0:
+    pytest.skip('cannot mount a small tmpfs here (needs root)')
+  try:
+    state = _state(0)
+    ckpt = checkpoint.Checkpointer(str(mount), every_steps=1)
+    ckpt.save(1, state)
+    free = shutil.disk_usage(mount).free
+    with open(mount / 'filler', 'wb') as f:  # leave 64 KB: too little for the next checkpoint
+      f.write(b'\0' * max(0, free - 64 * 1024))
+    with pytest.raises(errors.CheckpointWriteError, match='step 2.*intact.*latest: step 1'):
+      ckpt.save(2, state.replace(step=state.step + 2))
+    restored, resumed = checkpoint.Checkpointer(str(mount), 1).restore_or_init(_state(1))
+    assert resumed and int(restored.step) == 0
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored.params)):
+      np.testing.assert_array_equal(a, b)
+  finally:
+    subprocess.run(['umount', '-l', str(mount)], capture_output=True)
