@@ -170,3 +170,14 @@ def test_bad_wide_resnet_depth_raises(depth):
     _build('wide_resnet', CIFAR, depth=depth)
   with pytest.raises(ValueError, match=r'6n\+4'):
     _init(models.WideResNet(depth=depth, width=1), _images(CIFAR, batch=1))
+
+
+def test_validation_names_model_dtype_and_its_choices():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from robust_jax import errors  # pylint: disable=g-import-not-at-top
+  from robust_jax import validation  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model.dtype = 'float16'
+  with pytest.raises(errors.ConfigError, match=r"model.dtype='float16'; valid: \['float32', "
+                                               r"'bfloat16'\]"):
+    validation.validate(config)

@@ -8,7 +8,9 @@ badly inside a `while` loop:
   are swapped; XLA folds the swap into the convolution's dimension labels (`01oi`), which the fast
   convolution emitters do not accept, so it falls back to a slow generic loop. `conv` computes
   the flipped, transposed kernel explicitly behind `lax.optimization_barrier` in a custom VJP, so
-  the gradient is an ordinary `01io` convolution;
+  the gradient is an ordinary `01io` convolution. With a stride, that gradient would also need a
+  dilated input (another slow path); it is computed as stride^2 stride-1 convolutions, one per
+  phase of the input grid (the sub-pixel form; Shi et al. 2016);
 - a convolution with one (or few) input channels runs at a fraction of the machine's speed, and its
   input gradient (a convolution with one *output* channel) even more so. `patches_conv` computes it
   as a matmul of the k*k shifted copies of the input with the kernel (im2col; Chellapilla et al.
@@ -19,7 +21,9 @@ badly inside a `while` loop:
 
 Every op computes the same values and the same input and weight gradients as the plain lax version
 (tests/test_fast_ops.py); models use them through `conv_general_dilated`, a drop-in for
-`flax.linen.Conv(conv_general_dilated=...)`, so the parameter tree does not change.
+`flax.linen.Conv(conv_general_dilated=...)`, so the parameter tree does not change. The
+convolutions are used only in programs lowered for CPU (on GPU cuDNN's own gradients are as fast or
+faster); `max_pool` everywhere. tests/test_hlo.py checks the compiled PGD loop for the slow ops.
 
     y = fast_ops.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=dn)  # like lax
     y = fast_ops.max_pool(x, 2)                  # x: f[B,H,W,C] -> f[B,H//2,W//2,C]
