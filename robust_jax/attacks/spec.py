@@ -161,11 +161,12 @@ def build(cfg, where='attack'):
     check_inputs(x, y, f'{where} {f["name"]}')
     if not isinstance(y, jax.core.Tracer):
       try:
-        k = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+        out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape
       except Exception as e:  # pylint: disable=broad-except
         raise ValueError(f'{where} {f["name"]}: the model cannot take images of shape '
                          f'{tuple(x.shape)}: {type(e).__name__}: {str(e)[:300]}') from e
-      if int(np.max(y)) >= k:
+      k = out[-1] if len(out) == 2 else None  # (a black-box target may be a stand-in)
+      if k is not None and int(np.max(y)) >= k:
         raise ValueError(f'{where} {f["name"]}: label {int(np.max(y))} is outside the model\'s '
                          f'{k} classes [0, {k}).')
     return attack(logits_fn, x, y, key)
