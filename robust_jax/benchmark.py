@@ -289,7 +289,7 @@ def sweep(config, mesh, log=print):
       r = run(cfg, model, image_shape, mesh, ceiling, name)
       r['steps_overridden'] = name in overrides
       results.append(r)
-      log(table([r], header=not results[:-1]).splitlines()[-1])
+      log(table([r], header=len(results) == 1))  # the header before the first row only
   return {'environment': costs.environment(), 'ceiling': ceiling, 'results': results}
 
 

@@ -59,9 +59,11 @@ def test_harness_json_has_every_figure(tmp_path, capsys):
       (tmp_path / 'benchmark.json').read_text())
 
 
-def test_sweep_runs_every_model_and_batch(tmp_path):
+def test_sweep_runs_every_model_and_batch(tmp_path, capsys):
   c = _tiny(models='small_cnn', batch_sizes='8,16', train_step=False, model_steps='small_cnn:1')
   out = benchmark.main(c, str(tmp_path), parallel.make_mesh())
+  printed = capsys.readouterr().out
+  assert printed.count('| model | batch |') == 1 and printed.count('| small_cnn |') == 2
   got = [(r['model'], r['batch_size'], r['steps'], r['steps_overridden']) for r in out['results']]
   assert got == [('small_cnn', 8, 1, True), ('small_cnn', 16, 1, True)]
   assert out['ceiling']['gflops'] > 0 and 'train_step' not in out['results'][0]
