@@ -7,7 +7,8 @@ All run the same algorithm: a uniform random start in the eps-ball (except Cleve
 random start is broken, see below), `steps` signed-gradient steps of cross-entropy, projection
 onto the ball and [0,1] after each, the last iterate returned.
 
-  robust_jax      attacks.build('pgd', track_best=False) under jax.jit, one key per example.
+  robust_jax      attacks.build('pgd', track_best=False) under jax.jit, one key per example
+                  (side_by_side.py also runs it on the model built with fast_ops=False).
   torchattacks    torchattacks.PGD (Kim 2020), as its users call it, NCHW contiguous.
   torch_plain     a hand-written loop: autograd.grad of the summed loss with respect to the input
                   only (parameters frozen), NCHW contiguous; `torch_cl` the same in channels_last.
