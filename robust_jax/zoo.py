@@ -180,6 +180,10 @@ def summarise(results):
   naive = a.get('naive', {}).get('accuracy')
   if 'adaptive' in a:
     adaptive, how = a['adaptive']['accuracy'], a['adaptive']['metric']
+    extra = ('_bpda' if a['adaptive'].get('bpda') else '') + (
+        f'_eot{a["adaptive"]["eot_samples"]}' if a['adaptive'].get('eot_samples', 1) > 1 else '')
+    if extra and not how.endswith(extra):  # results written before describe() named them
+      how += extra
   elif results.get('suite'):
     adaptive, how = results['suite']['accuracy'], f'{results["suite"]["name"]} suite'
   else:

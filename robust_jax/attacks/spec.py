@@ -183,4 +183,6 @@ def describe(cfg):
   rs = '_rs' if name == 'fgsm' and f.get('random_start') else ''
   loss = f'_{f["loss"]}' if 'loss' in f else ''
   sep = '' if name in ('pgd', 'fgsm') else '-'
-  return f'{name}{sep}{steps}{restarts}{rs}_{f["norm"]}_{f["eps"]:g}{loss}'
+  adaptive = ('_bpda' if f.get('bpda') else '') + (
+      f'_eot{f["eot_samples"]}' if f.get('eot_samples', 1) > 1 else '')
+  return f'{name}{sep}{steps}{restarts}{rs}_{f["norm"]}_{f["eps"]:g}{loss}{adaptive}'
