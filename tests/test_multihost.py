@@ -97,7 +97,8 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
   r2 = json.loads((tmp_path / 'two' / 'results.json').read_text())
   assert r1['clean_accuracy'] == r2['clean_accuracy']
   assert len(r2['devices']) == 4
-  steps = [json.loads(x)['step'] for x in (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()]
+  lines = (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()
+  steps = [json.loads(x)['step'] for x in lines]
   assert steps == [1, 2, 3, 4]
 
 
