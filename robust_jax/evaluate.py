@@ -100,7 +100,7 @@ class Progress:
     except (OSError, ValueError, KeyError):
       pass  # none yet, or unreadable: the phase runs from its start
     if jax.process_count() > 1:  # every process takes process 0's view
-      state = np.asarray(multihost_utils.broadcast_one_to_all(state))
+      state = np.array(multihost_utils.broadcast_one_to_all(state))  # a writable copy
     return key, state
 
   def save(self, phase, key, state):
