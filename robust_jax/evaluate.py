@@ -52,7 +52,7 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh):
       # A random model's draws during the attack: their own stream, per example (EOT averages
       # eot_samples of them per step); the final prediction below draws afresh.
       seen = model_fns.eot_logits_fn(model, params, batch_stats, bn_mode,
-                                     rng.example_keys(key, rng.MODEL + 10, index),
+                                     rng.example_keys(key, rng.MODEL_UNDER_ATTACK, index),
                                      spec['eot_samples'], bpda=spec['bpda'])
       x_adv = attack(seen, x, labels, keys)
     logits = model_fns.logits_fn(model, params, batch_stats, 'eval',

@@ -8,7 +8,8 @@
 import jax
 
 INIT, TRAIN, EVAL = 0, 1, 2
-AUGMENT, ATTACK, DROPOUT, MODEL = 0, 1, 2, 3  # MODEL: a random model's draws at evaluation
+AUGMENT, ATTACK, DROPOUT = 0, 1, 2
+MODEL, MODEL_UNDER_ATTACK = 3, 13  # a random model's draws: final predictions; during attacks
 
 
 def root_key(seed, stream):
