@@ -65,9 +65,11 @@ def _lax_conv(strides, padding):
 
 
 @pytest.mark.parametrize('case', CONVS, ids=lambda c: f'{c[0][0]}x{c[0][1]}x{c[1]}-k{c[3]}s{c[4]}')
-def test_conv_and_patches_conv_match_lax(case):
+def test_conv_variants_match_lax(case):
   x, w, strides, padding, pads = _conv_args(case)
-  ops = (fast_ops.conv, fast_ops.patches_conv)
+  ops = [fast_ops.conv, fast_ops.patches_conv, fast_ops._cpu_conv]  # pylint: disable=protected-access
+  if case[3] % case[4] == 0:  # kernel a multiple of the stride
+    ops.append(fast_ops.space_to_depth_conv)
   expected, *results = jax.jit(lambda x, w: [_value_and_grads(_lax_conv(strides, padding), x, w)]
                                + [_value_and_grads(lambda x, w, op=op: op(x, w, strides, pads),
                                                    x, w) for op in ops])(x, w)
@@ -109,6 +111,11 @@ def test_conv_general_dilated_dispatch():
   assert 'stablehlo.convolution' not in patches and 'stablehlo.dot_general' in patches
   custom = _lowered(input_grad(w16), 'cpu', x16)
   assert 'optimization_barrier' in custom and 'lhs_dilate = [2, 2]' not in custom
+  # A kernel that is a multiple of the stride: space-to-depth, so no strided convolution at all.
+  w4 = jnp.ones((4, 4, 16, 4))
+  s2d = _lowered(input_grad(w4), 'cpu', x16)
+  assert 'optimization_barrier' in s2d and 'window_strides = array<i64: 2, 2>' not in s2d
+  assert 'stablehlo.transpose' in s2d
   for platform in ('cuda', 'rocm', 'tpu'):   # cuDNN & co. keep their own gradients
     for x, w in ((x1, w1), (x16, w16)):
       other = _lowered(input_grad(w), platform, x)

@@ -179,12 +179,55 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return plain(lhs, rhs)
   strides = tuple(int(s) for s in window_strides)
   pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
-  kh, kw, c, _ = rhs.shape
-  if c <= PATCHES_MAX_CHANNELS and kh * kw * c <= PATCHES_MAX_INPUTS:
-    fast = functools.partial(patches_conv, strides=strides, pads=pads, precision=precision)
-  else:
-    fast = lambda lhs, rhs: conv(lhs, rhs, strides, pads, precision)  # noqa: E731
+  fast = functools.partial(_cpu_conv, strides=strides, pads=pads, precision=precision)
   return lax.platform_dependent(lhs, rhs, cpu=fast, default=plain)
+
+
+def _stride1_conv(x, w, pads, precision=None):
+  """A stride-1 convolution: `patches_conv` for few kernel inputs, else `conv`."""
+  kh, kw, c, _ = w.shape
+  if c <= PATCHES_MAX_CHANNELS and kh * kw * c <= PATCHES_MAX_INPUTS:
+    return patches_conv(x, w, (1, 1), pads, precision)
+  return conv(x, w, (1, 1), pads, precision)
+
+
+def _cpu_conv(x, w, strides, pads, precision=None):
+  """The CPU form of a convolution: stride-1 (patches or `conv`), or space-to-depth, or phases."""
+  kh, kw, c, _ = w.shape
+  sh, sw = strides
+  if (sh, sw) == (1, 1):
+    return _stride1_conv(x, w, pads, precision)
+  if kh % sh == 0 and kw % sw == 0:
+    return space_to_depth_conv(x, w, strides, pads, precision)
+  if c <= PATCHES_MAX_CHANNELS and kh * kw * c <= PATCHES_MAX_INPUTS:
+    return patches_conv(x, w, strides, pads, precision)
+  return conv(x, w, strides, pads, precision)
+
+
+def space_to_depth_conv(x, w, strides, pads, precision=None):
+  """A strided convolution whose kernel size is a multiple of the stride, as a stride-1 one.
+
+  With stride s, the padded input is cut into s x s blocks stacked on the channel axis
+  (space-to-depth) and the kernel likewise, so that y[o] = sum_a x2[o + a] . w2[a]: a stride-1
+  convolution with k/s taps and s*s*C channels, whose input gradient is one stride-1 convolution
+  (no dilated input, no s*s phases to interleave) followed by the inverse reshape. Args and
+  result as for `conv`; the input is zero-padded at the end to a multiple of the stride (those
+  rows never reach a kept output).
+  """
+  b, h, wd, c = x.shape
+  kh, kw, _, f = w.shape
+  sh, sw = strides
+  hp, wp = h + sum(pads[0]), wd + sum(pads[1])
+  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+  eh, ew = -hp % sh, -wp % sw
+  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pads[0][0], pads[0][1] + eh, 0),
+                                          (pads[1][0], pads[1][1] + ew, 0), (0, 0, 0)))
+  hb, wb = (hp + eh) // sh, (wp + ew) // sw
+  x2 = x.reshape(b, hb, sh, wb, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, sh * sw * c)
+  w2 = w.reshape(kh // sh, sh, kw // sw, sw, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(
+      kh // sh, kw // sw, sh * sw * c, f)
+  y = _stride1_conv(x2, w2, ((0, 0), (0, 0)), precision)
+  return y[:, :ho, :wo]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
