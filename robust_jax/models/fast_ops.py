@@ -223,6 +223,7 @@ def space_to_depth_conv(x, w, strides, pads, precision=None):
   x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pads[0][0], pads[0][1] + eh, 0),
                                           (pads[1][0], pads[1][1] + ew, 0), (0, 0, 0)))
   hb, wb = (hp + eh) // sh, (wp + ew) // sw
+  x = lax.optimization_barrier(x)  # padding apart from the transpose: one cheaper copy each
   x2 = x.reshape(b, hb, sh, wb, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, sh * sw * c)
   w2 = w.reshape(kh // sh, sh, kw // sw, sw, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(
       kh // sh, kw // sw, sh * sw * c, f)
