@@ -16,8 +16,19 @@ def root_key(seed, stream):
   return jax.random.fold_in(jax.random.key(seed), stream)
 
 
+@jax.jit
+def _step_key(seed, step):
+  return jax.random.fold_in(root_key(seed, TRAIN), step)
+
+
 def step_key(seed, step):
-  """Key of training step `step`: a pure function of (seed, step), so resumes are exact."""
+  """Key of training step `step`: a pure function of (seed, step), so resumes are exact.
+
+  One jitted call (the eager version is five dispatches, ~1.5 ms a step of host time that a
+  2-core CPU takes from the training step itself); the same key bit for bit.
+  """
+  if 0 <= seed < 2**31 and 0 <= step < 2**31:
+    return _step_key(seed, step)
   return jax.random.fold_in(root_key(seed, TRAIN), step)
 
 
