@@ -4,6 +4,7 @@ r"""robust_jax entry point: flags -> config -> train / eval / benchmark. Wiring 
   python launch.py --config=configs/default.py --workdir=workdirs/x --config.train.epochs=1
   python launch.py --mode=eval --config=configs/default.py --checkpoint=workdirs/x
   python launch.py --mode=benchmark --config.model.name=madry_cnn --config.benchmark.batch_size=256
+  python launch.py --mode=table --config=configs/papers/wong2020_fast.py   # a paper's table
 
 Running the same train command again resumes from the workdir's latest checkpoint.
 """
@@ -25,8 +26,13 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, metrics and results go '
     '(default: workdirs/<config file name>).')
-_MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train_and_eval', 'eval', 'benchmark'],
-                          'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train_and_eval',
+                          ['train_and_eval', 'eval', 'benchmark', 'table'], 'What to run.')
+_TABLE_ROWS = flags.DEFINE_string(
+    'table_rows', None, "--mode=table: 'cpu' (default), 'full', 'all' or comma-separated rows "
+    '(default with --config=PAPER.py:ROW: that row).')
+_TABLE_RUN = flags.DEFINE_bool(
+    'table_run', True, '--mode=table: run the rows without results (false: only collect).')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, '--mode=eval: a workdir or one checkpoint folder (default: --workdir).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
@@ -58,6 +64,25 @@ def _quiet_libraries():
       lambda r: r.levelno >= py_logging.WARNING or not any(p in r.pathname for p in noisy))
 
 
+def _table():
+  """--mode=table: the paper config's rows, run where missing, then its Markdown table."""
+  from robust_jax import papers  # pylint: disable=g-import-not-at-top
+  from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+  from robust_jax import parallel  # pylint: disable=g-import-not-at-top
+  from robust_jax import validation  # pylint: disable=g-import-not-at-top
+  path, _, row = config_flags.get_config_filename(flags.FLAGS['config']).partition(':')
+  which = _TABLE_ROWS.value or row or 'cpu'
+  devices = parallel.make_mesh().devices.size
+  _, skipped = papers.run_table(
+      path, which, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS['config']),
+      run=_TABLE_RUN.value, validate=lambda c: validation.validate(c, devices),
+      run_fn=lambda c, w: experiment.train_and_evaluate(c, w, progress=_PROGRESS.value))
+  if skipped:
+    print(f'\nrobust_jax: error: {len(skipped)} row(s) could not run here: '
+          f'{", ".join(skipped)} (reasons above the table).', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -82,6 +107,8 @@ def main(argv):
       mesh = parallel.make_mesh()
       validation.validate(config, mesh.devices.size)
       benchmark.main(config, workdir, mesh)  # table, then JSON; WORKDIR/benchmark.json
+    elif _MODE.value == 'table':
+      _table()
     elif _MODE.value == 'eval':
       experiment.evaluate_checkpoint(config, workdir, _CHECKPOINT.value or workdir,
                                      progress=_PROGRESS.value)

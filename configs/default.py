@@ -52,6 +52,7 @@ def get_config():
       # 'standard' | 'pgd_at' | 'trades' | 'mart' | 'fgsm_rs' | 'free_at' | 'awp' |
       # 'distillation' | 'ensemble_at' (robust_jax/defenses/__init__.py)
       name='pgd_at',
+      adv_fraction=1.0,   # pgd_at: share of each batch trained on adversarially (Croce 2019: 0.5)
       beta=6.0,           # trades: weight of the KL term; mart: the paper's lambda
       fgsm_step=0.125,    # fgsm_rs: the FGSM step (Wong et al.: 1.25 * train_attack.eps)
       replays=8,          # free_at: minibatch replays m (Shafahi et al. 2019: 8 on CIFAR-10)
@@ -72,7 +73,8 @@ def get_config():
       # last N training images out of training and logs clean and monitor_attack accuracy on
       # them every epoch. A drop of more than co_drop below the best is a collapse; co_action
       # 'log' records it, 'stop' ends training there, 'rollback' ends it with the best epoch's
-      # weights. monitor_attack's eps should match train_attack's.
+      # weights; 'best' trains on and also evaluates the best epoch's weights (early stopping,
+      # Rice et al. 2020). monitor_attack's eps should match train_attack's.
       monitor_examples=0,
       monitor_attack=attack('pgd', eps=0.1, steps=10, step_size=0.025),
       co_action='log',

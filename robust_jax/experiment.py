@@ -23,6 +23,7 @@ from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import report
 from robust_jax import train
+from robust_jax import train_io
 from robust_jax import validation
 from robust_jax.defenses import transforms
 from robust_jax.models import ensemble
@@ -99,10 +100,29 @@ def train_and_evaluate(config, workdir, progress=True):
   train_seconds = time.perf_counter() - t0
   results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
                                  dataset, mesh, progress)
+  extra = {'train_steps': int(jax.device_get(state.step)), 'train_seconds_this_run': train_seconds,
+           'train_seconds_total': train_io.train_seconds(workdir), 'monitor': fitted.monitor}
+  if fitted.best_state is not None:  # co_action 'best': the best epoch's weights too
+    extra['early_stopping'] = _evaluate_best(config, workdir, model, fitted, dataset, mesh,
+                                             progress)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
-  return _finish(results, artifacts, config, workdir, title,
-                 {'train_steps': int(jax.device_get(state.step)),
-                  'train_seconds_this_run': train_seconds, 'monitor': fitted.monitor})
+  return _finish(results, artifacts, config, workdir, title, extra)
+
+
+def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress):
+  """The evaluation (attacks and suite, no sanity checks) of the best monitored epoch's weights."""
+  best = fitted.best_state
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.eval.sanity_checks = False
+    cfg.eval.certify.examples = 0
+  results, _ = evaluate.evaluate(model, best.eval_params(), best.batch_stats, dataset, cfg, mesh,
+                                 progress=progress,
+                                 progress_dir=os.path.join(workdir, 'eval_progress_best'))
+  record = fitted.monitor['best']
+  return {**results, 'step': int(jax.device_get(best.step)), 'epoch': record['epoch'],
+          'monitor_pgd_accuracy': record['pgd_accuracy'],
+          'monitor_clean_accuracy': record['clean_accuracy']}
 
 
 def load_model(run_dir, checkpoint_path=None):

@@ -14,7 +14,10 @@ weights from before the collapse (early stopping). With `train.monitor_examples 
 - a collapse is a monitored accuracy more than `train.co_drop` below the best one so far;
   `train.co_action` says what happens: 'log' records it and training goes on; 'stop' ends
   training there with the current weights; 'rollback' ends training with the weights of the best
-  epoch (kept in WORKDIR/monitor_best/ each time a new best is found).
+  epoch (kept in WORKDIR/monitor_best/ each time a new best is found); 'best' trains to the end
+  and keeps the best epoch's weights there too, which evaluation then reports beside the final
+  ones (results.json `early_stopping`: Rice, Wong & Kolter 2020's early stopping against robust
+  overfitting, the held-out images being their validation set).
 
 A run that stopped records `stopped_at` (and `rolled_back_to`, the best epoch's step) in
 monitor.json; its final checkpoint, at the step where it stopped, holds the weights it ended with
@@ -40,7 +43,7 @@ from robust_jax import evaluate
 from robust_jax import parallel
 from robust_jax import rng
 
-ACTIONS = ('log', 'stop', 'rollback')
+ACTIONS = ('log', 'stop', 'rollback', 'best')
 _STREAM = 3  # root stream of the monitor's attack keys (rng.py uses 0-2)
 
 
@@ -102,7 +105,7 @@ class Monitor:
     self.action, self.drop = t.co_action, float(t.co_drop)
     self._path = os.path.join(workdir, 'monitor.json')
     self._best = None
-    if self.action == 'rollback':
+    if self.action in ('rollback', 'best'):
       self._best = ocp.CheckpointManager(
           os.path.abspath(os.path.join(workdir, 'monitor_best')),
           options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False))
@@ -152,7 +155,7 @@ class Monitor:
   def check(self, step, epoch, state):
     """Monitors `state` at `step`; returns (metrics to log, whether training must stop).
 
-    Saves `state` as the best so far when it is (rollback only) and writes monitor.json.
+    Saves `state` as the best so far when it is (rollback and best) and writes monitor.json.
     """
     clean, robust = self.accuracy(state)
     entry = {'step': int(step), 'epoch': float(epoch), 'clean_accuracy': clean,
@@ -179,7 +182,7 @@ class Monitor:
                       '%.3f, best %.3f at step %d; co_action=%s.', step, epoch, r['attack'],
                       robust, best['pgd_accuracy'], best['step'], self.action)
     _write_json(self._path, r)
-    return metrics, collapsed and self.action != 'log'
+    return metrics, collapsed and self.action in ('stop', 'rollback')
 
   def best_state(self, state):
     """The state saved at the best epoch (shaped like `state`), or None if none is on disk."""

@@ -189,9 +189,11 @@ class FitResult(NamedTuple):
   `monitor` is None without the catastrophic-overfitting monitor, else the content of
   WORKDIR/monitor.json: history, best, collapses, `stopped_at` (the step where training stopped
   early, or None) and `rolled_back_to` (the step of the weights `state` holds after a rollback).
+  `best_state`: with `train.co_action='best'`, the state of the best monitored epoch.
   """
   state: TrainState
   monitor: dict | None
+  best_state: TrainState | None = None
 
 
 def _monitor(mon, state, records):
@@ -272,9 +274,12 @@ def fit(config, workdir, dataset, model, mesh, progress=True):
       ckpt.save(done, state)
     if stop:  # after the save (synchronous): the weights it ended with are on disk
       mon.finish(done, rolled_back_to)
+    best = None
+    if mon is not None and mon.action == 'best' and mon.record['best'] is not None:
+      best = mon.best_state(state)
   finally:
     out.close()
     ckpt.close()
     if mon is not None:
       mon.close()
-  return FitResult(state, None if mon is None else mon.record)
+  return FitResult(state, None if mon is None else mon.record, best)

@@ -7,6 +7,7 @@
     log.add(step, metrics); log.flush()         # checked, then metrics.jsonl and TensorBoard
 """
 
+import json
 import os
 import shutil
 import time
@@ -126,3 +127,25 @@ class StepLog:
   def close(self):
     self._bar.close()
     self._log.close()
+
+
+def train_seconds(workdir):
+  """Seconds the logged training steps took, over every run that wrote WORKDIR/metrics.jsonl.
+
+  The sum of 1 / steps_per_s over the file's lines (one per step, each with the rate of its
+  flush), so time spent on steps that a kill lost and a resume redid is not counted twice.
+  None without a metrics file (process 0 writes it).
+  """
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return None
+  total = 0.0
+  with open(path) as f:
+    for line in f:
+      try:
+        rate = json.loads(line).get('steps_per_s', 0)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(rate, (int, float)) and rate > 0:
+        total += 1.0 / rate
+  return total

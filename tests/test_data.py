@@ -136,6 +136,8 @@ def test_label_count_mismatch(tmp_path):
 @pytest.mark.parametrize('name', ['cifar10', 'mnist'])
 def test_catalogue_dataset_offline_fails_fast(tmp_path, monkeypatch, name):
   monkeypatch.setattr(sources, 'network_reachable', lambda *a, **k: False)
+  # Whether or not this machine has MNIST's IDX files in the default folder.
+  monkeypatch.setitem(sources.DATASETS[name], 'source_dir', str(tmp_path / 'no_idx_files'))
   start = time.perf_counter()
   with pytest.raises(data.DatasetUnavailableError) as e:
     data.load(_cfg(name, tmp_path / 'tfds'))

@@ -237,3 +237,26 @@ def test_config_files_build_and_name_their_command(name):
   if name == 'fgsm_rs':
     assert config.defense.fgsm_step == pytest.approx(1.25 * config.train_attack.eps)
     assert config.optim.schedule == 'cyclic'
+
+
+# ---- PGD-AT on part of each batch (Croce et al. 2019: 50% adversarial)
+
+def test_pgd_at_adv_fraction_attacks_only_the_first_part_of_each_shard():
+  config = _config('pgd_at', **{'defense.adv_fraction': 0.5, 'train_attack.steps': 3})
+  full = defenses.build(_config('pgd_at', **{'train_attack.steps': 3}))
+  half = defenses.build(config)
+  w = jax.random.normal(jax.random.key(0), (4 * 4, 10))
+  logits_fn = lambda v: v.reshape(v.shape[0], -1) @ w  # noqa: E731
+  x = jax.random.uniform(jax.random.key(1), (6, 4, 4, 1))
+  y = jnp.arange(6) % 10
+  keys = rng.example_keys(jax.random.key(2), rng.ATTACK, jnp.arange(6))
+  got = half.perturb(logits_fn, x, y, keys)
+  np.testing.assert_array_equal(got[3:], x[3:])  # ceil(0.5 * 6) = 3 attacked, 3 clean
+  np.testing.assert_array_equal(got[:3], full.perturb(logits_fn, x[:3], y[:3], keys[:3]))
+  assert float(jnp.abs(got[:3] - x[:3]).max()) > 0
+
+
+@pytest.mark.parametrize('value', [0, 1.5, -0.1, None])  # ml_collections refuses str/bool
+def test_pgd_at_adv_fraction_must_be_in_0_1(value):
+  with pytest.raises(errors.ConfigError, match='defense.adv_fraction'):
+    validation.validate(_config('pgd_at', **{'defense.adv_fraction': value}))

@@ -419,7 +419,7 @@ def _plant(monkeypatch, robust):
   monkeypatch.setattr(monitor.Monitor, 'accuracy', lambda self, state: (0.9, next(calls)))
 
 
-@pytest.mark.parametrize('action', ['log', 'stop', 'rollback'])
+@pytest.mark.parametrize('action', ['log', 'stop', 'rollback', 'best'])
 def test_monitor_acts_on_a_planted_collapse(tmp_path, monkeypatch, action):
   dataset = helpers.tiny_dataset(n_train=64, n_test=8, shape=SMALL)
   mesh = parallel.make_mesh()
@@ -433,9 +433,20 @@ def test_monitor_acts_on_a_planted_collapse(tmp_path, monkeypatch, action):
   ckpt = checkpoint.Checkpointer(str(tmp_path), 1)
   latest = ckpt.latest_step()
   ckpt.close()
-  if action == 'log':  # recorded at every collapsed epoch, training goes on
+  if action in ('log', 'best'):  # recorded at every collapsed epoch, training goes on
     assert collapses == [24, 30, 36] and latest == 36 and int(result.state.step) == 36
     assert result.monitor['stopped_at'] is None
+    if action == 'log':
+      assert result.best_state is None
+      return
+    # 'best' (Rice et al.'s early stopping) also hands back the best epoch's weights.
+    assert int(result.best_state.step) == 12
+    _plant(monkeypatch, [0.5, 0.6])
+    reference = train.fit(_monitored(), str(tmp_path / 'ref'), dataset, model, mesh,
+                          progress=False)  # 12 steps on the same batches
+    for a, b in zip(jax.tree.leaves(jax.device_get(result.best_state.params)),
+                    jax.tree.leaves(jax.device_get(reference.state.params))):
+      np.testing.assert_array_equal(a, b)
     return
   assert collapses == [24] and records[-1]['step'] == 24 and latest == 24
   assert result.monitor['stopped_at'] == 24

@@ -36,7 +36,7 @@ DATASETS = {
                           offline=True, source_dir='/usr/share/datasets/fashion-mnist',
                           tfds_name='fashion_mnist'),
     'mnist': dict(shape=(28, 28, 1), num_classes=10, mean=(0.1307,), std=(0.3081,),
-                  offline=True, source_dir='', tfds_name='mnist'),
+                  offline=True, source_dir='/usr/share/datasets/mnist', tfds_name='mnist'),
     'cifar10': dict(shape=(32, 32, 3), num_classes=10, mean=(0.4914, 0.4822, 0.4465),
                     std=(0.2470, 0.2435, 0.2616), offline=False, source_dir='',
                     tfds_name='cifar10'),
@@ -191,7 +191,8 @@ def _offline_message(name, target, urls, note):
       f'Dataset {name!r} is not prepared in {target} and this machine appears offline '
       f'(cannot reach {", ".join(hosts)}){note}. Offline choices: '
       "--config.data.name=fashion_mnist (from Debian's dataset-fashion-mnist), or "
-      '--config.data.name=mnist --config.data.source_dir=<folder with the 4 MNIST IDX files>. '
+      '--config.data.name=mnist --config.data.source_dir=<folder with the 4 MNIST IDX files> '
+      '(`bash scripts/fetch_mnist.sh` puts them in /usr/share/datasets/mnist, the default). '
       f'Or, on a machine with network (and TensorFlow installed), run: `import '
       f"tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='DIR')."
       "download_and_prepare(file_format='array_record')` and copy DIR/"

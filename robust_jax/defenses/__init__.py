@@ -24,7 +24,8 @@ Optional fields, for objectives that change the training step itself (defaults: 
 Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
 
   standard  cross-entropy on clean inputs.
-  pgd_at    Madry et al. 2018: cross-entropy on `train_attack`'s examples.
+  pgd_at    Madry et al. 2018: cross-entropy on `train_attack`'s examples. Field:
+            `adv_fraction` (1: adversarial only; Croce et al. 2019: 0.5).
   trades    Zhang et al. 2019 (trades.py): CE(x) + beta * KL(p(x) || p(x_adv)); x_adv maximises
             the KL with `train_attack`'s norm, eps, steps and step_size. Field: `beta`.
   mart      Wang et al. 2020 (mart.py): boosted CE on `train_attack`'s examples + beta *
@@ -52,6 +53,8 @@ Each factory validates its fields and raises `errors.ConfigError` naming the bad
 
 import math
 from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
 
 from robust_jax import attacks
 from robust_jax import errors
@@ -113,9 +116,25 @@ def standard(config):
 
 
 def pgd_at(config):
-  """Madry et al. 2018: train on the train_attack's adversarial examples only."""
+  """Madry et al. 2018: train on the train_attack's adversarial examples (`adv_fraction` of each
+  batch; the rest stays clean, as in Croce et al. 2019's 50% adversarial batches)."""
   attack = attacks.build(config.train_attack, where='train_attack')
-  return Defense(perturb=attack, loss=_ce_on(lambda x, x_adv: x_adv))
+  fraction = config.defense.get('adv_fraction', 1.0)
+  ok = (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+        and 0 < fraction <= 1)
+  if not ok:
+    raise errors.ConfigError(f'defense.adv_fraction={fraction!r} must be a number in (0, 1]: '
+                             'the share of each batch replaced by its adversarial examples.')
+  if fraction == 1:
+    return Defense(perturb=attack, loss=_ce_on(lambda x, x_adv: x_adv))
+
+  def perturb(logits_fn, x, y, keys):
+    # The first ceil(f * b) examples of each device's shard (batches are shuffled, so which
+    # ones is random); one key per example keeps the result independent of the split.
+    k = max(1, math.ceil(fraction * x.shape[0]))
+    x_adv = attack(logits_fn, x[:k], y[:k], keys[:k] if keys.ndim else keys)
+    return jnp.concatenate([x_adv, x[k:]], axis=0)
+  return Defense(perturb=perturb, loss=_ce_on(lambda x, x_adv: x_adv))
 
 
 def make_trades(config):

@@ -1,0 +1,88 @@
+"""Shared pieces of the paper configs (configs/papers/<paper>.py): plain values only.
+
+Every paper config defines ROWS (row name -> function returning the row's ConfigDict) and
+`get_config(row)`. A row's config carries `paper`, which robust_jax/papers.py reads back from the
+run's results.json to print the table:
+
+  paper.paper / row / title   which paper and row; the row's one-line title
+  paper.scale                 'full' (the published protocol) or 'cpu' (the same protocol cut
+                              down to run on a 2-core CPU in under an hour; `paper.cut` says how)
+  paper.of                    for a 'cpu' row, the 'full' row it is a cut of
+  paper.epochs                epochs of the published run
+  paper.published             metric -> published accuracy in %: 'clean', an eval.attacks name,
+                              'suite' (eval.suite's accuracy) or 'best_<metric>' (the best
+                              epoch's weights, train.co_action='best'; so no eval.attacks name
+                              starts with 'best_')
+  paper.labels                metric -> what the paper measured it with
+  paper.source                where the published figures come from
+  paper.needs                 a row whose workdir this one uses (a distillation teacher)
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def pgd(eps, steps, step_size, restarts=1, loss='ce'):
+  return default.attack('pgd', eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+                        loss=loss)
+
+
+def fields(*, paper, row, title, source, epochs, published, labels, scale='full', of='',
+           needs='', cut=''):
+  return ml_collections.ConfigDict(dict(
+      paper=paper, row=row, title=title, scale=scale, of=of, epochs=epochs, source=source,
+      published=ml_collections.ConfigDict(published), labels=ml_collections.ConfigDict(labels),
+      needs=needs, cut=cut))
+
+
+def cpu_cut(c, row, *, cut, epochs=None, steps=None, examples=1000, suite=None, attacks=None):
+  """Turns full row config `c` into its CPU-sized cut `row` (same protocol, less of it).
+
+  epochs / steps: the shorter training (the schedule keeps its shape over it); examples: the
+  first N test images; suite: a cheaper attack suite ('apgd': AutoAttack's two gradient
+  attacks); attacks: eval.attacks replacing the published ones (fewer restarts). `cut` says all
+  of this in words, for the table.
+  """
+  c.paper.of, c.paper.row, c.paper.scale, c.paper.cut = c.paper.row, row, 'cpu', cut
+  if epochs is not None:
+    c.train.epochs, c.train.steps = epochs, 0
+  if steps is not None:
+    c.train.steps = steps
+  c.eval.num_examples = examples
+  if suite is not None:
+    c.eval.suite = suite
+  if attacks is not None:
+    c.eval.attacks = ml_collections.ConfigDict(attacks)
+  c.eval.sanity_examples = min(c.eval.sanity_examples, examples)
+  return c
+
+
+def mnist(c):
+  """MNIST, L-inf eps 0.3 (the papers' threat model); the IDX files from scripts/fetch_mnist.sh."""
+  c.data.name = 'mnist'
+  c.eval.suite_norm, c.eval.suite_eps = 'linf', 0.3
+  return c
+
+
+def cifar10(c, eps=8 / 255):
+  """CIFAR-10 through TFDS (needs network once), pad-4 crop + flip, L-inf eps 8/255."""
+  c.data.name = 'cifar10'
+  c.data.random_crop = c.data.random_flip = True
+  c.eval.suite_norm, c.eval.suite_eps = 'linf', eps
+  return c
+
+
+def sgd(c, lr, weight_decay, momentum=0.9, nesterov=False, schedule='piecewise',
+        boundaries=(0.5, 0.75)):
+  o = c.optim
+  o.name, o.learning_rate, o.weight_decay, o.momentum, o.nesterov = (
+      'sgd', lr, weight_decay, momentum, nesterov)
+  o.schedule, o.piecewise_boundaries, o.piecewise_scale = schedule, tuple(boundaries), 0.1
+  return c
+
+
+def select(rows, row, path):
+  if row not in rows:
+    raise ValueError(f'{path}: no row {row!r}; rows: {", ".join(rows)}.')
+  return rows[row]()

@@ -1,0 +1,272 @@
+r"""Paper tables: `launch.py --mode=table --config=configs/papers/<paper>.py`.
+
+A paper config (configs/papers/common.py documents its fields) has `ROWS`, row name -> config.
+`run_table` runs, one after the other in this process, the chosen rows whose workdir
+(`<base>/<row>`, base default `workdirs/papers/<paper>`) has no results.json yet, resuming any
+that a kill interrupted, then renders the Markdown table from the results.json files alone:
+published and measured clean and robust accuracy, the delta, the attacks, the epochs and the wall
+time of every row. Figures come from `paper.published` and `paper.labels` in each run's stored
+config, and from its measured results; a row whose run is missing is listed as not run.
+
+  which rows: 'cpu' (every `paper.scale == 'cpu'` row; the default), 'full', 'all', or
+  comma-separated names. Flags given as --config.a.b=v apply to every row run.
+"""
+
+import importlib.util
+import json
+import os
+
+import jax
+from absl import logging
+
+from robust_jax import errors
+
+SCALES = ('cpu', 'full', 'all')
+
+
+def load_module(path):
+  """The paper config module at `path` (a .py file, without the ':row' argument)."""
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f'--config={path}: no such file; paper configs are in '
+                             'configs/papers/.')
+  spec = importlib.util.spec_from_file_location(
+      'robust_jax_paper_' + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not isinstance(getattr(module, 'ROWS', None), dict):
+    raise errors.ConfigError(f'--config={path} has no ROWS: --mode=table takes a paper config '
+                             '(configs/papers/*.py), not a single-run config.')
+  return module
+
+
+def select_rows(module, which):
+  """Row names of `module` for `which` (see the module docstring), in the module's order."""
+  names = list(module.ROWS)
+  if which in SCALES:
+    if which == 'all':
+      return names
+    return [n for n in names if module.ROWS[n]().paper.scale == which]
+  picked = [n.strip() for n in str(which).split(',') if n.strip()]
+  bad = [n for n in picked if n not in module.ROWS]
+  if bad or not picked:
+    raise errors.ConfigError(f'--table_rows={which!r}: valid: {", ".join(SCALES)} or rows of '
+                             f'{module.PAPER}: {", ".join(names)}.')
+  return [n for n in names if n in picked]
+
+
+def with_needs(module, rows):
+  """`rows` plus the rows they need (a distillation teacher), each after what it needs."""
+  out = []
+
+  def add(name):
+    if name in out:
+      return
+    need = module.ROWS[name]().paper.needs
+    if need:
+      add(need)
+    out.append(name)
+  for r in rows:
+    add(r)
+  return out
+
+
+def row_config(module, row, overrides, base):
+  """The config of `row` with the command line's --config.* `overrides` (a flat dict) applied,
+  and the workdir of the row it needs (if any) under `base`."""
+  c = module.ROWS[row]()
+  for path, value in overrides.items():
+    *head, leaf = path.split('.')
+    node = c
+    try:
+      for p in head:
+        node = node[p]
+      if leaf not in node:
+        raise KeyError(leaf)
+      node[leaf] = value
+    except (KeyError, TypeError) as e:
+      raise errors.ConfigError(
+          f'--config.{path}={value!r} does not apply to row {row} of {module.PAPER} ({e}); '
+          'choose the rows it applies to with --table_rows.') from e
+  if c.paper.needs and c.defense.get('teacher') is not None:
+    c.defense.teacher = os.path.join(base, c.paper.needs)
+  return c
+
+
+def _results_path(base, row):
+  return os.path.join(base, row, 'results.json')
+
+
+def run_rows(module, rows, base, overrides, validate, run_fn):
+  """Runs (or resumes) each row of `rows` that has no results.json under `base`.
+
+  validate(config) checks a row's config before anything runs; run_fn(config, workdir) trains
+  and evaluates it (experiment.train_and_evaluate). A row whose dataset cannot be had here
+  (DatasetUnavailableError) is skipped with its reason, and so are the rows that need it; any
+  other error stops the table. Returns {row: reason} of the rows skipped.
+  """
+  from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  configs = {r: row_config(module, r, overrides, base) for r in rows}
+  for c in configs.values():
+    validate(c)  # every row's config is checked before the first one starts
+  skipped = {}
+  for r in rows:
+    need = configs[r].paper.needs
+    if need in skipped:
+      skipped[r] = f'needs {need}, which did not run'
+      continue
+    if os.path.exists(_results_path(base, r)):
+      logging.info('%s/%s: results.json exists; collected, not rerun.', module.PAPER, r)
+      continue
+    logging.info('%s/%s: running (%s).', module.PAPER, r, configs[r].paper.title)
+    try:
+      run_fn(configs[r], os.path.join(base, r))
+    except data_lib.DatasetUnavailableError as e:
+      logging.error('%s/%s: not run: %s', module.PAPER, r, e)
+      skipped[r] = str(e)
+  return skipped
+
+
+def measured(results, metric):
+  """The accuracy in [0,1] that `metric` names in a results dict, or None."""
+  if metric.startswith('best_'):
+    return measured(results.get('early_stopping') or {}, metric[len('best_'):])
+  if metric == 'clean':
+    return results.get('clean_accuracy')
+  if metric == 'suite':
+    return (results.get('suite') or {}).get('accuracy')
+  if metric == 'worst':
+    return results.get('worst_case_accuracy')
+  return ((results.get('attacks') or {}).get(metric) or {}).get('accuracy')
+
+
+def _attack_used(results, metric):
+  if metric.startswith('best_'):
+    inner = _attack_used(results.get('early_stopping') or {}, metric[len('best_'):])
+    step = (results.get('early_stopping') or {}).get('step')
+    return f'{inner}, weights of step {step}'
+  if metric == 'suite':
+    s = results.get('suite')
+    return f'{s["name"]} suite ({", ".join(a["name"] for a in s["attacks"])})' if s else '-'
+  if metric == 'worst':
+    return 'per-example minimum over every attack run'
+  a = (results.get('attacks') or {}).get(metric)
+  return a['metric'] if a else '-'
+
+
+def _pct(x):
+  return '-' if x is None else f'{100 * x:.2f}'
+
+
+def _delta(ours, paper):
+  if ours is None or paper is None:
+    return '-'
+  return f'{100 * ours - paper:+.2f}'
+
+
+def _duration(seconds):
+  if seconds is None:
+    return '-'
+  m, s = divmod(int(round(seconds)), 60)
+  h, m = divmod(m, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+def _epochs(results):
+  cfg, steps = results['config'], results.get('train_steps')
+  n_train = {'mnist': 60000, 'fashion_mnist': 60000, 'cifar10': 50000, 'cifar100': 50000,
+             'svhn_cropped': 73257}.get(cfg['data']['name'])
+  if steps is None or not n_train:
+    return '-'
+  n_train -= cfg['train'].get('monitor_examples', 0)
+  return f'{steps / max(1, n_train // cfg["train"]["batch_size"]):.3g}'
+
+
+def row_lines(results):
+  """The table lines of one results dict: the clean line, then one per published metric."""
+  paper = results['config']['paper']
+  published, labels = dict(paper.get('published') or {}), dict(paper.get('labels') or {})
+  metrics = ['clean'] + [m for m in published if m != 'clean']
+  for m in labels:  # measured figures the paper has no number for (e.g. AutoAttack)
+    if m not in metrics and measured(results, m) is not None:
+      metrics.append(m)
+  metrics.append('worst')
+  train_s = results.get('train_seconds_total') or results.get('train_seconds_this_run')
+  eval_s = (results.get('eval_seconds') or 0) + (
+      (results.get('early_stopping') or {}).get('eval_seconds') or 0)
+  head = (f'{paper["row"]} | {paper["title"]} | {_epochs(results)} / {paper["epochs"]} | '
+          f'{results.get("num_examples")}')
+  lines = []
+  for i, m in enumerate(metrics):
+    ours, pub = measured(results, m), published.get(m)
+    label = {'clean': 'clean', 'worst': 'worst case'}.get(m) or labels.get(m, m)
+    used = '-' if m == 'clean' else _attack_used(results, m)
+    first = head if i == 0 else ' |  |  | '
+    time_cell = f'{_duration(train_s)} + {_duration(eval_s)}' if i == 0 else ''
+    lines.append(f'| {first} | {label} | {used} | {"-" if pub is None else f"{pub:.2f}"} | '
+                 f'{_pct(ours)} | {_delta(ours, pub)} | {time_cell} |')
+  return lines
+
+
+HEADER = ('| row | setting | epochs (ours / paper) | test images | metric | attack (ours) | '
+          'paper % | ours % | delta | train + eval time |')
+RULE = '|---|---|---:|---:|---|---|---:|---:|---:|---|'
+
+
+def render(module, rows, base, skipped=None):
+  """The Markdown table of `rows` from their results.json files under `base`."""
+  lines = [f'**{module.PAPER}** ({base})', '', HEADER, RULE]
+  missing, notes, devices, sources = [], [], set(), set()
+  for r in rows:
+    path = _results_path(base, r)
+    if not os.path.exists(path):
+      missing.append(r)
+      continue
+    with open(path) as f:
+      results = json.load(f)
+    lines += row_lines(results)
+    paper = results['config']['paper']
+    devices.update(d.split('(')[0] for d in results.get('devices', []))
+    if paper.get('cut'):
+      of = f' (the CPU-sized cut of {paper["of"]})' if paper.get('of') else ''
+      notes.append(f'- {r}: {paper["cut"]}{of}.')
+    sources.add(paper['source'])
+    if results.get('monitor') and results['monitor'].get('collapses'):
+      mon = results['monitor']
+      first = mon['collapses'][0]
+      notes.append(f'- {r}: catastrophic overfitting detected at epoch {first["epoch"]:g} '
+                   f'(monitored PGD accuracy {100 * first["pgd_accuracy"]:.1f}% against the '
+                   f'best {100 * first["best_pgd_accuracy"]:.1f}%); co_action '
+                   f'{mon["co_action"]}' + (f', stopped at step {mon["stopped_at"]}, weights of '
+                                             f'step {mon["rolled_back_to"]}'
+                                             if mon.get('stopped_at') else '') + '.')
+  if sources:
+    lines += ['', 'Published figures: ' + '; '.join(sorted(sources)) + '.']
+  if devices:
+    lines.append(f'Devices: {", ".join(sorted(devices))}.')
+  if notes:
+    lines += [''] + notes
+  skipped = skipped or {}
+  for r in [m for m in missing if m in skipped]:
+    lines += ['', f'Could not run {r} here: {skipped[r]}']
+  if [m for m in missing if m not in skipped]:
+    lines += ['', f'Not run yet: {", ".join(m for m in missing if m not in skipped)}.']
+  return '\n'.join(lines)
+
+
+def run_table(config_path, which, base, overrides, run, validate, run_fn):
+  """Runs the rows that lack results (if `run`), prints the table (process 0 also writes it to
+  `<base>/table.md`); returns (text, {row: reason} of the rows that could not run here)."""
+  module = load_module(config_path)
+  rows = select_rows(module, which)
+  base = base or os.path.join('workdirs', 'papers', module.PAPER)
+  skipped = {}
+  if run:
+    skipped = run_rows(module, with_needs(module, rows), base, overrides, validate, run_fn)
+  text = render(module, rows, base, skipped)
+  if jax.process_index() == 0:
+    os.makedirs(base, exist_ok=True)
+    with open(os.path.join(base, 'table.md'), 'w') as f:
+      f.write(text + '\n')
+  print('\n' + text + '\n', flush=True)
+  return text, skipped
+

@@ -1,0 +1,218 @@
+"""Paper tables (robust_jax/papers.py, configs/papers/*.py, launch.py --mode=table).
+
+Every row of every paper config builds and validates and its table metadata points at metrics
+the row measures; the table renders from sample results.json files (published and measured
+figures, deltas, missing and skipped rows); rows run in order after what they need, skip rows
+whose data is unavailable, and leave rows with results alone; `early_stopping` results come out
+of a real run with train.co_action='best'.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import pytest
+
+from robust_jax import data as data_lib
+from robust_jax import errors
+from robust_jax import experiment
+from robust_jax import papers
+from robust_jax import validation
+from tests import conftest
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', 'papers', '*.py'))
+                     if os.path.basename(p) not in ('__init__.py', 'common.py'))
+ROWS = [(p, r) for p in PAPER_FILES for r in papers.load_module(p).ROWS]
+
+
+def test_the_papers_of_the_issue_are_all_there():
+  names = {papers.load_module(p).PAPER for p in PAPER_FILES}
+  assert names == {'madry2018', 'wong2020_fast', 'trades2019', 'rice2020', 'croce2019',
+                   'papernot2016_distillation'}
+  for p in PAPER_FILES:
+    m = papers.load_module(p)
+    scales = {m.ROWS[r]().paper.scale for r in m.ROWS}
+    assert scales == {'cpu', 'full'}
+    for r in m.ROWS:  # every full row has a CPU-sized cut
+      if m.ROWS[r]().paper.scale == 'full':
+        assert any(m.ROWS[x]().paper.of == r for x in m.ROWS), (m.PAPER, r)
+
+
+@pytest.mark.parametrize('path,row', ROWS, ids=[f'{os.path.basename(p)[:-3]}:{r}'
+                                                 for p, r in ROWS])
+def test_every_row_builds_validates_and_names_metrics_it_measures(path, row):
+  module = papers.load_module(path)
+  c = module.get_config(row)
+  validation.validate(c, 1)
+  if c.train.batch_size % 4 == 0:
+    validation.validate(c, 4)
+  p = c.paper
+  assert p.row == row and p.paper == module.PAPER and p.scale in ('cpu', 'full')
+  assert p.title and p.source and p.epochs > 0
+  if p.scale == 'cpu':
+    assert p.cut, 'a CPU-sized row says how it is cut down'
+    assert not p.of or module.ROWS[p.of]().paper.scale == 'full'
+  for metric in list(p.published) + list(p.labels):
+    name = metric[len('best_'):] if metric.startswith('best_') else metric
+    if metric.startswith('best_'):
+      assert c.train.co_action == 'best' and c.train.monitor_examples > 0
+    if name == 'suite':
+      # (a CPU cut may leave the suite out: its table then shows '-' beside the paper's figure)
+      assert c.eval.suite or p.scale == 'cpu' or metric not in p.published, row
+    elif name != 'clean':  # an attack of this row, or one its CPU cut leaves out
+      full = module.ROWS[p.of]() if p.of else c
+      assert name in c.eval.attacks or name in full.eval.attacks, (row, name)
+  for value in p.published.values():
+    assert 0 <= value <= 100
+  if p.needs:
+    assert p.needs in module.ROWS and c.defense.teacher.endswith(p.needs)
+  # The docstring states the published figures the row carries.
+  for value in p.published.values():
+    assert f'{value:.2f}'.rstrip('0').rstrip('.') in module.__doc__, (row, value)
+
+
+def test_rows_are_selected_by_scale_or_name_with_what_they_need():
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
+  assert papers.select_rows(m, 'cpu') == ['mnist_teacher_cpu', 'mnist_student_cpu']
+  assert papers.select_rows(m, 'mnist_student') == ['mnist_student']
+  assert papers.with_needs(m, ['mnist_student_cpu']) == ['mnist_teacher_cpu',
+                                                         'mnist_student_cpu']
+  with pytest.raises(errors.ConfigError, match='--table_rows'):
+    papers.select_rows(m, 'nope')
+  c = papers.row_config(m, 'mnist_student_cpu', {'train.epochs': 2}, '/base')
+  assert c.train.epochs == 2 and c.defense.teacher == '/base/mnist_teacher_cpu'
+  with pytest.raises(errors.ConfigError, match='does not apply to row'):
+    papers.row_config(m, 'mnist_student_cpu', {'eval.attacks.pgd50x10.steps': 2}, '/base')
+
+
+def _sample_results(module, row, clean, attacks, suite=None, early=None):
+  c = module.get_config(row).to_dict()
+  r = {'config': c, 'num_examples': 1000, 'clean_accuracy': clean, 'train_steps': 5940,
+       'train_seconds_total': 125.0, 'eval_seconds': 61.0, 'devices': ['TFRT_CPU_0'],
+       'attacks': {k: {'accuracy': v, 'metric': f'{k}_metric'} for k, v in attacks.items()},
+       'worst_case_accuracy': min([clean, *attacks.values()] + ([suite] if suite else []))}
+  if suite is not None:
+    r['suite'] = {'name': c['eval']['suite'], 'accuracy': suite,
+                  'attacks': [{'name': 'apgd_ce'}, {'name': 'apgd_t'}]}
+  if early is not None:
+    r['early_stopping'] = early
+  return r
+
+
+def _write(base, row, results):
+  os.makedirs(os.path.join(base, row))
+  with open(os.path.join(base, row, 'results.json'), 'w') as f:
+    json.dump(results, f)
+
+
+def test_table_renders_published_measured_and_delta_from_results_files(tmp_path):
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'wong2020_fast.py'))
+  base = str(tmp_path)
+  _write(base, 'mnist_fgsm_rs_cpu',
+         _sample_results(m, 'mnist_fgsm_rs_cpu', 0.9812, {'pgd50x10': 0.8734}, suite=0.8203))
+  co = _sample_results(m, 'fmnist_co_cpu', 0.838, {'pgd50x10': 0.194})
+  co['monitor'] = {'co_action': 'log', 'stopped_at': None, 'collapses': [
+      {'epoch': 8.0, 'pgd_accuracy': 0.453, 'best_pgd_accuracy': 0.723}]}
+  _write(base, 'fmnist_co_cpu', co)
+  rows = papers.select_rows(m, 'cpu')
+  text = papers.render(m, rows, base, skipped={'cifar10_fgsm_rs_cpu': 'no CIFAR-10 here'})
+  lines = text.splitlines()
+  assert papers.HEADER in lines
+  clean = next(line for line in lines if line.startswith('| mnist_fgsm_rs_cpu |'))
+  assert '| 98.50 | 98.12 | -0.38 |' in clean and '2m05s + 1m01s' in clean
+  assert '| 10 / 10 | 1000 |' in clean  # 5940 steps of 100 over 59,488 images: 10 epochs
+  pgd = next(line for line in lines if 'PGD-50 x 10 restarts, step 0.01' in line
+             and '88.77' in line)
+  assert '| 88.77 | 87.34 | -1.43 |' in pgd and 'pgd50x10_metric' in pgd
+  aa = next(line for line in lines if '82.93' in line)
+  assert '| 82.93 | 82.03 | -0.90 |' in aa and 'standard suite (apgd_ce, apgd_t)' in aa
+  # A row without published figures shows '-' there; its collapse is noted.
+  co_line = next(line for line in lines if line.startswith('| fmnist_co_cpu |'))
+  assert '| - | 83.80 | - |' in co_line
+  assert any('catastrophic overfitting detected at epoch 8' in line for line in lines)
+  assert 'Could not run cifar10_fgsm_rs_cpu here: no CIFAR-10 here' in text
+  assert 'Not run yet: fmnist_fgsm_rs_cpu, fmnist_co_rollback_cpu.' in text
+
+
+def test_table_reads_the_best_checkpoint_figures_of_early_stopping(tmp_path):
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'rice2020.py'))
+  early = {'clean_accuracy': 0.81, 'step': 4100, 'attacks': {
+      'pgd10': {'accuracy': 0.52, 'metric': 'pgd10_linf'}}}
+  _write(str(tmp_path), 'cifar10_pgd10',
+         _sample_results(m, 'cifar10_pgd10', 0.84, {'pgd10': 0.46}, early=early))
+  text = papers.render(m, ['cifar10_pgd10'], str(tmp_path))
+  best = next(line for line in text.splitlines() if 'best checkpoint' in line)
+  assert '| 53.49 | 52.00 | -1.49 |' in best and 'weights of step 4100' in best
+  final = next(line for line in text.splitlines() if 'final checkpoint' in line)
+  assert '| 45.59 | 46.00 | +0.41 |' in final
+
+
+def test_rows_run_after_their_needs_and_skip_missing_data_and_finished_rows(tmp_path):
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
+  base = str(tmp_path)
+  calls = []
+
+  def fake_run(config, workdir):
+    calls.append((config.paper.row, workdir, config.defense.teacher))
+    if config.paper.row == 'mnist_teacher':
+      raise data_lib.DatasetUnavailableError('no MNIST here')
+    _write(base, config.paper.row, {'config': config.to_dict()})
+
+  skipped = papers.run_rows(m, papers.with_needs(m, ['mnist_student', 'mnist_student_cpu']),
+                            base, {}, lambda c: validation.validate(c, 1), fake_run)
+  assert [c[0] for c in calls] == ['mnist_teacher', 'mnist_teacher_cpu', 'mnist_student_cpu']
+  assert calls[2][2] == os.path.join(base, 'mnist_teacher_cpu')
+  assert skipped == {'mnist_teacher': 'no MNIST here',
+                     'mnist_student': 'needs mnist_teacher, which did not run'}
+  calls.clear()
+  papers.run_rows(m, ['mnist_teacher_cpu', 'mnist_student_cpu'], base, {},
+                  lambda c: validation.validate(c, 1), fake_run)
+  assert not calls  # both have results.json: collected, not rerun
+
+
+def test_a_bad_override_stops_the_table_before_any_row_runs(tmp_path):
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  with pytest.raises(errors.ConfigError, match='train.epochs'):
+    papers.run_rows(m, ['fmnist_plain_cpu', 'fmnist_at_cpu'], str(tmp_path),
+                    {'train.epochs': -1}, lambda c: validation.validate(c, 1),
+                    lambda c, w: pytest.fail('ran a row'))
+
+
+def test_launch_table_mode_collects_without_running(tmp_path):
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  _write(str(tmp_path), 'fmnist_plain_cpu',
+         _sample_results(m, 'fmnist_plain_cpu', 0.91, {'pgd40x10': 0.02}, suite=0.01))
+  out = subprocess.run(
+      [sys.executable, 'launch.py', '--mode=table', '--config=configs/papers/croce2019.py',
+       f'--workdir={tmp_path}', '--table_run=false'], cwd=ROOT, env=conftest.SUBPROCESS_ENV,
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '| 90.50 | 91.00 | +0.50 |' in out.stdout
+  assert 'Not run yet: fmnist_at_cpu.' in out.stdout
+  with open(tmp_path / 'table.md') as f:
+    assert '| 90.50 | 91.00 | +0.50 |' in f.read()
+
+
+def test_co_action_best_evaluates_the_best_epoch_beside_the_final_weights(tmp_path):
+  config = helpers.quick_config(**{
+      'model.name': 'small_cnn', 'defense.name': 'standard', 'train.steps': 4,
+      'train.monitor_examples': 16, 'train.co_action': 'best',
+      'train.monitor_attack.steps': 1, 'eval.num_examples': 16})
+  with config.unlocked():
+    config.eval.attacks = ml_collections.ConfigDict(
+        {'pgd': dict(name='pgd', eps=0.1, steps=1, step_size=0.1)})
+  results = experiment.train_and_evaluate(config, str(tmp_path), progress=False)
+  early = results['early_stopping']
+  assert early['step'] == 4 and early['epoch'] == results['monitor']['best']['epoch']
+  # One monitored epoch: the best weights are the final ones, so the figures agree.
+  assert early['clean_accuracy'] == results['clean_accuracy']
+  assert early['attacks']['pgd']['accuracy'] == results['attacks']['pgd']['accuracy']
+  assert papers.measured(results, 'best_pgd') == results['attacks']['pgd']['accuracy']
+  assert results['train_seconds_total'] > 0
+  assert jax.process_count() == 1
