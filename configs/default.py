@@ -32,6 +32,9 @@ def get_config():
       source_dir='',
       random_crop=False,   # pad-4 random crop (CIFAR-like data)
       random_flip=False,   # random horizontal flip (CIFAR-like data)
+      # 'memory': the training split in host memory; 'records': read from disk batch by batch,
+      # only the rows each host feeds; 'auto': records on several hosts, memory on one.
+      train_read='auto',
   ))
 
   c.model = ml_collections.ConfigDict(dict(

@@ -13,8 +13,10 @@ import json
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from robust_jax import errors
 
@@ -124,20 +126,30 @@ class Checkpointer:
         return state, False
       step_dir = os.path.join(self.directory, str(step))
       check_compatible(step_dir, state)
+      error = None
       try:
         restored = self._mngr.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
       except Exception as e:  # pylint: disable=broad-except  # any failure to read = corrupt
         if isinstance(e, CheckpointMismatchError):
           raise
-        aside = os.path.join(self.directory, f'corrupt-{step}')
-        logging.warning('Checkpoint %s cannot be read (%s: %s); renamed to %s, trying the '
-                        'previous one.', step_dir, type(e).__name__, str(e)[:300], aside)
-        if jax.process_index() == 0:
-          os.replace(step_dir, aside)
-        self._mngr.reload()
-        continue
-      logging.info('Resuming from %s', step_dir)
-      return restored, True
+        error = f'{type(e).__name__}: {str(e)[:300]}'
+      if jax.process_count() > 1:  # set aside on every host, or on none
+        failed = multihost_utils.process_allgather(np.array([error is not None]))
+        if failed.any() and error is None:
+          error = 'unreadable on another host'
+      if error is None:
+        logging.info('Resuming from %s', step_dir)
+        return restored, True
+      aside = os.path.join(self.directory, f'corrupt-{step}')
+      logging.warning('Checkpoint %s cannot be read (%s); renamed to %s, trying the previous '
+                      'one.', step_dir, error, aside)
+      if jax.process_index() == 0 and os.path.exists(step_dir):
+        os.replace(step_dir, aside)
+      if jax.process_count() > 1:  # the others look again only once the rename is done
+        multihost_utils.sync_global_devices(f'robust_jax.checkpoint.aside.{step}')
+        if os.path.exists(step_dir) and jax.process_index() != 0:
+          os.replace(step_dir, aside)  # a disk of its own (not shared with process 0)
+      self._mngr.reload()
 
   def save(self, step, state, force=False):
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""

@@ -53,6 +53,7 @@ from jax.sharding import PartitionSpec as P
 from robust_jax import attacks
 from robust_jax import data as data_lib
 from robust_jax import errors
+from robust_jax import evaluate as evaluate_lib
 from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import rng
@@ -220,22 +221,43 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh, squeeze_fns, threshold):
                                      out_specs=(P('data'), P('data'), P('data'))))
 
 
-def _run(fn, params, batch_stats, images, labels, batch_size, mesh, key, bar):
-  """`fn` over all (images, labels) in padded batches; its outputs, one numpy array each."""
+_OUTPUTS = {'correct': np.bool_, 'score': np.float32, 'outside': np.bool_}
+
+
+def _run(fn, params, batch_stats, images, labels, batch_size, mesh, key, bar, store=None,
+         phase=''):
+  """`fn` over all (images, labels) in padded batches: (correct, score, outside) numpy arrays.
+
+  With a `store` (evaluate.Progress), batches an earlier, killed run finished are read back and
+  each new one is saved when done, as in evaluate.evaluate.
+  """
   host_rows = data_lib.host_slice(batch_size, jax.process_index(), jax.process_count())
-  outs = []
-  for start in range(0, len(labels), batch_size):
-    idx = np.arange(start, min(start + batch_size, len(labels)))
+  n = len(labels)
+  if store is not None:
+    file_key, state = store.load_fields(phase, np.arange(n), _OUTPUTS)
+  else:
+    file_key = None
+    state = {'done': np.zeros(n, bool), **{k: np.zeros(n, d) for k, d in _OUTPUTS.items()}}
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, min(start + batch_size, n))
     valid = len(idx)
+    if state['done'][start:start + valid].all():
+      if bar is not None:
+        bar.update(valid)
+      continue
     idx = np.concatenate([idx, np.zeros(batch_size - valid, idx.dtype)])  # pad; dropped below
     batch = parallel.shard_batch({'x': images[idx][host_rows], 'y': labels[idx][host_rows],
                                   'i': idx.astype(np.int32)[host_rows]}, mesh)
     got = fn(params, batch_stats, batch['x'], batch['y'], batch['i'], key)
-    outs.append([np.asarray(multihost_utils.process_allgather(a, tiled=True))[:valid]
-                 for a in got])
+    for name, a in zip(_OUTPUTS, got):
+      state[name][start:start + valid] = np.asarray(
+          multihost_utils.process_allgather(a, tiled=True))[:valid]
+    state['done'][start:start + valid] = True
+    if store is not None:
+      store.save_fields(phase, file_key, state)
     if bar is not None:
       bar.update(valid)
-  return [np.concatenate(parts) for parts in zip(*outs)]
+  return [state[name].copy() for name in _OUTPUTS]
 
 
 def abstention(clean_correct, correct, rejected):
@@ -253,8 +275,12 @@ def abstention(clean_correct, correct, rejected):
       'detection_rate': detected / int(success.sum()) if success.any() else None}
 
 
-def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
+def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
+             progress_dir=None):
   """Returns (results, artifacts) like `robust_jax.evaluate.evaluate`, with the detector.
+
+  progress_dir: where per-batch results are kept (evaluate.Progress), so that a killed
+  evaluation resumes at its last finished batch with the same numbers; None keeps nothing.
 
   results keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...}},
   worst_case_accuracy, worst_case_correct, detection {...}, sanity_checks, eps_curve,
@@ -278,10 +304,16 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
                   dynamic_ncols=True, mininterval=2.0,
                   disable=not progress or jax.process_index() != 0)
   t_all = time.perf_counter()
+  store = None
+  if progress_dir:
+    store = evaluate_lib.Progress(progress_dir,
+                                  evaluate_lib.fingerprint(config, params, batch_stats))
   clean_fn = make_eval_fn(model, None, bn, mesh, fns, None)
-  _, cal_scores, _ = _run(clean_fn, params, batch_stats, cal_x, cal_y, bs, mesh, root, bar)
+  _, cal_scores, _ = _run(clean_fn, params, batch_stats, cal_x, cal_y, bs, mesh, root, bar,
+                          store, 'detector-calibration')
   t = threshold_at_fpr(cal_scores, f['fpr'])
-  clean_ok, clean_s, _ = _run(clean_fn, params, batch_stats, images, labels, bs, mesh, root, bar)
+  clean_ok, clean_s, _ = _run(clean_fn, params, batch_stats, images, labels, bs, mesh, root, bar,
+                              store, 'detector-clean')
   clean_rejected = clean_s > np.float32(t)
   accepted_ok = clean_ok & ~clean_rejected
   results = {'num_examples': n, 'clean_accuracy': float(accepted_ok.mean()), 'attacks': {}}
@@ -297,7 +329,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True):
     t0 = time.perf_counter()
     # The same key as evaluate.evaluate's: a naive attack returns the same points there.
     ok, s, out = _run(make_eval_fn(model, cfg, bn, mesh, fns, t), params, batch_stats, images,
-                      labels, bs, mesh, jax.random.fold_in(root, a_i), bar)
+                      labels, bs, mesh, jax.random.fold_in(root, a_i), bar, store,
+                      f'detector-attack-{name}')
     classifier_ok[name], violations = ok, violations + int(out.sum())
     defended[name], det['attacks'][name] = abstention(clean_ok, ok, s > np.float32(t))
     det['attacks'][name]['detector_aware'] = specs[name]['detector_penalty'] > 0

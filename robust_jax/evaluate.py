@@ -111,6 +111,30 @@ class Progress:
       np.savez(f, key=np.asarray(key), state=state)
     os.replace(path + '.tmp', path)
 
+  def load_fields(self, phase, subset, dtypes):
+    """Like `load` for outputs of other types: (key, {'done': bool[n], name: dtype[n], ...})."""
+    key = hashlib.sha256(self.fingerprint.encode() + np.asarray(subset).tobytes()).hexdigest()
+    n = len(subset)
+    state = {'done': np.zeros(n, bool), **{k: np.zeros(n, d) for k, d in dtypes.items()}}
+    try:
+      with np.load(self._path(phase), allow_pickle=False) as f:
+        if str(f['key']) == key and all(f[k].shape == v.shape and f[k].dtype == v.dtype
+                                        for k, v in state.items()):
+          state = {k: f[k].copy() for k in state}
+    except (OSError, ValueError, KeyError):
+      pass
+    if jax.process_count() > 1:
+      state = {k: np.array(multihost_utils.broadcast_one_to_all(v)) for k, v in state.items()}
+    return key, state
+
+  def save_fields(self, phase, key, state):
+    if jax.process_index() != 0:
+      return
+    path = self._path(phase)
+    with open(path + '.tmp', 'wb') as f:
+      np.savez(f, key=np.asarray(key), **state)
+    os.replace(path + '.tmp', path)
+
 
 def fingerprint(config, params, batch_stats):
   """A digest of what an evaluation's per-example results depend on."""

@@ -98,6 +98,10 @@ def train_and_evaluate(config, workdir, progress=True):
                      progress=progress)
   state = fitted.state
   train_seconds = time.perf_counter() - t0
+  records = getattr(dataset.train_images, 'records', None)
+  if records is not None:  # data.train_read='records': this host read only its rows
+    logging.info('Training records read by host %d: %d (of %d on disk).', jax.process_index(),
+                 records.reads, records.size)
   results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
                                  dataset, mesh, progress)
   extra = {'train_steps': int(jax.device_get(state.step)), 'train_seconds_this_run': train_seconds,
@@ -170,12 +174,9 @@ def _evaluator(config):
 
 
 def _evaluate(config, workdir, model, params, batch_stats, dataset, mesh, progress):
-  """Runs the config's evaluation; the standard one keeps per-batch progress in the workdir."""
-  fn = _evaluator(config)
-  kwargs = {}
-  if fn is evaluate.evaluate:
-    kwargs['progress_dir'] = os.path.join(workdir, 'eval_progress')
-  return fn(model, params, batch_stats, dataset, config, mesh, progress=progress, **kwargs)
+  """Runs the config's evaluation, keeping per-batch progress in WORKDIR/eval_progress."""
+  return _evaluator(config)(model, params, batch_stats, dataset, config, mesh, progress=progress,
+                            progress_dir=os.path.join(workdir, 'eval_progress'))
 
 
 def evaluate_ensemble(config, workdir, progress=True):

@@ -33,6 +33,9 @@ def validate(config, num_devices=1):
   """Raises ValueError on the first problem found."""
   if config.data.name not in data_lib.DATASETS:
     raise errors.ConfigError(f'data.name={config.data.name!r}; valid: {sorted(data_lib.DATASETS)}.')
+  if config.data.get('train_read', 'auto') not in data_lib.READ_MODES:
+    raise errors.ConfigError(f'data.train_read={config.data.train_read!r}; valid: '
+                             f'{list(data_lib.READ_MODES)}.')
   if config.model.name not in models.MODELS:
     raise errors.ConfigError(f'model.name={config.model.name!r}; valid: {sorted(models.MODELS)}.')
   if config.model.name == 'wide_resnet' and (config.model.depth - 4) % 6:

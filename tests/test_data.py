@@ -71,6 +71,35 @@ def test_idx_dataset_roundtrip_and_reuse(tmp_path):
   np.testing.assert_array_equal(again.test_images, arrays['test'][0])
 
 
+def test_records_mode_reads_only_the_rows_asked_for(tmp_path):
+  src = tmp_path / 'src'
+  arrays = _write_idx_dataset(src)
+  cfg = _cfg('fashion_mnist', tmp_path / 'tfds', src)
+  with cfg.unlocked():
+    cfg.train_read = 'records'
+  ds = data.load(cfg)
+  x, y = arrays['train']
+  images, labels = ds.train_images, ds.train_labels
+  assert isinstance(images, sources.RecordColumn) and images.records.reads == 0
+  assert images.shape == x.shape and labels.shape == y.shape and len(labels) == len(y)
+  assert images.dtype == np.uint8 and labels.dtype == np.int32
+  idx = np.array([5, 0, 17, 5, 3])
+  np.testing.assert_array_equal(images[idx], x[idx])
+  np.testing.assert_array_equal(labels[idx], y[idx])  # the same rows: read once
+  assert images.records.reads == 5
+  tail = images[-4:]  # a slice reads nothing; indexing it reads its rows
+  assert images.records.reads == 5 and tail.shape == (4,) + x.shape[1:]
+  np.testing.assert_array_equal(tail[np.array([0, -1])], x[-4:][[0, -1]])
+  np.testing.assert_array_equal(np.asarray(labels[-6:]), y[-6:])
+  np.testing.assert_array_equal(ds.test_images, arrays['test'][0])  # the test split: in memory
+  with pytest.raises(IndexError):
+    images[np.array([len(x)])]
+  with pytest.raises(ValueError, match='train_read'):
+    with cfg.unlocked():
+      cfg.train_read = 'disk'
+    data.load(cfg)
+
+
 def test_mnist_from_uncompressed_idx_and_tfds_data_dir_env(tmp_path, monkeypatch):
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'env_tfds'))
   arrays = _write_idx_dataset(tmp_path / 'src', seed=1, compress=False)
@@ -300,3 +329,26 @@ def test_augment_flip_mirrors_and_crop_is_a_shifted_window():
   for i in range(32):
     assert any(np.array_equal(cropped[i], padded[i, dy:dy + 8, dx:dx + 8])
                for dy in range(9) for dx in range(9))
+
+
+def test_training_from_records_matches_training_from_memory(tmp_path):
+  """Same batches, same parameters bit for bit, whichever way the training split is read."""
+  from robust_jax import models  # pylint: disable=g-import-not-at-top
+  from robust_jax import parallel  # pylint: disable=g-import-not-at-top
+  from robust_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  _write_idx_dataset(tmp_path / 'src')
+  config = helpers.quick_config(**{'model.name': 'small_cnn', 'defense.name': 'standard'})
+  params = {}
+  for mode in ('memory', 'records'):
+    cfg = _cfg('fashion_mnist', tmp_path / 'tfds', tmp_path / 'src')
+    with cfg.unlocked():
+      cfg.train_read = mode
+    ds = data.load(cfg)
+    model = models.build(config.model, num_classes=10, mean=ds.mean, std=ds.std)
+    fitted = train.fit(config, str(tmp_path / mode), ds, model, parallel.make_mesh(),
+                       progress=False)
+    params[mode] = jax.tree.leaves(jax.device_get(fitted.state.params))
+  assert ds.train_images.records.reads == config.train.steps * config.train.batch_size
+  for a, b in zip(params['memory'], params['records']):
+    np.testing.assert_array_equal(a, b)

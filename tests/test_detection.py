@@ -157,6 +157,38 @@ def test_detector_aware_attack_beats_the_naive_one():
   assert plain['attacks']['naive']['accuracy'] == d['naive']['classifier_accuracy']
 
 
+def test_a_killed_detector_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatch):
+  pgd = dict(name='pgd', eps=0.1, steps=3, step_size=0.03, loss='margin')
+  c, model, params, dataset = _setup(naive=pgd, adaptive=dict(pgd, detector_penalty=2.0))
+  mesh = parallel.make_mesh()
+  full, _ = detection.evaluate(model, params, {}, dataset, c, mesh, progress=False)
+  calls = {'n': 0, 'die_at': 7}
+  real_run = detection._run  # pylint: disable=protected-access
+
+  def dying_run(fn, *args, **kwargs):  # the 7th batch call "kills" the process
+    def counting(*a):
+      calls['n'] += 1
+      if calls['n'] == calls['die_at']:
+        raise KeyboardInterrupt('killed')
+      return fn(*a)
+    return real_run(counting, *args, **kwargs)
+
+  monkeypatch.setattr(detection, '_run', dying_run)
+  with pytest.raises(KeyboardInterrupt):
+    detection.evaluate(model, params, {}, dataset, c, mesh, progress=False,
+                       progress_dir=str(tmp_path))
+  calls.update(n=0, die_at=-1)
+  resumed, _ = detection.evaluate(model, params, {}, dataset, c, mesh, progress=False,
+                                  progress_dir=str(tmp_path))
+  # calibration 5 + clean 4 + 2 attacks x 4 batches of 8 = 17 calls; 6 were done before the kill
+  assert calls['n'] == 17 - 6, calls
+  assert resumed['detection'] == full['detection']
+  assert resumed['clean_accuracy'] == full['clean_accuracy']
+  assert resumed['worst_case_accuracy'] == full['worst_case_accuracy']
+  for name in ('naive', 'adaptive'):
+    assert resumed['attacks'][name]['correct'] == full['attacks'][name]['correct']
+
+
 def test_detection_checks_flag_naive_only_and_weaker_adaptive_evaluations():
   pgd = attacks.validate(dict(name='pgd', eps=0.1))
   det = {'fpr': 0.05, 'calibration_examples': 1000, 'test_fpr': 0.2}

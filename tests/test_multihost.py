@@ -100,6 +100,32 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
   lines = (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()
   steps = [json.loads(x)['step'] for x in lines]
   assert steps == [1, 2, 3, 4]
+  # Each host read from disk only its 8 rows of each of the 4 global batches of 16.
+  assert 'Training records read by host' not in out  # one process: the split in memory
+  for i, o in enumerate(outs):
+    assert f'Training records read by host {i}: 32 (of 60000 on disk)' in o, o[-3000:]
+
+  # A damaged latest checkpoint: both hosts set it aside together (process 0 renames it, the
+  # other waits at a barrier), resume from step 2 and reach the parameters of 1 process.
+  for f in (tmp_path / 'two' / 'checkpoints' / '4').rglob('*'):
+    if f.is_file() and f.parent.name == 'd':
+      f.write_bytes(b'garbage')
+  more = ['--config.train.steps=6']
+  one = _start([f'--workdir={tmp_path / "one"}', *QUICK, *more], 4, tmp_path / 'tfds')
+  assert one.wait(timeout=600) == 0
+  port = _free_port()
+  procs = [_start([f'--workdir={tmp_path / "two"}', *QUICK, *more,
+                   f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                   f'--process_id={i}'], 2, tmp_path / 'tfds') for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, o in zip(procs, outs):
+    assert p.returncode == 0, o[-3000:]
+    assert 'corrupt-4' in o and 'Resuming from' in o
+  assert (tmp_path / 'two' / 'checkpoints' / 'corrupt-4').is_dir()
+  (step1, p1), (step2, p2) = _params(tmp_path / 'one'), _params(tmp_path / 'two')
+  assert step1 == step2 == 6
+  for a, b in zip(p1, p2):
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.slow

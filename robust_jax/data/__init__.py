@@ -6,9 +6,10 @@ from robust_jax.data.batching import host_slice
 from robust_jax.data.batching import steps_per_epoch
 from robust_jax.data.batching import train_indices
 from robust_jax.data.sources import DATASETS
+from robust_jax.data.sources import READ_MODES
 from robust_jax.data.sources import Dataset
 from robust_jax.data.sources import DatasetUnavailableError
 from robust_jax.data.sources import load
 
-__all__ = ['DATASETS', 'Dataset', 'DatasetUnavailableError', 'augment', 'eval_batches',
-           'host_slice', 'load', 'steps_per_epoch', 'train_indices']
+__all__ = ['DATASETS', 'READ_MODES', 'Dataset', 'DatasetUnavailableError', 'augment',
+           'eval_batches', 'host_slice', 'load', 'steps_per_epoch', 'train_indices']

@@ -76,12 +76,29 @@ class Dataset:
   name: str
 
 
+READ_MODES = ('auto', 'memory', 'records')
+
+
+def read_mode(data_cfg):
+  """'memory' or 'records' for `data_cfg.train_read` ('auto': records on several hosts)."""
+  mode = data_cfg.get('train_read', 'auto')
+  if mode not in READ_MODES:
+    raise ValueError(f'data.train_read={mode!r}; valid: {list(READ_MODES)}.')
+  if mode == 'auto':
+    return 'records' if jax.process_count() > 1 else 'memory'
+  return mode
+
+
 def load(data_cfg):
   """Prepares (if needed) and reads `data_cfg.name`; see the module docstring.
 
   Args:
-    data_cfg: has `name`, `data_dir` ('' -> $TFDS_DATA_DIR or ~/tensorflow_datasets) and
-      `source_dir` ('' -> the dataset's default IDX folder).
+    data_cfg: has `name`, `data_dir` ('' -> $TFDS_DATA_DIR or ~/tensorflow_datasets),
+      `source_dir` ('' -> the dataset's default IDX folder) and optionally `train_read`:
+      'memory' reads the whole training split into host memory; 'records' keeps it on disk and
+      reads, for each batch, only the rows it is indexed with (`RecordColumn`), so each host of a
+      multi-host run reads only its share of every batch; 'auto' (default): 'records' on
+      several hosts, else 'memory'. The test split is always read whole.
   Raises:
     ValueError: unknown name (lists the valid ones).
     DatasetUnavailableError: the data cannot be had here (offline, missing or corrupt files).
@@ -92,16 +109,23 @@ def load(data_cfg):
     if jax.process_index() == 0:
       prepare(data_cfg.name, data_cfg.data_dir, data_cfg.source_dir)
     multihost_utils.sync_global_devices('robust_jax.data.prepare')
+  mode = read_mode(data_cfg)
   builder = prepare(data_cfg.name, data_cfg.data_dir, data_cfg.source_dir)
   info = DATASETS[data_cfg.name]
   read = _read_idx_split if isinstance(builder, idx_builder.IdxImages) else _read_tfds_split
   try:
-    (x_train, y_train), (x_test, y_test) = read(builder, 'train'), read(builder, 'test')
+    if mode == 'records':
+      records = Records(builder, 'train', tuple(info['shape']))
+      x_train, y_train = records.column('image'), records.column('label')
+    else:
+      x_train, y_train = read(builder, 'train')
+    x_test, y_test = read(builder, 'test')
   except (ImportError, ValueError, NotImplementedError) as e:
     raise DatasetUnavailableError(
         f'Cannot read {data_cfg.name} from {builder.data_dir}: {e}') from e
   for array in (x_train, y_train, x_test, y_test):
-    array.flags.writeable = False  # Shared by every step; indexing returns writable copies.
+    if isinstance(array, np.ndarray):
+      array.flags.writeable = False  # Shared by every step; indexing returns writable copies.
   return Dataset(x_train, y_train, x_test, y_test, num_classes=info['num_classes'],
                  mean=tuple(info['mean']), std=tuple(info['std']), name=data_cfg.name)
 
@@ -243,3 +267,87 @@ def _read_tfds_split(builder, split):
     images.append(np.stack([e['image'] for e in examples]))
     labels.append(np.array([e['label'] for e in examples], np.int32))
   return np.concatenate(images).astype(np.uint8), np.concatenate(labels)
+
+
+class Records:
+  """Random access to one split's records on disk (array_record through `tfds.data_source`).
+
+  `read(idx)` decodes just the records `idx` (one call for a whole batch); the last batch read is
+  kept, so that a batch's images and labels (two `RecordColumn`s) cost one read.
+  """
+
+  def __init__(self, builder, split, image_shape):
+    self._idx_format = isinstance(builder, idx_builder.IdxImages)
+    method = (tfds.decode.DeserializeMethod.RAW_BYTES if self._idx_format
+              else tfds.decode.DeserializeMethod.DESERIALIZE_AND_DECODE)
+    self._source = builder.as_data_source(split=split, deserialize_method=method)
+    self.size = len(self._source)
+    self.image_shape = tuple(image_shape)
+    self._last = (None, None)
+    self.reads = 0  # records decoded so far (tests check a host reads only its rows)
+
+  def read(self, idx):
+    """(uint8[k,H,W,C], int32[k]) of the records at `idx` (ints in [0, size))."""
+    idx = np.asarray(idx, np.int64).reshape(-1)
+    key = idx.tobytes()
+    if self._last[0] == key:
+      return self._last[1]
+    if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+      raise IndexError(f'record index out of range [0, {self.size})')
+    examples = self._source.__getitems__(idx.tolist())
+    self.reads += len(examples)
+    if self._idx_format:
+      out = idx_builder.decode_records(examples, self.image_shape)
+    else:
+      out = (np.stack([e['image'] for e in examples]).astype(np.uint8).reshape(
+          (len(examples),) + self.image_shape),
+             np.array([e['label'] for e in examples], np.int32))
+    self._last = (key, out)
+    return out
+
+  def column(self, field):
+    return RecordColumn(self, field, 0, self.size)
+
+
+class RecordColumn:
+  """An array-like over one field ('image' or 'label') of `Records`, rows [start, stop).
+
+  Indexing with an int array (or an int) reads those rows from disk; a slice gives another
+  column over fewer rows (nothing is read); `np.asarray` reads them all.
+  """
+
+  def __init__(self, records, field, start, stop):
+    self._records, self._field, self._start, self._stop = records, field, start, stop
+    item = records.image_shape if field == 'image' else ()
+    self.shape = (stop - start,) + tuple(item)
+    self.dtype = np.dtype(np.uint8 if field == 'image' else np.int32)
+    self.ndim = len(self.shape)
+
+  def __len__(self):
+    return self.shape[0]
+
+  @property
+  def records(self):
+    return self._records
+
+  def __getitem__(self, key):
+    if isinstance(key, slice):
+      start, stop, step = key.indices(len(self))
+      if step != 1:
+        return self[np.arange(start, stop, step)]
+      return RecordColumn(self._records, self._field, self._start + start,
+                          self._start + max(start, stop))
+    idx = np.asarray(key)
+    if idx.dtype == bool or not np.issubdtype(idx.dtype, np.integer):
+      raise TypeError(f'RecordColumn takes int indices or a slice, not {idx.dtype}.')
+    idx = np.where(idx < 0, idx + len(self), idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+      raise IndexError(f'index out of range for {len(self)} rows')
+    images, labels = self._records.read(self._start + idx.reshape(-1))
+    out = images if self._field == 'image' else labels
+    return out.reshape(idx.shape + out.shape[1:])
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    out = self[np.arange(len(self))]
+    return out if dtype is None else out.astype(dtype)
