@@ -233,11 +233,8 @@ def _run(fn, params, batch_stats, images, labels, batch_size, mesh, key, bar, st
   """
   host_rows = data_lib.host_slice(batch_size, jax.process_index(), jax.process_count())
   n = len(labels)
-  if store is not None:
-    file_key, state = store.load_fields(phase, np.arange(n), _OUTPUTS)
-  else:
-    file_key = None
-    state = {'done': np.zeros(n, bool), **{k: np.zeros(n, d) for k, d in _OUTPUTS.items()}}
+  file_key, state = (None, evaluate_lib.blank_state(n, _OUTPUTS)) if store is None else (
+      store.load(phase, np.arange(n), _OUTPUTS))
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
     valid = len(idx)
@@ -254,7 +251,7 @@ def _run(fn, params, batch_stats, images, labels, batch_size, mesh, key, bar, st
           multihost_utils.process_allgather(a, tiled=True))[:valid]
     state['done'][start:start + valid] = True
     if store is not None:
-      store.save_fields(phase, file_key, state)
+      store.save(phase, file_key, state)
     if bar is not None:
       bar.update(valid)
   return [state[name].copy() for name in _OUTPUTS]

@@ -70,6 +70,11 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh):
   return jax.jit(mapped)
 
 
+def blank_state(n, dtypes):
+  """{'done': bool[n], name: dtype[n], ...}, all zero: the per-example outputs of a phase."""
+  return {'done': np.zeros(n, bool), **{k: np.zeros(n, d) for k, d in dtypes.items()}}
+
+
 class Progress:
   """Per-batch evaluation results on disk, so a killed evaluation resumes where it stopped.
 
@@ -89,33 +94,11 @@ class Progress:
   def _path(self, phase):
     return os.path.join(self.directory, phase.replace('/', '_') + '.npz')
 
-  def load(self, phase, subset):
-    """(done, correct, outside) bool arrays over `subset`, from disk when it matches."""
+  def load(self, phase, subset, dtypes):
+    """(key, {'done': bool[n], name: dtype[n] for each of `dtypes`}) over the examples `subset`,
+    from disk when the file's key (fingerprint and subset) matches, else all zero."""
     key = hashlib.sha256(self.fingerprint.encode() + np.asarray(subset).tobytes()).hexdigest()
-    state = np.zeros((3, len(subset)), bool)
-    try:
-      with np.load(self._path(phase), allow_pickle=False) as f:
-        if str(f['key']) == key and f['state'].shape == state.shape:
-          state = f['state'].copy()
-    except (OSError, ValueError, KeyError):
-      pass  # none yet, or unreadable: the phase runs from its start
-    if jax.process_count() > 1:  # every process takes process 0's view
-      state = np.array(multihost_utils.broadcast_one_to_all(state))  # a writable copy
-    return key, state
-
-  def save(self, phase, key, state):
-    if jax.process_index() != 0:
-      return
-    path = self._path(phase)
-    with open(path + '.tmp', 'wb') as f:
-      np.savez(f, key=np.asarray(key), state=state)
-    os.replace(path + '.tmp', path)
-
-  def load_fields(self, phase, subset, dtypes):
-    """Like `load` for outputs of other types: (key, {'done': bool[n], name: dtype[n], ...})."""
-    key = hashlib.sha256(self.fingerprint.encode() + np.asarray(subset).tobytes()).hexdigest()
-    n = len(subset)
-    state = {'done': np.zeros(n, bool), **{k: np.zeros(n, d) for k, d in dtypes.items()}}
+    state = blank_state(len(subset), dtypes)
     try:
       with np.load(self._path(phase), allow_pickle=False) as f:
         if str(f['key']) == key and all(f[k].shape == v.shape and f[k].dtype == v.dtype
@@ -123,11 +106,11 @@ class Progress:
           state = {k: f[k].copy() for k in state}
     except (OSError, ValueError, KeyError):
       pass
-    if jax.process_count() > 1:
+    if jax.process_count() > 1:  # every process takes process 0's view (writable copies)
       state = {k: np.array(multihost_utils.broadcast_one_to_all(v)) for k, v in state.items()}
     return key, state
 
-  def save_fields(self, phase, key, state):
+  def save(self, phase, key, state):
     if jax.process_index() != 0:
       return
     path = self._path(phase)
@@ -155,11 +138,10 @@ def _run(fn, params, batch_stats, images, labels, subset, batch_size, mesh, key,
   new batch is saved as soon as it is done.
   """
   host_rows = data_lib.host_slice(batch_size, jax.process_index(), jax.process_count())
-  if store is not None:
-    file_key, state = store.load(phase, subset)
-  else:
-    file_key, state = None, np.zeros((3, len(subset)), bool)
-  done, correct, outside = state
+  fields = {'correct': np.bool_, 'outside': np.bool_}
+  file_key, state = (None, blank_state(len(subset), fields)) if store is None else store.load(
+      phase, subset, fields)
+  done, correct, outside = state['done'], state['correct'], state['outside']
   for start in range(0, len(subset), batch_size):
     idx = subset[start:start + batch_size]
     if done[start:start + len(idx)].all():
