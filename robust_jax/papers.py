@@ -20,6 +20,7 @@ import jax
 from absl import logging
 
 from robust_jax import errors
+from robust_jax import zoo
 
 SCALES = ('cpu', 'full', 'all')
 
@@ -226,6 +227,8 @@ def render(module, rows, base, skipped=None):
     lines += row_lines(results)
     paper = results['config']['paper']
     devices.update(d.split('(')[0] for d in results.get('devices', []))
+    if results.get('sanity_checks'):
+      notes.append(f'- {r}: sanity checks {zoo.sanity_summary(results)}.')
     if paper.get('cut'):
       of = f' (the CPU-sized cut of {paper["of"]})' if paper.get('of') else ''
       notes.append(f'- {r}: {paper["cut"]}{of}.')

@@ -159,7 +159,8 @@ def _pct(x):
   return '-' if x is None else f'{100 * x:.1f}'
 
 
-def _sanity(results):
+def sanity_summary(results):
+  """'7/9 PASS; FAIL: a, b; WARN: c' for the sanity checks of a results dict ('-' if none ran)."""
   checks = results.get('sanity_checks') or []
   if not checks:
     return '-'
@@ -191,7 +192,7 @@ def summarise(results):
   train_s = results.get('train_seconds_total', results.get('train_seconds_this_run'))
   return dict(clean=results.get('clean_accuracy'), naive=naive, adaptive=adaptive,
               adaptive_attack=how, worst=results.get('worst_case_accuracy'),
-              sanity=_sanity(results), train_s=train_s, n=results.get('num_examples'),
+              sanity=sanity_summary(results), train_s=train_s, n=results.get('num_examples'),
               devices=results.get('devices', []))
 
 
