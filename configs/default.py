@@ -49,6 +49,9 @@ def get_config():
       # Convolutions and pooling from robust_jax/models/fast_ops.py, whose input gradients
       # compile to faster code (same parameters and results); False: plain flax ops (A/B runs).
       fast_ops=True,
+      # Inputs normalised by the dataset's mean and std inside the model; False feeds the [0,1]
+      # pixels as they are (the MNIST papers' code does; attacks see [0,1] pixels either way).
+      normalize=True,
   ))
 
   c.defense = ml_collections.ConfigDict(dict(
@@ -58,6 +61,7 @@ def get_config():
       adv_fraction=1.0,   # pgd_at: share of each batch trained on adversarially (Croce 2019: 0.5)
       beta=6.0,           # trades: weight of the KL term; mart: the paper's lambda
       fgsm_step=0.125,    # fgsm_rs: the FGSM step (Wong et al.: 1.25 * train_attack.eps)
+      fgsm_clip_start=True,  # fgsm_rs: clip the random start to [0,1] first (False: MNIST code)
       replays=8,          # free_at: minibatch replays m (Shafahi et al. 2019: 8 on CIFAR-10)
       awp_base='pgd_at',  # awp: the objective AWP perturbs: 'pgd_at' | 'trades' | 'mart'
       awp_gamma=5e-3,     # awp: relative size of the weight perturbation (Wu et al. 2020)

@@ -45,8 +45,9 @@ def validate(config, num_devices=1):
                      f'valid: {list(model_fns.BN_MODES)}.')
   if config.model.get('dtype', 'float32') not in models.DTYPES:
     raise errors.ConfigError(f'model.dtype={config.model.dtype!r}; valid: {list(models.DTYPES)}.')
-  if not isinstance(config.model.get('fast_ops', True), bool):
-    raise errors.ConfigError(f'model.fast_ops={config.model.fast_ops!r} must be True or False.')
+  for field in ('fast_ops', 'normalize'):
+    if not isinstance(config.model.get(field, True), bool):
+      raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be True or False.')
   if (config.defense.name not in defenses.DEFENSES
       and config.defense.name not in defenses.transforms.TRANSFORMS):
     raise errors.ConfigError(

@@ -260,3 +260,25 @@ def test_pgd_at_adv_fraction_attacks_only_the_first_part_of_each_shard():
 def test_pgd_at_adv_fraction_must_be_in_0_1(value):
   with pytest.raises(errors.ConfigError, match='defense.adv_fraction'):
     validation.validate(_config('pgd_at', **{'defense.adv_fraction': value}))
+
+
+def test_fgsm_rs_without_start_clipping_takes_the_gradient_at_the_raw_start():
+  """Wong et al.'s MNIST code: grad at x + delta unclipped, then the step, then the clips."""
+  from robust_jax.attacks import threat  # pylint: disable=g-import-not-at-top
+  from robust_jax.defenses import fast_at  # pylint: disable=g-import-not-at-top
+  w = jax.random.normal(jax.random.key(0), (16, 10))
+  logits_fn = lambda v: jnp.square(v.reshape(v.shape[0], -1)) @ w  # noqa: E731  # grad depends on v
+  x = jnp.zeros((4, 4, 4, 1)).at[:, :2].set(1.0)  # pixels at both ends of [0,1]
+  y = jnp.arange(4)
+  keys = rng.example_keys(jax.random.key(1), rng.ATTACK, jnp.arange(4))
+  delta = threat.random_start(keys, x.shape, 'linf', EPS)
+  onehot = jax.nn.one_hot(y, 10)
+  grad = jax.grad(lambda d: jnp.sum(objectives.cross_entropy(logits_fn(x + d), onehot)))(delta)
+  want = jnp.clip(x + jnp.clip(delta + 0.375 * jnp.sign(grad), -EPS, EPS), 0, 1)
+  got = fast_at.make_perturb(norm='linf', eps=EPS, step_size=0.375, clip_start=False)(
+      logits_fn, x, y, keys)
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  clipped = fast_at.make_perturb(norm='linf', eps=EPS, step_size=0.375)(logits_fn, x, y, keys)
+  assert float(jnp.abs(clipped - got).max()) > 0  # the clipped start gives other gradients
+  with pytest.raises(errors.ConfigError, match='fgsm_clip_start'):
+    validation.validate(_config('fgsm_rs', **{'defense.fgsm_clip_start': None}))

@@ -181,3 +181,12 @@ def test_validation_names_model_dtype_and_its_choices():
   with pytest.raises(errors.ConfigError, match=r"model.dtype='float16'; valid: \['float32', "
                                                r"'bfloat16'\]"):
     validation.validate(config)
+
+
+def test_normalize_false_feeds_raw_pixels():
+  """model.normalize=False: the dataset's mean and std are ignored (the MNIST papers' own code)."""
+  cfg = ml_collections.ConfigDict(dict(name='small_cnn', normalize=False))
+  raw = models.build(cfg, num_classes=10, mean=(0.5,), std=(0.25,))
+  assert raw.mean == (0.0,) and raw.std == (1.0,)
+  cfg.normalize = True
+  assert models.build(cfg, num_classes=10, mean=(0.5,), std=(0.25,)).std == (0.25,)

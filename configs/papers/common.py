@@ -59,8 +59,14 @@ def cpu_cut(c, row, *, cut, epochs=None, steps=None, examples=1000, suite=None, 
 
 
 def mnist(c):
-  """MNIST, L-inf eps 0.3 (the papers' threat model); the IDX files from scripts/fetch_mnist.sh."""
+  """MNIST, L-inf eps 0.3 (the papers' threat model); the IDX files from scripts/fetch_mnist.sh.
+
+  The [0,1] pixels go into the network as they are (model.normalize=False), as in Madry's,
+  Wong's and TRADES' code (Carlini & Wagner's [-0.5, 0.5] is the same up to the first layer's
+  bias).
+  """
   c.data.name = 'mnist'
+  c.model.normalize = False
   c.eval.suite_norm, c.eval.suite_eps = 'linf', 0.3
   return c
 

@@ -31,7 +31,8 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
   mart      Wang et al. 2020 (mart.py): boosted CE on `train_attack`'s examples + beta *
             KL(p(x) || p(x_adv)) * (1 - p_y(x)). Field: `beta` (the paper's lambda).
   fgsm_rs   Wong et al. 2020 (fast_at.py): cross-entropy on FGSM from a random start in
-            `train_attack`'s eps-ball. Field: `fgsm_step` (Wong: 1.25 * eps).
+            `train_attack`'s eps-ball. Fields: `fgsm_step` (Wong: 1.25 * eps),
+            `fgsm_clip_start` (False: the gradient at the unclipped start, their MNIST code).
   free_at   Shafahi et al. 2019 (free_at.py): `replays` replays of each minibatch, the input
             perturbation stepping eps (train_attack's norm) after each. Field: `replays` (m).
   awp       Wu et al. 2020 (awp.py): adversarial weight perturbation on top of `awp_base`
@@ -156,9 +157,13 @@ def make_mart(config):
 def make_fgsm_rs(config):
   """Wong et al. 2020: FGSM with a random start; train_attack gives only norm and eps."""
   step_size = _field(config, 'fgsm_step', positive=True)
+  clip_start = config.defense.get('fgsm_clip_start', True)
+  if not isinstance(clip_start, bool):
+    raise errors.ConfigError(f'defense.fgsm_clip_start={clip_start!r} must be True or False.')
   f = attacks.validate(config.train_attack, 'train_attack')
   return Defense(
-      perturb=fast_at.make_perturb(norm=f['norm'], eps=float(f['eps']), step_size=step_size),
+      perturb=fast_at.make_perturb(norm=f['norm'], eps=float(f['eps']), step_size=step_size,
+                                   clip_start=clip_start),
       loss=_ce_on(lambda x, x_adv: x_adv))
 
 

@@ -54,9 +54,10 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
 
   Args:
     model_cfg: anything with attributes `name` and, for 'wide_resnet', `depth` and `width`
-      (e.g. `config.model`); optionally `dtype` ('float32' | 'bfloat16', default 'float32') and
+      (e.g. `config.model`); optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
       `fast_ops` (default True: convolutions and pooling from `fast_ops`, whose input gradients
-      compile to faster code; the parameters are the same either way).
+      compile to faster code; the parameters are the same either way) and `normalize` (default
+      True; False ignores mean and std and feeds the [0,1] pixels as they are).
     num_classes: number of logits K.
     mean, std: per-channel normalisation constants for inputs in [0,1], tuples of length C.
     dtype: compute dtype, overriding `model_cfg.dtype` (parameters stay float32; logits are
@@ -66,6 +67,8 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
     An unbound flax module mapping (x: f32[B,H,W,C] in [0,1], train: bool) -> f32[B,K].
   """
   cls = _model_class(model_cfg.name)
+  if not getattr(model_cfg, 'normalize', True):  # raw [0,1] pixels, as some papers' code feeds
+    mean, std = (0.0,), (1.0,)
   if dtype is None:
     dtype = compute_dtype(getattr(model_cfg, 'dtype', 'float32'))
   kwargs = dict(num_classes=int(num_classes), mean=tuple(float(m) for m in mean),
