@@ -9,8 +9,10 @@ Rows (`--config=configs/papers/wong2020_fast.py:ROW`):
 
   mnist_fgsm_rs      github.com/locuslab/fast_adversarial, MNIST/train_mnist.py: the
                      conv(16,4x4,s2,p1), conv(32,4x4,s2,p1), fc100, fc10 net (`small_cnn`); FGSM
-                     from a uniform start in the eps-ball, eps 0.3, step 0.375; Adam, batch 100,
-                     10 epochs, cyclic lr 0 -> 5e-3 (peak at 2/5) -> 0. Published: 98.50% clean,
+                     from a uniform start in the eps-ball, eps 0.3, step 0.375, the gradient
+                     taken at the unclipped x + delta (defense.fgsm_clip_start=False) and raw
+                     [0,1] inputs, as in that script; Adam, batch 100, 10 epochs, cyclic lr
+                     0 -> 5e-3 (peak at 2/5) -> 0. Published: 98.50% clean,
                      88.77% under PGD-50 x 10 restarts (step 0.01); AutoAttack 82.93% (Croce &
                      Hein 2020). Catastrophic overfitting (PGD accuracy collapsing to ~0 within an
                      epoch, seed-dependent) is watched as the authors advise, with PGD-10 on 512
@@ -54,6 +56,7 @@ def _fgsm_rs(c, eps, step, monitor_step, co_action='rollback'):
 
 def mnist_fgsm_rs():
   c = _fgsm_rs(common.mnist(default.get_config()), 0.3, 0.375, 0.075)
+  c.defense.fgsm_clip_start = False  # train_mnist.py: the gradient at the unclipped x + delta
   c.model.name = 'small_cnn'
   c.train.batch_size, c.train.epochs = 100, 10
   c.optim.name, c.optim.learning_rate = 'adam', 5e-3
