@@ -215,7 +215,13 @@ def test_per_example_keys_make_results_independent_of_batch_split(which):
   run = lambda s: _run(make, static, mlp_logits, x[s], y[s], keys[s], jnp.float32(1.0))
   whole = run(slice(None))
   halves = jnp.concatenate([run(slice(0, 4)), run(slice(4, 8))])
-  np.testing.assert_allclose(whole, halves, atol=1e-6)
+  # A batch of 8 and one of 4 may round the model's matmuls differently (seen on an AVX2 CPU),
+  # and FAB's discrete choices (the best point so far, the target) can turn a 1-ulp difference
+  # into a different valid adversarial point for a near-tie example. A batch-wide random stream
+  # or examples leaking into each other would change most of them (Square: checked by hand with
+  # the second half's keys swapped: all 4 differ); allow at most one to differ.
+  diff = np.abs(np.asarray(whole) - np.asarray(halves)).reshape(8, -1).max(axis=1)
+  assert int(np.sum(diff > 1e-6)) <= 1, diff
 
 
 def test_square_schedule_follows_the_paper():
