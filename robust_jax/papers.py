@@ -208,8 +208,8 @@ def row_lines(results):
   return lines
 
 
-HEADER = ('| row | setting | epochs (ours / paper) | test images | metric | attack (ours) | '
-          'paper % | ours % | delta | train + eval time |')
+HEADER = ('| row | setting | epochs (ours / paper) | test images | metric (as published) | '
+          'attack (ours) | paper % | ours % | delta | train + eval time |')
 RULE = '|---|---|---:|---:|---|---|---:|---:|---:|---|'
 
 
