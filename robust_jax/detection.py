@@ -12,12 +12,16 @@ the score that a fraction `defense.fpr` of clean held-out images exceed: the las
     results, artifacts = detection.evaluate(model, params, batch_stats, dataset, config, mesh)
 
 `evaluate` returns the schema of `robust_jax.evaluate.evaluate` with the detector in the loop:
-`clean_accuracy` counts a rejected clean input as an error; `attacks[name].accuracy` counts an
-adversarial input as defended when it is classified correctly or rejected; the worst case is the
-per-example minimum over all of them. A `detection` block adds the threshold, the realised
-false-positive rate on the calibration and the clean test images, the classifier's accuracies
-without the detector, and per attack the detection rate: of the attack's successful adversarial
-examples (clean-correct inputs it made misclassified), the fraction rejected.
+`clean_accuracy` counts an input as right when it is classified correctly and not rejected (a
+rejected clean input is an error); `attacks[name].accuracy` counts an example as defended when its
+clean input is right in that sense AND the attack's point is classified correctly or rejected (so
+a clean input the classifier gets wrong, or the detector rejects, is never defended, and every
+attack's accuracy is at most `clean_accuracy`; at eps = 0 it equals it); the worst case is the
+per-example AND over the clean condition and every attack. A `detection` block adds the
+threshold, the realised false-positive rate on the calibration and the clean test images, the
+classifier's accuracies without the detector, and per attack the detection rate: of the attack's
+successful adversarial examples (inputs the classifier alone gets right clean and wrong attacked,
+whether or not the detector rejects the clean input), the fraction rejected.
 
 Attacks in `eval.attacks` are naive (they see the classifier alone) unless they set
 `detector_penalty: c > 0`. Those attack the detector too, as Carlini & Wagner 2017 ("Adversarial
@@ -257,16 +261,20 @@ def _run(fn, params, batch_stats, images, labels, batch_size, mesh, key, bar, st
   return [state[name].copy() for name in _OUTPUTS]
 
 
-def abstention(clean_correct, correct, rejected):
+def abstention(clean_correct, clean_rejected, correct, rejected):
   """Accounting of one attack with abstention, from per-example bool[N] numpy arrays.
 
-  `clean_correct`: the classifier is right on the clean input; `correct`, `rejected`: it is right
-  on, and the detector rejects, the attack's point. Returns (defended bool[N] = correct or
-  rejected, a dict of the attack's detection figures).
+  `clean_correct`, `clean_rejected`: the classifier is right on, and the detector rejects, the
+  clean input; `correct`, `rejected`: the same on the attack's point. Returns (defended bool[N], a
+  dict of the attack's detection figures). An example is defended when its clean input is
+  classified correctly and accepted, and the attack's point is classified correctly or rejected:
+  a rejection only defends an input the deployed model got right, so defended <= clean accepted
+  and correct, with equality when the attack returns the clean inputs.
   """
   success = clean_correct & ~correct
   detected = int((success & rejected).sum())
-  return correct | rejected, {
+  defended = clean_correct & ~clean_rejected & (correct | rejected)
+  return defended, {
       'classifier_accuracy': float(correct.mean()), 'rejected': int(rejected.sum()),
       'successful': int(success.sum()), 'detected': detected,
       'detection_rate': detected / int(success.sum()) if success.any() else None}
@@ -329,12 +337,14 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
                       labels, bs, mesh, jax.random.fold_in(root, a_i), bar, store,
                       f'detector-attack-{name}')
     classifier_ok[name], violations = ok, violations + int(out.sum())
-    defended[name], det['attacks'][name] = abstention(clean_ok, ok, s > np.float32(t))
+    defended[name], det['attacks'][name] = abstention(clean_ok, clean_rejected, ok,
+                                                      s > np.float32(t))
     det['attacks'][name]['detector_aware'] = specs[name]['detector_penalty'] > 0
     results['attacks'][name] = {
         'accuracy': float(defended[name].mean()), 'correct': int(defended[name].sum()),
         'metric': metric(cfg), 'seconds': time.perf_counter() - t0, **specs[name]}
   bar.close()
+  # Per example: accepted and right on the clean input, and defended under every attack.
   worst = np.logical_and.reduce([accepted_ok] + list(defended.values()))
   results['worst_case_accuracy'] = float(worst.mean())
   results['worst_case_correct'] = int(worst.sum())

@@ -112,23 +112,63 @@ def test_abstention_accounting_against_a_hand_computation():
   assert d['test_fpr'] == pytest.approx(rejected.mean())
   assert d['classifier_clean_accuracy'] == pytest.approx(correct.mean())
   assert 0 < rejected.sum() < len(rejected)  # the accounting below is exercised
-  # Clean: a rejected input is an error. Attacked (eps 0: the clean inputs): rejected = defended.
-  assert results['clean_accuracy'] == pytest.approx((correct & ~rejected).mean())
-  assert results['attacks']['zero']['accuracy'] == pytest.approx((correct | rejected).mean())
-  assert results['attacks']['zero']['correct'] == int((correct | rejected).sum())
+  # Clean: a rejected input is an error. Attacked at eps 0 (the clean inputs): a rejection defends
+  # nothing the clean input did not already have, so the attack's accuracy is the clean one.
+  # (Some inputs are rejected, so `correct | rejected` would count more than this.)
+  accepted_ok = correct & ~rejected
+  assert results['clean_accuracy'] == pytest.approx(accepted_ok.mean())
+  assert results['attacks']['zero']['accuracy'] == results['clean_accuracy']
+  assert results['attacks']['zero']['correct'] == int(accepted_ok.sum())
   assert d['attacks']['zero']['successful'] == 0 and d['attacks']['zero']['detection_rate'] is None
-  assert results['worst_case_correct'] == int((correct & ~rejected).sum())
+  assert results['worst_case_correct'] == int(accepted_ok.sum())
   assert 'Detector `feature_squeezing`' in report.full_report(results)
 
 
-def test_abstention_counts_rejected_adversarial_points_as_defended():
-  clean_correct = np.array([1, 1, 1, 1, 0, 0], bool)
-  correct = np.array([1, 0, 0, 0, 0, 1], bool)   # the attack broke examples 1, 2, 3 (and 4)
-  rejected = np.array([1, 1, 0, 0, 1, 0], bool)
-  defended, d = detection.abstention(clean_correct, correct, rejected)
-  np.testing.assert_array_equal(defended, [1, 1, 0, 0, 1, 1])
-  assert d == {'classifier_accuracy': 2 / 6, 'rejected': 3, 'successful': 3, 'detected': 1,
-               'detection_rate': 1 / 3}
+def test_abstention_defends_only_clean_inputs_that_are_right_and_accepted():
+  # Per example: clean right?, clean rejected?, attacked right?, attacked rejected?
+  clean_correct = np.array([1, 1, 1, 1, 0, 0, 1, 1], bool)
+  clean_rejected = np.array([0, 0, 0, 0, 0, 0, 1, 1], bool)
+  correct = np.array([1, 0, 0, 0, 0, 1, 1, 0], bool)   # the attack broke 1, 2, 3 and 7
+  rejected = np.array([1, 1, 0, 0, 1, 0, 0, 1], bool)
+  defended, d = detection.abstention(clean_correct, clean_rejected, correct, rejected)
+  # 0: survives; 1: broken but rejected; 2, 3: broken and accepted; 4: clean wrong, its attacked
+  # point rejected; 5: clean wrong, attacked right; 6, 7: clean right but rejected clean.
+  np.testing.assert_array_equal(defended, [1, 1, 0, 0, 0, 0, 0, 0])
+  assert d == {'classifier_accuracy': 3 / 8, 'rejected': 4, 'successful': 4, 'detected': 2,
+               'detection_rate': 2 / 4}
+
+
+def test_a_clean_wrong_example_with_its_attacked_point_rejected_is_not_defended():
+  no, yes = np.array([False]), np.array([True])
+  for correct in (no, yes):  # whatever the classifier says on the attacked point
+    defended, _ = detection.abstention(no, no, correct, yes)
+    assert not defended.any()
+    defended, _ = detection.abstention(no, yes, correct, yes)  # rejected clean as well
+    assert not defended.any()
+
+
+def test_a_clean_correct_but_rejected_example_is_not_defended():
+  no, yes = np.array([False]), np.array([True])
+  for correct in (no, yes):
+    for rejected in (no, yes):
+      defended, _ = detection.abstention(yes, yes, correct, rejected)
+      assert not defended.any()
+  defended, _ = detection.abstention(yes, no, no, yes)  # accepted clean, attacked point rejected
+  assert defended.all()
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_defended_never_exceeds_clean_and_equals_it_for_the_identity_attack(seed):
+  r = np.random.default_rng(seed)
+  clean_correct, clean_rejected, correct, rejected = r.random((4, 200)) < 0.5
+  accepted_ok = clean_correct & ~clean_rejected
+  defended, _ = detection.abstention(clean_correct, clean_rejected, correct, rejected)
+  assert not (defended & ~accepted_ok).any()  # per example, so also in accuracy
+  assert defended.mean() <= accepted_ok.mean()
+  # An attack that returns the clean inputs (eps = 0) changes nothing.
+  identity, d = detection.abstention(clean_correct, clean_rejected, clean_correct, clean_rejected)
+  np.testing.assert_array_equal(identity, accepted_ok)
+  assert d['successful'] == 0
 
 
 def test_detector_aware_attack_beats_the_naive_one():
@@ -146,6 +186,12 @@ def test_detector_aware_attack_beats_the_naive_one():
   assert d['adaptive']['detection_rate'] < 0.5
   assert acc['adaptive']['metric'] == 'pgd30_linf_0.1_margin_detaware2'
   assert results['worst_case_accuracy'] <= acc['adaptive']['accuracy']
+  # With abstention, no attack's accuracy exceeds the clean one (rejection defends only inputs
+  # that were right and accepted clean); here some clean inputs are wrong or rejected.
+  assert results['clean_accuracy'] < 1
+  for name in ('naive', 'adaptive'):
+    assert acc[name]['accuracy'] <= results['clean_accuracy'], name
+  assert results['worst_case_accuracy'] <= min(a['accuracy'] for a in acc.values())
   checks = {k['name']: k for k in results['sanity_checks']}
   assert checks['detector-aware beats naive']['verdict'] == 'PASS'
   assert checks['detector-aware attack']['verdict'] == 'PASS'
