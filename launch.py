@@ -33,6 +33,9 @@ _TABLE_ROWS = flags.DEFINE_string(
     '(default with --config=PAPER.py:ROW: that row).')
 _TABLE_RUN = flags.DEFINE_bool(
     'table_run', True, '--mode=table: run the rows without results (false: only collect).')
+_TABLE_RERUN_STALE = flags.DEFINE_bool(
+    'table_rerun_stale', False, '--mode=table: also run again the rows flagged stale (results '
+    'from code older than the last change to the evaluation code, or +dirty / unknown).')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, '--mode=eval: a workdir or one checkpoint folder (default: --workdir).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
@@ -76,7 +79,8 @@ def _table():
   _, skipped = papers.run_table(
       path, which, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS['config']),
       run=_TABLE_RUN.value, validate=lambda c: validation.validate(c, devices),
-      run_fn=lambda c, w: experiment.train_and_evaluate(c, w, progress=_PROGRESS.value))
+      run_fn=lambda c, w: experiment.train_and_evaluate(c, w, progress=_PROGRESS.value),
+      rerun_stale=_TABLE_RERUN_STALE.value)
   if skipped:
     print(f'\nrobust_jax: error: {len(skipped)} row(s) could not run here: '
           f'{", ".join(skipped)} (reasons above the table).', file=sys.stderr, flush=True)

@@ -8,6 +8,13 @@ published and measured clean and robust accuracy, the delta, the attacks, the ep
 time of every row. Figures come from `paper.published` and `paper.labels` in each run's stored
 config, and from its measured results; a row whose run is missing is listed as not run.
 
+The epochs column gives the epochs trained, and the epoch of the evaluated weights where it
+differs (a rollback after catastrophic overfitting; the best epoch of co_action 'best'). The code
+column gives each row's `code_version` and flags as "stale" the rows whose code does not contain
+the last change to the evaluation and attack code, or is '+dirty' or unknown (zoo.CodeCheck);
+`rerun_stale` (launch.py --table_rerun_stale) runs those rows again instead of collecting them.
+A rerun resumes the row's workdir: a finished training is kept, the evaluation runs again.
+
   which rows: 'cpu' (every `paper.scale == 'cpu'` row; the default), 'full', 'all', or
   comma-separated names. Flags given as --config.a.b=v apply to every row run.
 """
@@ -97,14 +104,24 @@ def _results_path(base, row):
   return os.path.join(base, row, 'results.json')
 
 
-def run_rows(module, rows, base, overrides, validate, run_fn):
+def _stale(base, row, code):
+  """Why the results.json of `row` under `base` is stale under `code` (a CodeCheck), or None."""
+  with open(_results_path(base, row)) as f:
+    return code.stale(json.load(f).get('code_version'))
+
+
+def run_rows(module, rows, base, overrides, validate, run_fn, rerun_stale=False, code=None):
   """Runs (or resumes) each row of `rows` that has no results.json under `base`.
 
   validate(config) checks a row's config before anything runs; run_fn(config, workdir) trains
   and evaluates it (experiment.train_and_evaluate). A row whose dataset cannot be had here
   (DatasetUnavailableError) is skipped with its reason, and so are the rows that need it; any
   other error stops the table. Returns {row: reason} of the rows skipped.
+  rerun_stale: also runs the rows whose results.json is stale under `code` (a zoo.CodeCheck;
+  default: against this repository).
   """
+  if rerun_stale:
+    code = code or zoo.CodeCheck()
   from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   configs = {r: row_config(module, r, overrides, base) for r in rows}
   for c in configs.values():
@@ -116,8 +133,11 @@ def run_rows(module, rows, base, overrides, validate, run_fn):
       skipped[r] = f'needs {need}, which did not run'
       continue
     if os.path.exists(_results_path(base, r)):
-      logging.info('%s/%s: results.json exists; collected, not rerun.', module.PAPER, r)
-      continue
+      why = _stale(base, r, code) if rerun_stale else None
+      if not why:
+        logging.info('%s/%s: results.json exists; collected, not rerun.', module.PAPER, r)
+        continue
+      logging.info('%s/%s: results.json is stale (%s); running it again.', module.PAPER, r, why)
     logging.info('%s/%s: running (%s).', module.PAPER, r, configs[r].paper.title)
     try:
       run_fn(configs[r], os.path.join(base, r))
@@ -172,18 +192,43 @@ def _duration(seconds):
   return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
 
 
-def _epochs(results):
-  cfg, steps = results['config'], results.get('train_steps')
+def _steps_per_epoch(cfg):
   n_train = {'mnist': 60000, 'fashion_mnist': 60000, 'cifar10': 50000, 'cifar100': 50000,
              'svhn_cropped': 73257}.get(cfg['data']['name'])
-  if steps is None or not n_train:
-    return '-'
+  if not n_train:
+    return None
   n_train -= cfg['train'].get('monitor_examples', 0)
-  return f'{steps / max(1, n_train // cfg["train"]["batch_size"]):.3g}'
+  return max(1, n_train // cfg['train']['batch_size'])
 
 
-def row_lines(results):
-  """The table lines of one results dict: the clean line, then one per published metric."""
+def _epoch(steps, spe):
+  return f'{steps / spe:.3g}'
+
+
+def _epochs(results, paper_epochs):
+  """The epochs cell: 'trained / paper', and the epoch of the evaluated weights if it differs.
+
+  `train_steps` is the step of the weights evaluated: after a rollback, the best epoch's, while
+  training went on to the monitor's `stopped_at`. With co_action 'best' the final weights are
+  the table's and the best epoch's are its best_* metrics.
+  """
+  spe, weights = _steps_per_epoch(results['config']), results.get('train_steps')
+  if weights is None or spe is None:
+    return f'- / {paper_epochs}'
+  trained = (results.get('monitor') or {}).get('stopped_at') or weights
+  text = f'{_epoch(trained, spe)} / {paper_epochs}'
+  if _epoch(weights, spe) != _epoch(trained, spe):
+    text += f' (weights of epoch {_epoch(weights, spe)})'
+  best = (results.get('early_stopping') or {}).get('step')
+  if best is not None and _epoch(best, spe) != _epoch(weights, spe):
+    text += f' (best-epoch rows: weights of epoch {_epoch(best, spe)})'
+  return text
+
+
+def row_lines(results, code_cell=''):
+  """The table lines of one results dict: the clean line, then one per published metric.
+
+  code_cell: the code column of the first line (the row's code version)."""
   paper = results['config']['paper']
   published, labels = dict(paper.get('published') or {}), dict(paper.get('labels') or {})
   metrics = ['clean'] + [m for m in published if m != 'clean']
@@ -194,7 +239,7 @@ def row_lines(results):
   train_s = results.get('train_seconds_total') or results.get('train_seconds_this_run')
   eval_s = (results.get('eval_seconds') or 0) + (
       (results.get('early_stopping') or {}).get('eval_seconds') or 0)
-  head = (f'{paper["row"]} | {paper["title"]} | {_epochs(results)} / {paper["epochs"]} | '
+  head = (f'{paper["row"]} | {paper["title"]} | {_epochs(results, paper["epochs"])} | '
           f'{results.get("num_examples")}')
   lines = []
   for i, m in enumerate(metrics):
@@ -204,19 +249,24 @@ def row_lines(results):
     first = head if i == 0 else ' |  |  | '
     time_cell = f'{_duration(train_s)} + {_duration(eval_s)}' if i == 0 else ''
     lines.append(f'| {first} | {label} | {used} | {"-" if pub is None else f"{pub:.2f}"} | '
-                 f'{_pct(ours)} | {_delta(ours, pub)} | {time_cell} |')
+                 f'{_pct(ours)} | {_delta(ours, pub)} | {time_cell} | '
+                 f'{code_cell if i == 0 else ""} |')
   return lines
 
 
 HEADER = ('| row | setting | epochs (ours / paper) | test images | metric (as published) | '
-          'attack (ours) | paper % | ours % | delta | train + eval time |')
-RULE = '|---|---|---:|---:|---|---|---:|---:|---:|---|'
+          'attack (ours) | paper % | ours % | delta | train + eval time | code |')
+RULE = '|---|---|---:|---:|---|---|---:|---:|---:|---|---|'
 
 
-def render(module, rows, base, skipped=None):
-  """The Markdown table of `rows` from their results.json files under `base`."""
+def render(module, rows, base, skipped=None, code=None):
+  """The Markdown table of `rows` from their results.json files under `base`.
+
+  code: the zoo.CodeCheck that flags stale rows (default: against this repository).
+  """
+  code = code or zoo.CodeCheck()
   lines = [f'**{module.PAPER}** ({base})', '', HEADER, RULE]
-  missing, notes, devices, sources = [], [], set(), set()
+  missing, notes, devices, sources, stale = [], [], set(), set(), []
   for r in rows:
     path = _results_path(base, r)
     if not os.path.exists(path):
@@ -224,7 +274,10 @@ def render(module, rows, base, skipped=None):
       continue
     with open(path) as f:
       results = json.load(f)
-    lines += row_lines(results)
+    version = results.get('code_version')
+    lines += row_lines(results, code.cell(version))
+    if code.stale(version):
+      stale.append(f'- {r}: stale, {code.stale(version)}.')
     paper = results['config']['paper']
     devices.update(d.split('(')[0] for d in results.get('devices', []))
     if results.get('sanity_checks'):
@@ -246,8 +299,12 @@ def render(module, rows, base, skipped=None):
     lines += ['', 'Published figures: ' + '; '.join(sorted(sources)) + '.']
   if devices:
     lines.append(f'Devices: {", ".join(sorted(devices))}.')
+  if len(missing) < len(rows):
+    lines.append(code.footnote())
   if notes:
     lines += [''] + notes
+  if stale:
+    lines += [''] + stale + ['', 'Run them again with `--table_rerun_stale`.']
   skipped = skipped or {}
   for r in [m for m in missing if m in skipped]:
     lines += ['', f'Could not run {r} here: {skipped[r]}']
@@ -256,16 +313,19 @@ def render(module, rows, base, skipped=None):
   return '\n'.join(lines)
 
 
-def run_table(config_path, which, base, overrides, run, validate, run_fn):
-  """Runs the rows that lack results (if `run`), prints the table (process 0 also writes it to
-  `<base>/table.md`); returns (text, {row: reason} of the rows that could not run here)."""
+def run_table(config_path, which, base, overrides, run, validate, run_fn, rerun_stale=False):
+  """Runs the rows that lack results (if `run`; with `rerun_stale` also the stale ones), prints
+  the table (process 0 also writes it to `<base>/table.md`); returns (text, {row: reason} of the
+  rows that could not run here)."""
   module = load_module(config_path)
   rows = select_rows(module, which)
   base = base or os.path.join('workdirs', 'papers', module.PAPER)
   skipped = {}
+  code = zoo.CodeCheck()
   if run:
-    skipped = run_rows(module, with_needs(module, rows), base, overrides, validate, run_fn)
-  text = render(module, rows, base, skipped)
+    skipped = run_rows(module, with_needs(module, rows), base, overrides, validate, run_fn,
+                       rerun_stale, code)
+  text = render(module, rows, base, skipped, code)
   if jax.process_index() == 0:
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, 'table.md'), 'w') as f:

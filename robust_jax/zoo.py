@@ -11,8 +11,12 @@ after the runs it depends on (a distillation student after its teacher, an ensem
 members), `--jobs` of them at a time, each logging to workdirs/zoo/NAME.log. `table` prints one
 Markdown row per defense: clean accuracy, accuracy under the naive PGD (`eval.attacks.naive`),
 under the adaptive attack (`eval.attacks.adaptive`, or the attack suite when there is none), the
-per-example worst case over every attack that ran, the sanity-check verdicts, and training time,
-with the command that produced the row.
+per-example worst case over every attack that ran, the sanity-check verdicts, training time and
+the code version of the row's results.json, with the command that produced the row. A row is
+flagged "stale" (`CodeCheck`) when its code does not contain the last commit that changed the
+evaluation and attack code (`EVAL_CODE`), or when its version is '+dirty' or unknown;
+`run --rerun_stale` runs such rows again (resuming their checkpoints: a finished training is kept
+and the evaluation runs again with today's code).
 """
 
 import argparse
@@ -25,6 +29,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIRS = os.path.join('workdirs', 'zoo')
+# The evaluation and attack code: results from a commit older than its last change are stale.
+EVAL_CODE = ('robust_jax/attacks', 'robust_jax/evaluate.py', 'robust_jax/sanity.py',
+             'robust_jax/detection.py')
 
 
 def _row(name, config, *flags, needs=(), table=True, note='', epoch_scale=1):
@@ -114,11 +121,21 @@ def _closure(names):
   return [r for r in ROWS if r['name'] in want]
 
 
-def run(names, jobs, examples, extra, force=False, epochs=0):
-  """Runs the rows (and what they need) not done yet; returns the names that failed."""
+def _stale(name, code):
+  """Why row `name`'s results.json is stale under `code` (a CodeCheck), or None."""
+  return code.stale(_version(os.path.join(ROOT, workdir(name), 'results.json')))
+
+
+def run(names, jobs, examples, extra, force=False, epochs=0, rerun_stale=False):
+  """Runs the rows (and what they need) not done yet; returns the names that failed.
+
+  rerun_stale: also run again the rows whose results are stale (`CodeCheck`).
+  """
   rows = _closure(names)
   os.makedirs(os.path.join(ROOT, WORKDIRS), exist_ok=True)
-  pending = {r['name']: r for r in rows if force or not _done(r['name'])}
+  code = CodeCheck() if rerun_stale else None
+  pending = {r['name']: r for r in rows if force or not _done(r['name'])
+             or (code is not None and _stale(r['name'], code))}
   finished, failed = {r['name'] for r in rows if r['name'] not in pending}, set()
   python = sys.executable
 
@@ -153,6 +170,84 @@ def run(names, jobs, examples, extra, force=False, epochs=0):
         name = running.pop(fut)
         (finished if fut.result() == 0 else failed).add(name)
   return sorted(failed)
+
+
+def _git(root, *args):
+  """(return code, stdout) of `git args` run in `root`; (None, '') where git cannot run."""
+  try:
+    p = subprocess.run(['git', *args], cwd=root, capture_output=True, text=True, timeout=60)
+  except (OSError, subprocess.SubprocessError):
+    return None, ''
+  return p.returncode, p.stdout.strip()
+
+
+def short_version(version):
+  """'1a2b3c4', '1a2b3c4+dirty' or 'unknown' for a results.json `code_version`."""
+  if not version or version == 'unknown':
+    return 'unknown'
+  commit, dirty = version.split('+')[0], '+dirty' in version
+  return commit[:7] + ('+dirty' if dirty else '')
+
+
+class CodeCheck:
+  """Judges results.json `code_version`s against the evaluation code of the repository `root`.
+
+  A row is stale (`stale` returns why) when its version is unknown or '+dirty' (uncommitted
+  edits: which ones is not recorded), when its commit is not in this repository, or when it does
+  not contain `last_change`, the last commit that changed `EVAL_CODE` (git merge-base
+  --is-ancestor). Without git history here every row is stale: nothing can be checked.
+  """
+
+  def __init__(self, root=None):
+    self.root = root or ROOT
+    rc, out = _git(self.root, 'log', '-1', '--format=%H', '--', *EVAL_CODE)
+    self.last_change = out if rc == 0 and out else None
+    rc, out = _git(self.root, 'status', '--porcelain', '--', *EVAL_CODE)
+    self.eval_code_dirty = rc == 0 and bool(out)  # uncommitted edits to it in this checkout
+    self._seen = {}
+
+  def stale(self, version):
+    """None if `version` has today's evaluation code, else the reason its row is flagged."""
+    if version not in self._seen:
+      self._seen[version] = self._stale(version)
+    return self._seen[version]
+
+  def _stale(self, version):
+    if not version or version == 'unknown':
+      return 'no code version recorded'
+    if '+dirty' in version:
+      return 'uncommitted changes (+dirty): the code that ran is not recorded'
+    if self.last_change is None:
+      return 'no git history of the evaluation code here to check it against'
+    rc, _ = _git(self.root, 'merge-base', '--is-ancestor', self.last_change, version)
+    if rc == 0:
+      return None
+    if rc == 1:
+      return (f'older than the last change to the evaluation code '
+              f'({short_version(self.last_change)})')
+    return 'commit not in this repository'
+
+  def cell(self, version):
+    """The table cell: the short version, '(stale)' after it when flagged."""
+    return short_version(version) + (' (stale)' if self.stale(version) else '')
+
+  def footnote(self):
+    """The line under a table that says what the rows were checked against."""
+    if self.last_change is None:
+      return ('Code: no git history of the evaluation code here, so no row could be checked '
+              'against it.')
+    text = (f'Code: each row\'s results.json `code_version`; "stale" where it is unknown, '
+            f'+dirty, or older than {short_version(self.last_change)}, the last change to '
+            f'the evaluation and attack code ({", ".join(EVAL_CODE)}).')
+    if self.eval_code_dirty:
+      text += (' That code has uncommitted changes in this checkout, which no row has been '
+               'checked against.')
+    return text
+
+
+def _version(results_path):
+  with open(results_path) as f:
+    return json.load(f).get('code_version')
 
 
 def _pct(x):
@@ -196,30 +291,43 @@ def summarise(results):
               devices=results.get('devices', []))
 
 
-def table(names=None, examples=1000, extra=(), epochs=0):
-  """The Markdown table of the rows whose results exist, then the command of each row."""
+def table(names=None, examples=1000, extra=(), epochs=0, code=None):
+  """The Markdown table of the rows whose results exist, then the command of each row.
+
+  code: the CodeCheck that flags stale rows (default: against this repository).
+  """
+  code = code or CodeCheck()
   rows = [r for r in ROWS if r['table'] and (names is None or r['name'] in names)]
   lines = ['| defense | clean | naive PGD-40 | adaptive | adaptive attack | worst case | '
-           'sanity checks | train (s) |', '|---|---:|---:|---:|---|---:|---|---:|']
-  cmds, missing, ns, devs = [], [], set(), set()
+           'sanity checks | train (s) | code |', '|---|---:|---:|---:|---|---:|---|---:|---|']
+  cmds, missing, ns, devs, stale = [], [], set(), set(), []
   for r in rows:
     path = os.path.join(ROOT, workdir(r['name']), 'results.json')
     if not os.path.exists(path):
       missing.append(r['name'])
       continue
     with open(path) as f:
-      s = summarise(json.load(f))
+      results = json.load(f)
+    s = summarise(results)
     ns.add(s['n'])
     devs.update(d.split('(')[0] for d in s['devices'])
     label = r['name'] + (f' ({r["note"]})' if r['note'] else '')
     train = '-' if s['train_s'] is None else f'{s["train_s"]:.0f}'
+    version = results.get('code_version')
     lines.append(f'| {label} | {_pct(s["clean"])} | {_pct(s["naive"])} | {_pct(s["adaptive"])} '
-                 f'| {s["adaptive_attack"]} | {_pct(s["worst"])} | {s["sanity"]} | {train} |')
+                 f'| {s["adaptive_attack"]} | {_pct(s["worst"])} | {s["sanity"]} | {train} '
+                 f'| {code.cell(version)} |')
+    if code.stale(version):
+      stale.append(f'- {r["name"]}: stale, {code.stale(version)}.')
     needs = ''.join(f'`{" ".join(command(BY_NAME[n], examples, extra, epochs))}` then ' for n in
                     [x['name'] for x in _closure([r['name']]) if x['name'] != r['name']])
     cmds.append(f'- {r["name"]}: {needs}`{" ".join(command(r, examples, extra, epochs))}`')
   lines += ['', f'Accuracy in % on the first {", ".join(map(str, sorted(ns)))} test images; '
-            f'devices: {", ".join(sorted(devs)) or "-"}.', '', 'Commands:', ''] + cmds
+            f'devices: {", ".join(sorted(devs)) or "-"}.', code.footnote()]
+  if stale:
+    lines += [''] + stale + ['', 'Run them again with `python -m robust_jax.zoo run '
+                             '--rerun_stale` (with the flags of the commands below).']
+  lines += ['', 'Commands:', ''] + cmds
   if missing:
     lines += ['', f'Not run yet: {", ".join(missing)}.']
   return '\n'.join(lines)
@@ -232,6 +340,9 @@ def main(argv=None):
   p.add_argument('--jobs', type=int, default=1, help='runs at a time')
   p.add_argument('--examples', type=int, default=1000, help='test images evaluated (0 = all)')
   p.add_argument('--force', action='store_true', help='rerun rows that have results')
+  p.add_argument('--rerun_stale', action='store_true',
+                 help='run: also rerun rows whose results come from code older than the last '
+                      'change to the evaluation code, or from a +dirty or unknown version')
   p.add_argument('--epochs', type=int, default=0,
                  help='passes over the training data for every row (0: as each config says)')
   p.add_argument('--workdirs', default=WORKDIRS, help='folder of the runs (default %(default)s)')
@@ -246,7 +357,7 @@ def main(argv=None):
       print(' '.join(command(r, a.examples, a.extra, a.epochs)))
     return 0
   if a.action == 'run':
-    failed = run(names, a.jobs, a.examples, a.extra, a.force, a.epochs)
+    failed = run(names, a.jobs, a.examples, a.extra, a.force, a.epochs, a.rerun_stale)
     if failed:
       print(f'zoo: failed: {", ".join(failed)}', file=sys.stderr)
       return 1

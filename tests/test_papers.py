@@ -22,8 +22,10 @@ from robust_jax import errors
 from robust_jax import experiment
 from robust_jax import papers
 from robust_jax import validation
+from robust_jax import zoo
 from tests import conftest
 from tests import helpers
+from tests.test_zoo import make_repo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', 'papers', '*.py'))
@@ -153,6 +155,113 @@ def test_table_reads_the_best_checkpoint_figures_of_early_stopping(tmp_path):
   assert '| 45.59 | 46.00 | +0.41 |' in final
 
 
+def test_epochs_column_shows_the_trained_length_and_the_epoch_of_the_weights(tmp_path):
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'wong2020_fast.py'))
+  base = str(tmp_path)
+  # (60,000 - 512 monitored) // 100 = 594 steps an epoch. The rollback row trained 8 epochs
+  # (stopped at step 4752) and returned the weights of step 1782, epoch 3: train_steps is the
+  # step of the returned weights.
+  rb = _sample_results(m, 'fmnist_co_rollback_cpu', 0.819, {'pgd50x10': 0.696})
+  rb['train_steps'] = 1782
+  rb['monitor'] = {'co_action': 'rollback', 'stopped_at': 4752, 'rolled_back_to': 1782,
+                   'collapses': [{'epoch': 8.0, 'pgd_accuracy': 0.453,
+                                  'best_pgd_accuracy': 0.723}]}
+  _write(base, 'fmnist_co_rollback_cpu', rb)
+  _write(base, 'fmnist_co_cpu', _sample_results(m, 'fmnist_co_cpu', 0.829, {'pgd50x10': 0.196}))
+  text = papers.render(m, ['fmnist_co_cpu', 'fmnist_co_rollback_cpu'], base)
+  lines = text.splitlines()
+  line = next(x for x in lines if x.startswith('| fmnist_co_rollback_cpu |'))
+  assert '| 8 / 10 (weights of epoch 3) | 1000 |' in line, line
+  line = next(x for x in lines if x.startswith('| fmnist_co_cpu |'))
+  assert '| 10 / 10 | 1000 |' in line, line  # trained to the end: one figure
+  assert 'stopped at step 4752, weights of step 1782' in text
+  # co_action 'best': the final weights are the table's; the best epoch's weights are noted.
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'rice2020.py'))
+  spe = (50000 - 1000) // 128
+  best = _sample_results(m, 'cifar10_pgd10', 0.84, {'pgd10': 0.46},
+                         early={'clean_accuracy': 0.81, 'step': 103 * spe, 'epoch': 103.0,
+                                'attacks': {'pgd10': {'accuracy': 0.52, 'metric': 'pgd10'}}})
+  best['train_steps'] = 200 * spe
+  _write(base, 'cifar10_pgd10', best)
+  line = next(x for x in papers.render(m, ['cifar10_pgd10'], base).splitlines()
+              if x.startswith('| cifar10_pgd10 |'))
+  assert '| 200 / 200 (best-epoch rows: weights of epoch 103) | 1000 |' in line, line
+
+
+def test_table_shows_each_rows_code_version_and_flags_stale_rows(tmp_path):
+  repo, base = tmp_path / 'repo', str(tmp_path / 'runs')
+  commits = make_repo(str(repo))
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  fresh = _sample_results(m, 'fmnist_plain_cpu', 0.91, {'pgd40x10': 0.02}, suite=0.01)
+  fresh['code_version'] = commits['after']
+  old = _sample_results(m, 'fmnist_at_cpu', 0.88, {'pgd40x10': 0.74}, suite=0.73)
+  old['code_version'] = commits['old']
+  _write(base, 'fmnist_plain_cpu', fresh)
+  _write(base, 'fmnist_at_cpu', old)
+  text = papers.render(m, ['fmnist_plain_cpu', 'fmnist_at_cpu'], base,
+                       code=zoo.CodeCheck(str(repo)))
+  lines = text.splitlines()
+  assert papers.HEADER in lines and papers.HEADER.endswith('| code |')
+  plain = next(x for x in lines if x.startswith('| fmnist_plain_cpu |'))
+  assert plain.endswith(f'| 2m05s + 1m01s | {commits["after"][:7]} |'), plain
+  at = next(x for x in lines if x.startswith('| fmnist_at_cpu |'))
+  assert at.endswith(f'| {commits["old"][:7]} (stale) |'), at
+  assert all(x.count('|') == papers.HEADER.count('|') for x in lines if x.startswith('| '))
+  assert (f'- fmnist_at_cpu: stale, older than the last change to the evaluation code '
+          f'({commits["change"][:7]}).') in lines
+  assert not any(x.startswith('- fmnist_plain_cpu: stale') for x in lines)
+  assert '--table_rerun_stale' in text
+  # A +dirty or unknown version is flagged too.
+  for version, cell in [(commits['after'] + '+dirty', f'{commits["after"][:7]}+dirty (stale)'),
+                        (None, 'unknown (stale)')]:
+    fresh['code_version'] = version
+    with open(os.path.join(base, 'fmnist_plain_cpu', 'results.json'), 'w') as f:
+      json.dump(fresh, f)
+    text = papers.render(m, ['fmnist_plain_cpu'], base, code=zoo.CodeCheck(str(repo)))
+    assert f'| {cell} |' in text and '- fmnist_plain_cpu: stale, ' in text
+
+
+def test_rerun_stale_runs_the_flagged_rows_again_and_keeps_the_others(tmp_path, monkeypatch):
+  repo, base = tmp_path / 'repo', str(tmp_path / 'runs')
+  commits = make_repo(str(repo))
+  m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  for row, version in [('fmnist_plain_cpu', commits['after']), ('fmnist_at_cpu', commits['old'])]:
+    r = _sample_results(m, row, 0.9, {'pgd40x10': 0.5}, suite=0.4)
+    r['code_version'] = version
+    _write(base, row, r)
+  calls = []
+
+  def fake_run(config, workdir):
+    calls.append(config.paper.row)
+    r = _sample_results(m, config.paper.row, 0.9, {'pgd40x10': 0.5}, suite=0.4)
+    r['code_version'] = commits['after']
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(r, f)
+
+  rows = ['fmnist_plain_cpu', 'fmnist_at_cpu']
+  validate = lambda c: validation.validate(c, 1)  # noqa: E731
+  code = zoo.CodeCheck(str(repo))
+  papers.run_rows(m, rows, base, {}, validate, fake_run, code=code)
+  assert not calls  # without the option, stale rows are collected as they are
+  papers.run_rows(m, rows, base, {}, validate, fake_run, rerun_stale=True, code=code)
+  assert calls == ['fmnist_at_cpu']
+  # Through run_table (what launch.py --table_rerun_stale calls), against the repository
+  # zoo.ROOT names: the rerun row is no longer flagged.
+  calls.clear()
+  monkeypatch.setattr(zoo, 'ROOT', str(repo))
+  old = _sample_results(m, 'fmnist_at_cpu', 0.9, {'pgd40x10': 0.5}, suite=0.4)
+  old['code_version'] = commits['old']
+  with open(os.path.join(base, 'fmnist_at_cpu', 'results.json'), 'w') as f:
+    json.dump(old, f)
+  path = os.path.join(ROOT, 'configs', 'papers', 'croce2019.py')
+  text, _ = papers.run_table(path, 'cpu', base, {}, run=True, validate=validate,
+                             run_fn=fake_run, rerun_stale=False)
+  assert not calls and '(stale)' in text
+  text, _ = papers.run_table(path, 'cpu', base, {}, run=True, validate=validate,
+                             run_fn=fake_run, rerun_stale=True)
+  assert calls == ['fmnist_at_cpu'] and '(stale)' not in text
+
+
 def test_rows_run_after_their_needs_and_skip_missing_data_and_finished_rows(tmp_path):
   m = papers.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
   base = str(tmp_path)
@@ -190,11 +299,13 @@ def test_launch_table_mode_collects_without_running(tmp_path):
          _sample_results(m, 'fmnist_plain_cpu', 0.91, {'pgd40x10': 0.02}, suite=0.01))
   out = subprocess.run(
       [sys.executable, 'launch.py', '--mode=table', '--config=configs/papers/croce2019.py',
-       f'--workdir={tmp_path}', '--table_run=false'], cwd=ROOT, env=conftest.SUBPROCESS_ENV,
+       f'--workdir={tmp_path}', '--table_run=false', '--table_rerun_stale=false'], cwd=ROOT,
+      env=conftest.SUBPROCESS_ENV,
       capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert '| 90.50 | 91.00 | +0.50 |' in out.stdout
   assert 'Not run yet: fmnist_at_cpu.' in out.stdout
+  assert '| unknown (stale) |' in out.stdout  # the sample has no code_version
   with open(tmp_path / 'table.md') as f:
     assert '| 90.50 | 91.00 | +0.50 |' in f.read()
 

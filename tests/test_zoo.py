@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -58,3 +59,100 @@ def test_run_skips_dependents_of_a_failed_run(tmp_path, monkeypatch):
   assert failed == ['distillation', 'distillation_teacher']
   assert len(calls) == 1 and '--workdir=workdirs/zoo/distillation_teacher' in calls[0]
   assert '--config.eval.num_examples=10' in calls[0]
+
+
+def make_repo(root):
+  """A git repo at `root` with three commits: 'old', then 'change' (the last change to the
+  evaluation code, zoo.EVAL_CODE), then 'after' (a README edit). Returns their full hashes."""
+
+  def git(*args):
+    return subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-c',
+                           'commit.gpgsign=false', *args], cwd=root, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+  os.makedirs(os.path.join(root, 'robust_jax', 'attacks'), exist_ok=True)
+  git('init', '-q')
+  commits = {}
+  for name, path in [('old', 'robust_jax/attacks/pgd.py'), ('change', 'robust_jax/attacks/pgd.py'),
+                     ('after', 'README.md')]:
+    with open(os.path.join(root, path), 'a') as f:
+      f.write(f'# {name}\n')
+    git('add', path)
+    git('commit', '-q', '-m', name)
+    commits[name] = git('rev-parse', 'HEAD')
+  return commits
+
+
+def test_code_check_flags_older_dirty_unknown_and_foreign_versions(tmp_path):
+  commits = make_repo(str(tmp_path))
+  code = zoo.CodeCheck(str(tmp_path))
+  assert code.last_change == commits['change'] and not code.eval_code_dirty
+  assert code.stale(commits['after']) is None and code.stale(commits['change']) is None
+  assert 'older than the last change' in code.stale(commits['old'])
+  assert commits['change'][:7] in code.stale(commits['old'])
+  assert '+dirty' in code.stale(commits['after'] + '+dirty')
+  assert code.stale('unknown') and code.stale(None)
+  assert 'not in this repository' in code.stale('0123456789' * 4)
+  assert code.cell(commits['after']) == commits['after'][:7]
+  assert code.cell(commits['old']) == commits['old'][:7] + ' (stale)'
+  assert code.cell(commits['after'] + '+dirty') == commits['after'][:7] + '+dirty (stale)'
+  assert code.cell(None) == 'unknown (stale)'
+  # An uncommitted edit of the evaluation code here is said under the table.
+  with open(tmp_path / 'robust_jax' / 'evaluate.py', 'w') as f:
+    f.write('# new\n')
+  assert 'uncommitted changes' in zoo.CodeCheck(str(tmp_path)).footnote()
+  # Without git history nothing can be checked: every row is flagged.
+  elsewhere = tmp_path.parent / (tmp_path.name + '_nogit')
+  os.makedirs(elsewhere)
+  nogit = zoo.CodeCheck(str(elsewhere))
+  assert nogit.last_change is None and nogit.stale(commits['after'])
+
+
+def _write_zoo_results(root, name, version):
+  res = _results(0.9, 0.5, 0.4, 0.4)
+  if version is not None:
+    res['code_version'] = version
+  os.makedirs(root / zoo.workdir(name))
+  with open(root / zoo.workdir(name) / 'results.json', 'w') as f:
+    json.dump(res, f)
+
+
+def test_table_shows_each_rows_code_version_and_flags_stale_rows(tmp_path, monkeypatch):
+  commits = make_repo(str(tmp_path))
+  monkeypatch.setattr(zoo, 'ROOT', str(tmp_path))
+  for name, version in [('standard', commits['after']), ('pgd_at', commits['old']),
+                        ('trades', commits['after'] + '+dirty'), ('mart', None)]:
+    _write_zoo_results(tmp_path, name, version)
+  text = zoo.table()
+  lines = text.splitlines()
+  assert lines[0].endswith('| train (s) | code |')
+  assert f'| 12 | {commits["after"][:7]} |' in next(x for x in lines if x.startswith('| standard'))
+  assert f'| 12 | {commits["old"][:7]} (stale) |' in next(x for x in lines
+                                                           if x.startswith('| pgd_at'))
+  assert '+dirty (stale) |' in next(x for x in lines if x.startswith('| trades'))
+  assert '| unknown (stale) |' in next(x for x in lines if x.startswith('| mart'))
+  assert f'- pgd_at: stale, older than the last change to the evaluation code ' \
+         f'({commits["change"][:7]}).' in lines
+  assert not any(x.startswith('- standard: stale') for x in lines)
+  assert f'older than {commits["change"][:7]}, the last change' in text
+  assert '--rerun_stale' in text
+
+
+def test_run_reruns_stale_rows_only_when_asked(tmp_path, monkeypatch):
+  commits = make_repo(str(tmp_path))
+  monkeypatch.setattr(zoo, 'ROOT', str(tmp_path))
+  _write_zoo_results(tmp_path, 'standard', commits['after'])
+  _write_zoo_results(tmp_path, 'pgd_at', commits['old'])
+  calls = []
+
+  def fake_call(args, cwd, stdout, stderr):
+    calls.append(next(a for a in args if a.startswith('--workdir=')))
+    return 0
+  monkeypatch.setattr(zoo.subprocess, 'call', fake_call)
+  assert zoo.run(['standard', 'pgd_at'], jobs=1, examples=10, extra=[]) == []
+  assert not calls  # both have results: kept
+  assert zoo.run(['standard', 'pgd_at'], jobs=1, examples=10, extra=[], rerun_stale=True) == []
+  assert calls == ['--workdir=workdirs/zoo/pgd_at']
+  assert zoo.main(['run', '--only=standard,pgd_at', '--rerun_stale',
+                   '--workdirs=workdirs/zoo']) == 0
+  assert calls == ['--workdir=workdirs/zoo/pgd_at'] * 2
