@@ -40,8 +40,9 @@ def get_config():
   c.model = ml_collections.ConfigDict(dict(
       name='small_cnn',
       depth=28, width=10,          # wide_resnet only
-      # BatchNorm while an attack runs: 'eval' uses running statistics; 'train' uses the
-      # attacked batch's statistics (without updating the running ones).
+      # BatchNorm while the TRAINING attack runs: 'eval' uses running statistics; 'train' uses
+      # the attacked batch's statistics (without updating the running ones). Evaluations (and
+      # the overfitting monitor) always attack the inference-mode model they score.
       attack_bn_mode='eval',
       # Compute dtype: 'float32' or 'bfloat16' (parameters and logits stay float32; bfloat16 is
       # for accelerators: it is slower than float32 on CPU).

@@ -303,7 +303,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   n = len(dataset.test_labels) if config.eval.num_examples <= 0 else min(
       config.eval.num_examples, len(dataset.test_labels))
   images, labels = dataset.test_images[:n], dataset.test_labels[:n]
-  bs, bn = config.eval.batch_size, config.model.attack_bn_mode
+  bs, bn = config.eval.batch_size, evaluate_lib.BN_MODE  # attack the scored model
   root = rng.root_key(config.seed, rng.EVAL)
   bar = tqdm.tqdm(total=len(cal_y) + n * (1 + len(named)), desc='eval', unit='img',
                   dynamic_ncols=True, mininterval=2.0,
@@ -363,7 +363,7 @@ def _classifier_checks(model, params, batch_stats, images, labels, config, named
   """The gradient-masking checks of robust_jax.sanity on the classifier alone (naive attacks)."""
   m = min(config.eval.sanity_examples, len(labels))
   x, y = images[:m].astype(np.float32) / 255.0, labels[:m]
-  fn = model_fns.logits_fn(model, params, batch_stats, config.model.attack_bn_mode)
+  fn = model_fns.logits_fn(model, params, batch_stats, evaluate_lib.BN_MODE)
   naive = [(k, c) for k, c in named if specs[k]['detector_penalty'] == 0]
   iterative = [(k, c) for k, c in naive if c['name'] != 'fgsm']
   single = [k for k, c in naive if c['name'] == 'fgsm']

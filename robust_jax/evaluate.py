@@ -6,6 +6,10 @@ of correct counts over the number of examples, never averages of batch averages.
 attack randomness is a function of (seed, attack, example index), so results do not depend on the
 batch size or the number of devices. Accuracy is always recomputed on the points the attack
 returned, and each returned point is checked to lie in its eps-ball and in [0,1].
+
+An evaluation attacks exactly the model it scores: the network in inference mode (BatchNorm with
+its running statistics, `BN_MODE`), whatever `model.attack_bn_mode` says for the training
+attack, so no example's result depends on the other examples of its batch or on padding.
 """
 
 import hashlib
@@ -28,13 +32,15 @@ from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import sanity
 from robust_jax import suites
+from robust_jax import version
 from robust_jax.attacks import threat
 from robust_jax.models import preprocessed
 
 _SLACK = 1e-5  # relative float tolerance of the ball check
+BN_MODE = 'eval'  # evaluations attack and score the inference-mode model
 
 
-def make_eval_fn(model, attack_cfg, bn_mode, mesh):
+def make_eval_fn(model, attack_cfg, mesh):
   """Jitted `fn(params, batch_stats, images, labels, index, key) -> (correct, outside)`.
 
   `attack_cfg` None means clean accuracy. `index: int32[B]` is each example's test-set index.
@@ -51,11 +57,11 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh):
       keys = rng.example_keys(key, rng.ATTACK, index)
       # A random model's draws during the attack: their own stream, per example (EOT averages
       # eot_samples of them per step); the final prediction below draws afresh.
-      seen = model_fns.eot_logits_fn(model, params, batch_stats, bn_mode,
+      seen = model_fns.eot_logits_fn(model, params, batch_stats, BN_MODE,
                                      rng.example_keys(key, rng.MODEL_UNDER_ATTACK, index),
                                      spec['eot_samples'], bpda=spec['bpda'])
       x_adv = attack(seen, x, labels, keys)
-    logits = model_fns.logits_fn(model, params, batch_stats, 'eval',
+    logits = model_fns.logits_fn(model, params, batch_stats, BN_MODE,
                                  keys=rng.example_keys(key, rng.MODEL, index))(x_adv)
     outside = (x_adv.reshape(x.shape[0], -1).min(1) < 0) | (x_adv.reshape(x.shape[0], -1).max(1)
                                                               > 1)
@@ -120,10 +126,13 @@ class Progress:
 
 
 def fingerprint(config, params, batch_stats):
-  """A digest of what an evaluation's per-example results depend on."""
+  """A digest of what an evaluation's per-example results depend on: the eval, model, defense
+  and data configs, the seed, the library's source (so results saved by older code, e.g. before
+  an attack fix, are never reused) and the weights."""
   h = hashlib.sha256()
   h.update(json.dumps({'eval': config.eval.to_dict(), 'seed': config.seed,
-                       'model': config.model.to_dict(), 'defense': config.defense.to_dict()},
+                       'model': config.model.to_dict(), 'defense': config.defense.to_dict(),
+                       'data': config.data.to_dict(), 'source': version.source_digest()},
                       sort_keys=True, default=str).encode())
   for leaf in jax.tree.leaves((params, batch_stats)):
     h.update(np.ascontiguousarray(np.asarray(jax.device_get(leaf), np.float32)).tobytes())
@@ -178,7 +187,10 @@ def _suite_cfgs(config):
 
 def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
              progress_dir=None):
-  """Returns (results dict, artifacts dict for plots) for `config.eval`.
+  """Returns (results dict, artifacts dict) for `config.eval`.
+
+  artifacts: the example images for the report's plots (when the sanity checks ran) and
+  'per_example': {'clean', 'attack/<name>', 'suite', 'worst_case': bool[n]} per test example.
 
   progress_dir: where per-batch results are kept (see `Progress`); a rerun after a kill skips
   the batches already done. None: nothing is kept.
@@ -196,18 +208,17 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   bar = tqdm.tqdm(total=n * (1 + len(named)), desc='eval', unit='img', dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0, mininterval=2.0)
   t_all = time.perf_counter()
-  bn = config.model.attack_bn_mode
   store = None
   if progress_dir:
     store = Progress(progress_dir, fingerprint(config, params, batch_stats))
-  clean, _ = _run(make_eval_fn(model, None, bn, mesh), params, batch_stats, images, labels,
+  clean, _ = _run(make_eval_fn(model, None, mesh), params, batch_stats, images, labels,
                   everyone, bs, mesh, root, bar, store, 'clean')
   results = {'num_examples': n, 'clean_accuracy': float(clean.mean()), 'attacks': {}}
   correct, violations, checked = {}, 0, 0
   for a_i, (name, cfg) in enumerate(named):
     bar.set_description(f'eval {name}')
     t0 = time.perf_counter()
-    ok, out = _run(make_eval_fn(model, cfg, bn, mesh), params, batch_stats, images, labels,
+    ok, out = _run(make_eval_fn(model, cfg, mesh), params, batch_stats, images, labels,
                    everyone, bs, mesh, jax.random.fold_in(root, a_i), bar, store,
                    f'attack-{name}')
     correct[name], violations, checked = ok, violations + int(out.sum()), checked + n
@@ -216,7 +227,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
         'seconds': time.perf_counter() - t0, **attacks.validate(cfg, f'eval.attacks.{name}')}
   worst = np.logical_and.reduce([clean] + list(correct.values()))
 
-  square = None
+  square, first = None, None
   if suite:
     robust = clean.copy()
     bar.total += int(clean.sum()) * len(suite)
@@ -227,11 +238,13 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
       todo = np.flatnonzero(robust)
       if name == 'square':
         white_box = robust.copy()
-      ok, out = _run(make_eval_fn(model, cfg, bn, mesh), params, batch_stats, images, labels,
+      ok, out = _run(make_eval_fn(model, cfg, mesh), params, batch_stats, images, labels,
                      todo, bs, mesh, jax.random.fold_in(root, 1000 + s_i), bar, store,
                      f'suite-{config.eval.suite}-{name}')
       violations, checked = violations + int(out.sum()), checked + len(todo)
       robust[todo] = ok
+      if s_i == 0:  # the first attack saw every clean-correct point: exact per example
+        first = (name, cfg, robust.copy())
       if name == 'square':
         square = (white_box, robust.copy())
       entries.append({'name': name, 'metric': attacks.describe(cfg), 'attacked': len(todo),
@@ -244,45 +257,54 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   results['worst_case_correct'] = int(worst.sum())
   bar.close()
 
+  # Per-example outcomes (not written to results.json): what the counts above are sums of.
+  per_example = {'clean': clean, **{f'attack/{k}': v for k, v in correct.items()},
+                 'worst_case': worst}
+  if suite:
+    per_example['suite'] = robust
   artifacts = {}
   if config.eval.sanity_checks:
     results['sanity_checks'], results['eps_curve'], artifacts = _sanity(
         model, params, batch_stats, images, labels, config, named, suite, correct, square,
-        (violations, checked), root)
+        (violations, checked), root, clean, first)
   if config.eval.get('certify') and config.eval.certify.examples > 0:
     results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
   results['eval_seconds'] = time.perf_counter() - t_all
-  return results, artifacts
+  return results, {**artifacts, 'per_example': per_example}
+
+
+def _primary(named, first, correct, n):
+  """(name, config, bool[n] robust per example) of the strongest iterative attack that ran on
+  every example: a named attack or the suite's first one, by steps x restarts; or None."""
+  candidates = [(k, c, correct[k]) for k, c in named if c['name'] != 'fgsm']
+  if first is not None:
+    candidates.append(first)
+  if not candidates:
+    return None
+  best = max(candidates, key=lambda kc: kc[1].get('steps', 1) * kc[1].get('restarts', 1))
+  assert len(best[2]) == n
+  return best
 
 
 def _sanity(model, params, batch_stats, images, labels, config, named, suite, correct, square,
-            ball, root):
+            ball, root, clean, first):
   """Sanity checks on the first `eval.sanity_examples` points (single device)."""
   m = min(config.eval.sanity_examples, len(labels))
   x = images[:m].astype(np.float32) / 255.0
   y = labels[:m]
-  bn = config.model.attack_bn_mode
+  bn = BN_MODE
   # The model as a naive attacker sees it: masked gradients show up in these checks.
   logits_fn = model_fns.logits_fn(model, params, batch_stats, bn)
-  iterative = [(k, c) for k, c in named if c['name'] != 'fgsm']
-  candidates = iterative + [(k, c) for k, c in suite if k.startswith('apgd_ce')]
-  if candidates:
-    p_name, p_cfg = max(candidates, key=lambda kc: kc[1].get('steps', 1) *
-                        kc[1].get('restarts', 1))
-  else:
-    p_name, p_cfg = None, None
+  best = _primary(named, first, correct, len(labels))
+  p_cfg = None if best is None else best[1]
   primary_fn = logits_fn
   if p_cfg is not None:  # the primary attack's own view (BPDA, EOT) for its re-runs
     p_spec = attacks.validate(p_cfg)
     primary_fn = model_fns.eot_logits_fn(model, params, batch_stats, bn,
                                          samples=p_spec['eot_samples'], bpda=p_spec['bpda'])
-  if p_name in correct:
-    primary = (p_cfg, correct[p_name][:m])
-  elif p_cfg is not None:
-    primary = (p_cfg, sanity.accuracy_under(p_cfg, primary_fn, x, y, root, 250))
-  else:
-    primary = None
-  single = [k for k, c in named if c['name'] == 'fgsm']
+  primary = None if best is None else (p_cfg, best[2][:m])
+  single = [(k, c) for k, c in named if c['name'] == 'fgsm']
+  single_step = (attacks.describe(single[0][1]), correct[single[0][0]][:m]) if single else None
   specs = [attacks.validate(c) for _, c in named + list(suite)]
   eot = [f['eot_samples'] for f in specs]
   bpda = [f['bpda'] for f in specs]
@@ -293,14 +315,14 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   threat_cfg = p_cfg or (named[0][1] if named else dict(norm='linf', eps=0.1))
   checks, curve = sanity.run_checks(
       logits_fn, x, y, norm=threat_cfg.get('norm', 'linf'), eps=threat_cfg['eps'],
-      key=jax.random.fold_in(root, 2000), primary=primary,
-      single_step=correct[single[0]][:m] if single and p_name in correct else None,
+      key=jax.random.fold_in(root, 2000), primary=primary, single_step=single_step,
       square=square, violations=ball[0], checked_points=ball[1],
-      random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn)
+      random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn,
+      clean_correct=clean[:m])
   if preprocessed.is_preprocessed(model):
     t = model.transform
-    checks.append(sanity.check_transform_attacked(
-        t.name, t.differentiable, t.random, any(bpda), any(e > 1 for e in eot)))
+    checks.append((sanity.check_transform_attacked(
+        t.name, t.differentiable, t.random, any(bpda), any(e > 1 for e in eot))))
   for c in checks:
     c['subset'] = m
   artifacts = {}

@@ -8,7 +8,6 @@ WORKDIR holds config.json, metrics.jsonl, tensorboard/, checkpoints/, results.js
 
 import json
 import os
-import subprocess
 import time
 
 import jax
@@ -25,22 +24,13 @@ from robust_jax import report
 from robust_jax import train
 from robust_jax import train_io
 from robust_jax import validation
+from robust_jax import version
 from robust_jax.defenses import transforms
 from robust_jax.models import ensemble
 from robust_jax.models import preprocessed
 
 
-def code_version():
-  """The git commit of this checkout (with '+dirty' for local changes), or 'unknown'."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    rev = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
-                         timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
-    return rev + ('+dirty' if dirty else '')
-  except (OSError, subprocess.SubprocessError):
-    return 'unknown'
+code_version = version.code_version  # kept here for callers of experiment.code_version
 
 
 def setup(config):
@@ -69,7 +59,8 @@ def _write_json(path, obj):
 
 
 def _finish(results, artifacts, config, workdir, title, extra):
-  results = {**results, **extra, 'config': config.to_dict(), 'code_version': code_version(),
+  results = {**results, **extra, 'config': config.to_dict(), 'code_version': version.code_version(),
+             'source_digest': version.source_digest(),
              'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
   if jax.process_index() == 0:

@@ -98,9 +98,9 @@ class Monitor:
     d = mesh.devices.size
     self._batch = min(config.eval.batch_size, -(-self.num // d) * d)
     self._mesh = mesh
-    bn = config.model.attack_bn_mode
-    self._fns = (evaluate.make_eval_fn(model, None, bn, mesh),
-                 evaluate.make_eval_fn(model, dict(t.monitor_attack), bn, mesh))
+    # An evaluation: the inference-mode model is attacked and scored (evaluate.BN_MODE).
+    self._fns = (evaluate.make_eval_fn(model, None, mesh),
+                 evaluate.make_eval_fn(model, dict(t.monitor_attack), mesh))
     self._key = rng.root_key(config.seed, _STREAM)
     self.action, self.drop = t.co_action, float(t.co_drop)
     self._path = os.path.join(workdir, 'monitor.json')

@@ -1,5 +1,7 @@
 """Human-readable tables from results dicts (as written to results.json)."""
 
+from robust_jax import suites
+
 
 def results_table(results, title=None):
   """A Markdown table: clean, each attack, and the per-example worst case."""
@@ -13,7 +15,21 @@ def results_table(results, title=None):
   lines += ['| evaluation | attack spec | accuracy (%) | correct / n |',
             '|---|---|---:|---:|']
   lines += [f'| {r[0]} | {r[1]} | {100 * r[2]:.2f} | {r[3]} / {n} |' for r in rows]
+  caveat = worst_case_caveat(results)
+  if caveat:
+    lines += ['', caveat]
   return '\n'.join(lines)
+
+
+def worst_case_caveat(results):
+  """'' when the full standard suite ran; else why the worst case is only an upper bound."""
+  suite = (results.get('suite') or {}).get('name', '')
+  if suite == suites.COMPLETE:
+    return ''
+  if suite:
+    return 'Upper bound: ' + suites.upper_bound_note(suite)
+  return ('Upper bound: the worst case is over the attacks above only; the full standard suite '
+          '(`--config.eval.suite=standard`) did not run.')
 
 
 def suite_table(results):
@@ -24,16 +40,25 @@ def suite_table(results):
            '|---|---|---:|---:|---:|']
   lines += [f'| {a["name"]} | {a["metric"]} | {a["attacked"]} | {a["broken"]} | '
             f'{100 * a["accuracy_after"]:.2f} |' for a in s['attacks']]
+  note = suites.upper_bound_note(s['name'])
+  if note:
+    lines += ['', f'**{note}**']
   return '\n'.join(lines)
 
 
 def sanity_table(results):
   checks = results['sanity_checks']
-  lines = [f'Sanity checks (on the first {checks[0]["subset"]} examples):', '',
-           '| check | verdict | figure | what the figure is |', '|---|---|---:|---|']
-  lines += [f'| {c["name"]} | {c["verdict"]} | {c["figure"]:.4g} | {c["detail"]} |'
-            for c in checks]
+  lines = [f'Sanity checks (most on the first {checks[0]["subset"]} examples; the examples '
+           'column says what each figure is computed over):', '',
+           '| check | verdict | figure | examples | what the figure is |',
+           '|---|---|---:|---:|---|']
+  lines += [f'| {c["name"]} | {c["verdict"]} | {_figure(c["figure"])} | '
+            f'{c.get("examples", "-")} | {c["detail"]} |' for c in checks]
   return '\n'.join(lines)
+
+
+def _figure(v):
+  return '-' if v != v else f'{v:.4g}'  # NaN: a skipped check has no figure
 
 
 def detection_table(results):
@@ -44,7 +69,8 @@ def detection_table(results):
            f'{d["threshold"]:.4g}, set at FPR {pct(d["fpr"])}% on {d["calibration_examples"]} '
            f'{d["calibration"]} (realised {pct(d["calibration_fpr"])}%); FPR on the clean test '
            f'set {pct(d["test_fpr"])}%. Accuracies above are with abstention: a rejected clean '
-           'input is an error, a rejected adversarial one is defended. The classifier alone is '
+           'input is an error; an example is defended when its clean input is right and '
+           'accepted and its adversarial one is right or rejected. The classifier alone is '
            f'{pct(d["classifier_clean_accuracy"])}% accurate on clean inputs.', '',
            '| attack | detector-aware | classifier alone (%) | successful | detected | '
            'detection rate (%) | accuracy with abstention (%) |',
@@ -69,6 +95,10 @@ def full_report(results, title=None, images=None, console=False):
     if failed:
       parts.append('**Sanity checks FAILED: ' + ', '.join(failed) + '. Do not trust the robust '
                    'accuracy above: the attacks may be fooled (gradient masking).**')
+    skipped = [c['name'] for c in results['sanity_checks'] if c['verdict'] == 'SKIPPED']
+    if skipped:
+      parts.append('Sanity checks SKIPPED (could not run; reasons in the table): '
+                   + ', '.join(skipped) + '.')
   if 'certify' in results:
     from robust_jax import certify  # pylint: disable=g-import-not-at-top
     parts.append(certify.table(results['certify']))
@@ -93,7 +123,7 @@ def write_plots(results, artifacts, workdir):
     fig.tight_layout(), fig.savefig(os.path.join(workdir, 'eps_curve.png'), dpi=120)
     plt.close(fig)
     out['robust accuracy against eps'] = 'eps_curve.png'
-  if artifacts:
+  if artifacts and 'x' in artifacts:
     k = len(artifacts['y'])
     fig, axes = plt.subplots(2, k, figsize=(1.4 * k, 3.2), squeeze=False)
     for i in range(k):

@@ -3,8 +3,11 @@ Carlini et al. 2019, "On evaluating adversarial robustness").
 
     checks = sanity.run_checks(logits_fn, x, y, norm='linf', eps=0.1, key=key, reference=...)
 
-Each check returns {'name', 'verdict': PASS | WARN | FAIL, 'figure', 'detail'}. They run on a
-subset of the test set (`x: f32[N,H,W,C]` in [0,1], `y: int[N]`), single device.
+Each check returns {'name', 'verdict': PASS | WARN | FAIL | SKIPPED, 'figure', 'detail',
+'examples'}: `examples` is how many test examples its figure is computed over. Most run on a
+subset of the test set (`x: f32[N,H,W,C]` in [0,1], `y: int[N]`), single device; the black-box
+and in-ball checks use the whole evaluation. A check that cannot run is listed as SKIPPED with the
+reason, never dropped.
 """
 
 import jax
@@ -14,12 +17,20 @@ import numpy as np
 from robust_jax import attacks
 from robust_jax.attacks import objectives
 
-PASS, WARN, FAIL = 'PASS', 'WARN', 'FAIL'
+PASS, WARN, FAIL, SKIPPED = 'PASS', 'WARN', 'FAIL', 'SKIPPED'
 EPS_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-def _check(name, verdict, figure, detail):
-  return {'name': name, 'verdict': verdict, 'figure': figure, 'detail': detail}
+def _check(name, verdict, figure, detail, examples=None):
+  out = {'name': name, 'verdict': verdict, 'figure': figure, 'detail': detail}
+  if examples is not None:
+    out['examples'] = int(examples)
+  return out
+
+
+def skipped(name, reason):
+  """A check that could not run, with the reason (and what would make it run)."""
+  return _check(name, SKIPPED, float('nan'), reason, 0)
 
 
 def accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size):
@@ -48,7 +59,8 @@ def check_logits(logits):
     return _check('outputs are logits', FAIL, float(np.abs(sums - 1).max()),
                   'rows are in [0,1] and sum to 1: the model outputs probabilities; attack its '
                   'logits instead (drop the final softmax)')
-  lse = np.log(np.exp(logits).sum(-1))
+  top = logits.max(-1)  # stable log-sum-exp: exp never sees a positive argument
+  lse = top + np.log(np.exp(logits - top[:, None]).sum(-1))
   if logits.max() <= 0 and np.abs(lse).max() < 1e-3:
     return _check('outputs are logits', WARN, float(np.abs(lse).max()),
                   'rows are log-probabilities (logsumexp = 0); fine for CE, check margin losses')
@@ -102,19 +114,22 @@ def check_gradients(logits_fn, x, y):
                 'fraction of examples with an all-zero input gradient')
 
 
-def check_iterative_beats_single_step(single_correct, iterative_correct):
+def check_iterative_beats_single_step(single_correct, iterative_correct, single_name='FGSM',
+                                      iterative_name='the iterative attack'):
   """Per example: an iterative attack never fails where a single step succeeded."""
   worse = float(np.mean(iterative_correct & ~single_correct))
   verdict = PASS if worse == 0 else (WARN if worse <= 0.005 else FAIL)
   return _check('iterative >= single-step', verdict, worse,
-                'fraction of examples broken by the single-step attack but not the iterative one')
+                f'fraction of examples broken by {single_name} but not by {iterative_name}',
+                len(single_correct))
 
 
 def check_black_box(white_box_correct, black_box_correct):
   """Black-box Square must not beat the white-box attacks by more than 0.2 points."""
   gain = 100 * float(np.mean(white_box_correct & ~black_box_correct))
   return _check('black-box does not beat white-box', PASS if gain <= 0.2 else FAIL, gain,
-                'points (%) broken by Square that every white-box attack missed')
+                f'points (%) of all {len(white_box_correct)} evaluated examples broken by Square '
+                'that every white-box attack before it missed', len(white_box_correct))
 
 
 def check_eps_curve(accuracies, multiples):
@@ -139,27 +154,34 @@ def check_unbounded(unbounded_accuracy):
                 'accuracy (%) under PGD with the whole [0,1] box as budget (must be 0)')
 
 
-def check_noise(noise_correct, attack_correct):
+def check_noise(noise_correct, attack_correct, attack_name='the gradient attack'):
   gap = 100 * float(np.mean(attack_correct) - np.mean(noise_correct))
   return _check('noise no better than gradients', PASS if gap <= 0 else FAIL, gap,
-                'accuracy under the gradient attack minus under random noise in the ball (points)')
+                f'accuracy under {attack_name} minus under random noise in the ball (points)',
+                len(attack_correct))
 
 
-def check_convergence(base_correct, doubled_correct):
+def check_convergence(base_correct, doubled_correct, attack_name='the primary attack',
+                      doubled_name='doubled'):
   drop = 100 * float(np.mean(base_correct) - np.mean(doubled_correct))
   return _check('attack converged', PASS if drop <= 0.5 else WARN, drop,
-                'accuracy drop (points) when steps and restarts are doubled')
+                f'accuracy drop (points) from {attack_name} to {doubled_name} (its steps and '
+                'restarts doubled)', len(base_correct))
 
 
 def check_in_ball(violations, total):
   return _check('x_adv inside ball and [0,1]', PASS if violations == 0 else FAIL, violations,
                 f'returned points outside their eps-ball or [0,1], of {total}; accuracies are '
-                'recomputed on the returned points')
+                'recomputed on the returned points', total)
+
+
+def _describe(cfg):
+  return attacks.describe(dict(cfg))
 
 
 def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=None,
                square=None, violations=0, checked_points=0, random_logits_fn=None,
-               eot_samples=1, batch_size=250, primary_logits_fn=None):
+               eot_samples=1, batch_size=250, primary_logits_fn=None, clean_correct=None):
   """Runs every check on the subset (x, y).
 
   Args:
@@ -167,19 +189,25 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     x, y: the subset, numpy.
     norm, eps: the threat model of the evaluation.
     key: PRNG key for the extra attacks.
-    primary: (attack config, bool[N] correct on this subset) of the strongest iterative attack.
-    single_step: bool[N] correct under a single-step attack on this subset, if one was run.
-    square: (white-box bool[N], Square bool[N]) on this subset, if Square ran.
+    primary: (attack config, bool[N] correct on this subset) of the strongest iterative attack,
+      wherever it ran (eval.attacks or the suite's first attack).
+    single_step: (name, bool[N] correct on this subset) of a single-step attack that ran; None
+      runs FGSM (no random start, step eps) here.
+    square: (white-box bool[M], Square bool[M]) over all M evaluated examples, if Square ran.
     violations, checked_points: in-ball violations counted over the whole evaluation.
     random_logits_fn: `(x, key) -> logits` when the model is random (for the determinism check).
     eot_samples: EOT samples the attacks use.
     primary_logits_fn: the model as the primary attack sees it (its BPDA or EOT view), for the
       checks that re-run it; default `logits_fn`.
+    clean_correct: bool[N] clean correctness on this subset; every per-example result compared
+      below is ANDed with it (robust means correct on the clean input and under the attack).
   Returns:
     (list of check dicts, {'eps': [...], 'accuracy': [...]}) the accuracy-against-eps curve.
   """
   keys = jax.random.split(key, 8)
-  batch_size = min(batch_size, len(y))
+  n = len(y)
+  batch_size = min(batch_size, n)
+  clean = np.ones(n, bool) if clean_correct is None else np.asarray(clean_correct, bool)
   checks = []
   head = jnp.asarray(x[:batch_size])
   checks.append(check_logits(jax.jit(logits_fn)(head)))
@@ -189,6 +217,8 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     a, b = (jax.jit(random_logits_fn)(head, k) for k in keys[:2])
   checks.append(check_deterministic(a, b, eot_samples))
   checks.append(check_gradients(logits_fn, head, jnp.asarray(y[:batch_size])))
+  for c in checks:
+    c['examples'] = len(head)
 
   big = 1.0 if norm == 'linf' else float(np.sqrt(np.prod(x.shape[1:])))
   pgd = dict(name='pgd', norm=norm, steps=20, restarts=1, loss='ce')
@@ -198,25 +228,38 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     e = min(m * eps, big)
     cfg = dict(pgd, eps=e, step_size=max(2.5 * e / 20, 1e-6))
     curve.append(float(np.mean(accuracy_under(cfg, logits_fn, x, y, keys[2], batch_size))))
-  checks.append(check_eps_curve(curve, [round(m, 3) for m in multiples]))
+  checks.append(dict(check_eps_curve(curve, [round(m, 3) for m in multiples]), examples=n))
   unbounded = dict(pgd, eps=big, steps=100, step_size=big / 20, loss='margin')
-  checks.append(check_unbounded(float(np.mean(
-      accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))))
-  if primary is not None:
+  checks.append(dict(check_unbounded(float(np.mean(
+      accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))), examples=n))
+  names = ('noise no better than gradients', 'attack converged', 'iterative >= single-step')
+  if primary is None:
+    checks += [skipped(k, 'no iterative attack ran (eval.attacks or eval.suite)') for k in names]
+  else:
     cfg, correct = primary
+    correct = np.asarray(correct, bool) & clean
     view = primary_logits_fn or logits_fn
+    name = _describe(cfg)
     noise = dict(name='pgd', norm=norm, eps=eps, steps=1, step_size=1e-9, restarts=1,
                  random_start=True)
-    checks.append(check_noise(accuracy_under(noise, view, x, y, keys[4], batch_size),
-                              correct))
+    checks.append(check_noise(accuracy_under(noise, view, x, y, keys[4], batch_size) & clean,
+                              correct, name))
     doubled = dict(cfg)
     doubled['steps'] = 2 * doubled.get('steps', 1)
     doubled['restarts'] = 2 * doubled.get('restarts', 1)
     checks.append(check_convergence(
-        correct, accuracy_under(doubled, view, x, y, keys[5], batch_size)))
-    if single_step is not None:
-      checks.append(check_iterative_beats_single_step(single_step, correct))
-  if square is not None:
+        correct, accuracy_under(doubled, view, x, y, keys[5], batch_size) & clean, name,
+        _describe(doubled)))
+    if single_step is None:
+      fgsm = dict(name='fgsm', norm=norm, eps=eps, steps=1, step_size=eps, restarts=1,
+                  random_start=False)
+      single_step = (_describe(fgsm), accuracy_under(fgsm, view, x, y, keys[6], batch_size))
+    checks.append(check_iterative_beats_single_step(
+        np.asarray(single_step[1], bool) & clean, correct, single_step[0], name))
+  if square is None:
+    checks.append(skipped('black-box does not beat white-box',
+                          'Square did not run (eval.suite=standard runs it last)'))
+  else:
     checks.append(check_black_box(*square))
   checks.append(check_in_ball(violations, checked_points))
   return checks, {'eps': [min(m * eps, big) for m in multiples], 'accuracy': curve}

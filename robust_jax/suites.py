@@ -8,6 +8,18 @@ attack failed on), worst case per example.
 from robust_jax import errors
 
 SUITES = ('standard', 'apgd', 'rand', 'quick')
+COMPLETE = 'standard'  # the one suite whose figure is reported without a caveat
+
+
+def upper_bound_note(suite):
+  """'' for the standard suite; else the caveat any figure from `suite` must carry."""
+  if not suite or suite == COMPLETE:
+    return ''
+  if suite == 'rand':
+    return ("Suite 'rand' (APGD-CE/DLR with EOT) is AutoAttack's version for randomised "
+            'defenses; its figure is an upper bound on robust accuracy.')
+  return (f"Suite '{suite}' is not the full standard suite (no FAB-T, no Square): its robust "
+          'accuracy is an upper bound that the standard suite may lower.')
 
 
 def attacks(suite, *, norm, eps, eot_samples=20):

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from robust_jax import suites
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIRS = os.path.join('workdirs', 'zoo')
 # The evaluation and attack code: results from a commit older than its last change are stale.
@@ -300,7 +302,7 @@ def table(names=None, examples=1000, extra=(), epochs=0, code=None):
   rows = [r for r in ROWS if r['table'] and (names is None or r['name'] in names)]
   lines = ['| defense | clean | naive PGD-40 | adaptive | adaptive attack | worst case | '
            'sanity checks | train (s) | code |', '|---|---:|---:|---:|---|---:|---|---:|---|']
-  cmds, missing, ns, devs, stale = [], [], set(), set(), []
+  cmds, missing, ns, devs, stale, partial_rows = [], [], set(), set(), [], []
   for r in rows:
     path = os.path.join(ROOT, workdir(r['name']), 'results.json')
     if not os.path.exists(path):
@@ -314,8 +316,11 @@ def table(names=None, examples=1000, extra=(), epochs=0, code=None):
     label = r['name'] + (f' ({r["note"]})' if r['note'] else '')
     train = '-' if s['train_s'] is None else f'{s["train_s"]:.0f}'
     version = results.get('code_version')
+    partial = (results.get('suite') or {}).get('name') != suites.COMPLETE
+    worst = _pct(s['worst']) + (' †' if partial else '')
+    partial_rows += [r['name']] if partial else []
     lines.append(f'| {label} | {_pct(s["clean"])} | {_pct(s["naive"])} | {_pct(s["adaptive"])} '
-                 f'| {s["adaptive_attack"]} | {_pct(s["worst"])} | {s["sanity"]} | {train} '
+                 f'| {s["adaptive_attack"]} | {worst} | {s["sanity"]} | {train} '
                  f'| {code.cell(version)} |')
     if code.stale(version):
       stale.append(f'- {r["name"]}: stale, {code.stale(version)}.')
@@ -324,6 +329,10 @@ def table(names=None, examples=1000, extra=(), epochs=0, code=None):
     cmds.append(f'- {r["name"]}: {needs}`{" ".join(command(r, examples, extra, epochs))}`')
   lines += ['', f'Accuracy in % on the first {", ".join(map(str, sorted(ns)))} test images; '
             f'devices: {", ".join(sorted(devs)) or "-"}.', code.footnote()]
+  if partial_rows:
+    lines += ['', f'† Upper bound from the attacks that ran: the full standard suite did not '
+              f'run for {", ".join(partial_rows)} (their adaptive attack stands in where the '
+              "suite's attacks cannot use BPDA, EOT or the detector)."]
   if stale:
     lines += [''] + stale + ['', 'Run them again with `python -m robust_jax.zoo run '
                              '--rerun_stale` (with the flags of the commands below).']

@@ -156,3 +156,29 @@ def test_run_reruns_stale_rows_only_when_asked(tmp_path, monkeypatch):
   assert zoo.main(['run', '--only=standard,pgd_at', '--rerun_stale',
                    '--workdirs=workdirs/zoo']) == 0
   assert calls == ['--workdir=workdirs/zoo/pgd_at'] * 2
+
+
+ADVERSARIALLY_TRAINED = ('pgd_at', 'fgsm_rs', 'free_at', 'trades', 'mart', 'awp', 'ensemble_at')
+
+
+@pytest.mark.parametrize('name', ADVERSARIALLY_TRAINED)
+def test_adversarially_trained_rows_run_the_full_standard_suite(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  row = zoo.BY_NAME[name]
+  config = importlib.import_module(row['config'][:-3].replace('/', '.')).get_config()
+  assert config.eval.suite == 'standard'
+  assert not [f for f in row['flags'] if f.startswith('--config.eval.suite')]
+
+
+def test_rows_without_the_full_suite_are_marked_as_upper_bounds(tmp_path, monkeypatch):
+  monkeypatch.setattr(zoo, 'ROOT', str(tmp_path))
+  for name, suite in (('pgd_at', 'standard'), ('jpeg', '')):
+    os.makedirs(tmp_path / zoo.workdir(name))
+    res = _results(0.9, 0.6, 0.5, 0.4)
+    res['suite'] = {'name': suite, 'accuracy': 0.4} if suite else None
+    with open(tmp_path / zoo.workdir(name) / 'results.json', 'w') as f:
+      json.dump(res, f)
+  text = zoo.table(['pgd_at', 'jpeg'], code=zoo.CodeCheck(str(tmp_path)))
+  rows = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
+  assert '40.0 †' in rows['jpeg'] and '†' not in rows['pgd_at']
+  assert 'Upper bound' in text and 'jpeg' in text.split('Upper bound')[1]

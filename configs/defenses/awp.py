@@ -7,7 +7,8 @@ relative size gamma = 5e-3 (the paper's value) from the first step (the authors'
 warm-up; for TRADES-AWP use --config.defense.awp_base=trades --config.defense.awp_warmup=...,
 their script waits 10 of 200 epochs). Model, optimiser and epochs are the default's, so the
 result compares with configs/default.py; AWP costs one more forward and backward pass a step.
-Evaluation: `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2 restarts, and APGD-CE + APGD-T.
+Evaluation: `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2 restarts, and AutoAttack's
+standard suite.
 """
 
 import ml_collections
@@ -24,5 +25,5 @@ def get_config():
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = ml_collections.ConfigDict(dict(
       name='apgd_ce', norm='linf', eps=0.1, steps=100, restarts=2, loss='dlr'))
-  c.eval.suite = 'apgd'  # APGD-CE + APGD-T; --config.eval.suite=standard for all of AutoAttack
+  c.eval.suite = 'standard'  # all of AutoAttack: APGD-CE, APGD-T, FAB-T, Square
   return c

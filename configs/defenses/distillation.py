@@ -8,7 +8,7 @@ The student, of the teacher's architecture, learns the teacher's soft labels sof
 T = 100 (cross-entropy of its own softmax at T), and is deployed at T = 1. It needs the teacher's
 run (the first command) in workdirs/distillation_teacher. Its robustness to the `naive` PGD-40
 on the cross-entropy is gradient masking; the `adaptive` PGD-100 on the margin loss (2 restarts)
-and APGD-CE + APGD-T show what is left.
+and AutoAttack's standard suite show what is left.
 """
 
 from configs.defenses import distillation_teacher

@@ -23,5 +23,5 @@ def get_config():
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = default.attack('pgd', eps=0.1, steps=100, step_size=0.01, restarts=2,
                                            loss='margin')
-  c.eval.suite = ''
+  c.eval.suite = 'standard'
   return c

@@ -14,7 +14,7 @@ averages probabilities instead (the model outputs the log of the average). Avera
 are each broken by PGD does not make them robust when the attack differentiates the whole
 ensemble (He et al. 2017), which is what every attack here does: `naive` PGD-40 (CE),
 `adaptive` APGD-DLR (100 steps; DLR does not depend on the scale of the averaged outputs), and
-APGD-CE + APGD-T (AutoAttack's gradient attacks).
+AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square).
 """
 
 import ml_collections

@@ -37,5 +37,5 @@ def get_config():
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = ml_collections.ConfigDict(dict(
       name='apgd_ce', norm='linf', eps=0.1, steps=100, restarts=2, loss='dlr'))
-  c.eval.suite = 'apgd'  # APGD-CE + APGD-T; --config.eval.suite=standard for all of AutoAttack
+  c.eval.suite = 'standard'  # all of AutoAttack: APGD-CE, APGD-T, FAB-T, Square
   return c

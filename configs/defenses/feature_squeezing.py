@@ -8,8 +8,9 @@ The classifier is trained like `standard` (cross-entropy, the default's 3 epochs
 last 1,000 training images; those calibrate the detector (robust_jax/detection.py): an input is
 rejected when the L1 distance between the softmax on it and on a squeezed copy (1-bit depth,
 2x2 median: Xu et al.'s MNIST squeezers) exceeds the score that 5% of the calibration images
-exceed. Evaluation counts a rejected clean image as an error and a rejected adversarial one as
-defended. `naive` is PGD-40 (CE) on the classifier alone; `adaptive` is PGD-100 with the margin
+exceed. An example is defended when its clean image is classified right and not rejected, and its
+adversarial one is classified right or rejected (a rejected clean image is an error). `naive` is
+PGD-40 (CE) on the classifier alone; `adaptive` is PGD-100 with the margin
 loss, detector-aware (Carlini & Wagner 2017; He et al. 2017): `detector_penalty` adds
 c * relu(score - threshold) to the true-class logit, the gradient reaches through the squeezed
 inputs (BPDA with the identity for bit depth). No attack suite: AutoAttack's attacks ignore the

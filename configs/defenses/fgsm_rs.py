@@ -11,7 +11,7 @@ training data collapsing within an epoch; a smaller fgsm_step, e.g. 1.0 * eps, a
 watched as Wong et al. do: PGD-10 accuracy on 512 held-out training images every epoch, and a
 drop of more than 0.2 below the best ends training with the best epoch's weights (co_action
 'rollback'; robust_jax/monitor.py). Evaluation: `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2
-restarts, and APGD-CE + APGD-T.
+restarts, and AutoAttack's standard suite.
 """
 
 import ml_collections
@@ -37,5 +37,5 @@ def get_config():
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = ml_collections.ConfigDict(dict(
       name='apgd_ce', norm='linf', eps=0.1, steps=100, restarts=2, loss='dlr'))
-  c.eval.suite = 'apgd'  # APGD-CE + APGD-T; --config.eval.suite=standard for all of AutoAttack
+  c.eval.suite = 'standard'  # all of AutoAttack: APGD-CE, APGD-T, FAB-T, Square
   return c

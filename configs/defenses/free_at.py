@@ -10,7 +10,7 @@ backward passes per example each), so the two compare at equal cost. Optimiser a
 the default's (the schedule runs over all 24 epochs' worth of updates). Free AT is single-step
 adversarial training, so the catastrophic-overfitting monitor holds out 512 training images and
 rolls back to the best epoch if PGD-10 accuracy on them collapses (Wong et al. 2020). Evaluation:
-`naive` PGD-40 (CE), `adaptive` APGD-DLR with 2 restarts, and APGD-CE + APGD-T (eval.suite=apgd).
+`naive` PGD-40 (CE), `adaptive` APGD-DLR with 2 restarts, and AutoAttack's standard suite.
 """
 
 import ml_collections
@@ -32,5 +32,5 @@ def get_config():
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = ml_collections.ConfigDict(dict(
       name='apgd_ce', norm='linf', eps=0.1, steps=100, restarts=2, loss='dlr'))
-  c.eval.suite = 'apgd'  # APGD-CE + APGD-T; --config.eval.suite=standard for all of AutoAttack
+  c.eval.suite = 'standard'  # all of AutoAttack: APGD-CE, APGD-T, FAB-T, Square
   return c

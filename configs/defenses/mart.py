@@ -17,5 +17,5 @@ def get_config():
   c.defense.name = 'mart'
   c.defense.beta = 6.0
   c.train_attack = default.attack('pgd', eps=0.1, steps=10, step_size=0.02, track_best=False)
-  evaluation.zoo(c.eval)  # naive PGD-40 + APGD-CE/APGD-T (the zoo's protocol)
+  evaluation.zoo(c.eval)  # naive PGD-40 + AutoAttack's standard suite (the zoo's protocol)
   return c

@@ -2,8 +2,8 @@ r"""Standard training (the zoo's baseline): cross-entropy on clean Fashion-MNIST
 
   python launch.py --config=configs/defenses/standard.py --workdir=workdirs/zoo/standard
 
-Evaluated as every zoo row (configs/evaluation.py): naive PGD-40 and APGD-CE +
-APGD-T (AutoAttack's gradient attacks), L-inf eps = 0.1.
+Evaluated as every zoo row (configs/evaluation.py): naive PGD-40 and
+AutoAttack's standard suite, L-inf eps = 0.1.
 """
 
 from configs import default

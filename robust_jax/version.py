@@ -1,0 +1,47 @@
+"""What code produced a result: the git commit, and a digest of the library's source.
+
+    version.code_version()   # 'a1b2c3...' or 'a1b2c3...+dirty' or 'unknown'
+    version.source_digest()  # sha256 over robust_jax/**/*.py: changes with any code change
+
+The commit names the code for a reader; the digest is what resumable evaluations key on, since a
+'+dirty' commit does not tell one uncommitted edit from another. Imports nothing of robust_jax.
+"""
+
+import functools
+import hashlib
+import os
+import subprocess
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+RUN_CODE = ('robust_jax', 'configs', 'launch.py')  # what a run executes (not docs or tests)
+
+
+def code_version():
+  """The git commit of this checkout, or 'unknown'; '+dirty' when the code a run executes
+  (`RUN_CODE`: the library, the configs, launch.py) has uncommitted or untracked changes."""
+  root = os.path.dirname(_PACKAGE)
+  try:
+    rev = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
+                         timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--', *RUN_CODE], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return rev + ('+dirty' if dirty else '')
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest():
+  """sha256 (hex) of every robust_jax/**/*.py file's relative path and bytes, in sorted order."""
+  h = hashlib.sha256()
+  for folder, dirs, files in sorted(os.walk(_PACKAGE)):
+    dirs.sort()
+    for name in sorted(files):
+      if name.endswith('.py'):
+        path = os.path.join(folder, name)
+        h.update(os.path.relpath(path, _PACKAGE).encode() + b'\0')
+        with open(path, 'rb') as f:
+          h.update(f.read())
+  return h.hexdigest()
