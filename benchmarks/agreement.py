@@ -29,8 +29,6 @@ if _ROOT not in sys.path:
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torchattacks  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -45,6 +43,16 @@ from robust_jax import train  # noqa: E402
 from robust_jax.attacks import apgd  # noqa: E402
 from robust_jax.attacks import fab  # noqa: E402
 from robust_jax.attacks import square  # noqa: E402
+
+# torch is development-only (requirements-ref.txt). Without it this module still imports, so that
+# its torch-free parts (Settings, jax_attacks, out_of_ball) serve tests/test_agreement_reference.py.
+try:
+  import torch
+  import torchattacks
+  _TorchModule = torch.nn.Module
+except ImportError:
+  torch = torchattacks = None
+  _TorchModule = object
 
 ATTACKS = ('apgd_ce', 'apgd_t', 'fab_t', 'square')
 LOGITS_TOL = 1e-4
@@ -62,7 +70,7 @@ class Settings:
   seed: int = 0
 
 
-class TorchSmallCNN(torch.nn.Module):
+class TorchSmallCNN(_TorchModule):
   """robust_jax's SmallCNN in PyTorch: x f32[B,C,H,W] in [0,1] -> logits f32[B,K]."""
 
   def __init__(self, in_channels, flat, num_classes, mean, std):
