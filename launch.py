@@ -5,6 +5,7 @@ r"""robust_jax entry point: flags -> config -> train / eval / benchmark. Wiring 
   python launch.py --mode=eval --config=configs/default.py --checkpoint=workdirs/x
   python launch.py --mode=benchmark --config.model.name=madry_cnn --config.benchmark.batch_size=256
   python launch.py --mode=table --config=configs/papers/wong2020_fast.py   # a paper's table
+  python launch.py --seeds=0,1,2 --workdir=workdirs/demo_seeds   # mean and spread over seeds
 
 Running the same train command again resumes from the workdir's latest checkpoint.
 """
@@ -36,6 +37,9 @@ _TABLE_RUN = flags.DEFINE_bool(
 _TABLE_RERUN_STALE = flags.DEFINE_bool(
     'table_rerun_stale', False, '--mode=table: also run again the rows flagged stale (results '
     'from code older than the last change to the evaluation code, or +dirty / unknown).')
+_SEEDS = flags.DEFINE_string(
+    'seeds', None, 'train_and_eval over several seeds, e.g. 0,1,2: each in WORKDIR/seed_<s> '
+    '(its config.seed set), then WORKDIR/seeds.json and seeds.md with mean, std and range.')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, '--mode=eval: a workdir or one checkpoint folder (default: --workdir).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
@@ -87,6 +91,25 @@ def _table():
     sys.exit(2)
 
 
+def _over_seeds(config, workdir):
+  """--seeds: one run per seed (each resumes like any run), then the table over seeds."""
+  from robust_jax import errors  # pylint: disable=g-import-not-at-top
+  from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+  from robust_jax import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  try:
+    seeds = seeds_lib.parse(_SEEDS.value)
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from None
+  for s in seeds:
+    run = config.copy_and_resolve_references()
+    with run.unlocked():
+      run.seed = s
+    experiment.train_and_evaluate(run, seeds_lib.seed_workdir(workdir, s),
+                                  progress=_PROGRESS.value)
+  _, text = seeds_lib.write(workdir, seeds)
+  print(text, flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -116,6 +139,8 @@ def main(argv):
     elif _MODE.value == 'eval':
       experiment.evaluate_checkpoint(config, workdir, _CHECKPOINT.value or workdir,
                                      progress=_PROGRESS.value)
+    elif _SEEDS.value:
+      _over_seeds(config, workdir)
     else:
       experiment.train_and_evaluate(config, workdir, progress=_PROGRESS.value)
   except (errors.ConfigError, errors.CheckpointWriteError, FileNotFoundError, FloatingPointError,
