@@ -13,12 +13,12 @@ COMMON = ['--config.train.epochs=1', '--config.eval.num_examples=1000', '--progr
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_pgd_training_is_far_more_robust_than_standard_training(tmp_path):
+def test_pgd_training_is_far_more_robust_than_standard_training(tmp_path, tfds_dir):
   results = {}
   for defense in ('standard', 'pgd_at'):
     wd = tmp_path / defense
     r = launch(f'--workdir={wd}', f'--config.defense.name={defense}', *COMMON,
-               data_dir=tmp_path / 'tfds', timeout=900)
+               data_dir=tfds_dir, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     results[defense] = json.loads((wd / 'results.json').read_text())
   std, adv = results['standard'], results['pgd_at']

@@ -48,8 +48,8 @@ def _leaves(workdir):
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_sigkill_at_several_moments_then_resume_is_exact(tmp_path):
-  data_dir = tmp_path / 'tfds'
+def test_sigkill_at_several_moments_then_resume_is_exact(tmp_path, tfds_dir):
+  data_dir = tfds_dir
   ref = _start(tmp_path / 'ref', data_dir)
   out, _ = ref.communicate(timeout=600)
   assert ref.returncode == 0, out[-3000:]

@@ -30,9 +30,9 @@ def launch(*args, data_dir, timeout=600, devices=1):
 
 
 @needs_fashion_mnist
-def test_train_eval_resume_and_eval_mode(tmp_path):
+def test_train_eval_resume_and_eval_mode(tmp_path, tfds_dir):
   wd = tmp_path / 'wd'
-  r = launch(f'--workdir={wd}', *QUICK, data_dir=tmp_path / 'tfds', devices=2)
+  r = launch(f'--workdir={wd}', *QUICK, data_dir=tfds_dir, devices=2)
   assert r.returncode == 0, r.stderr[-3000:]
   results = json.loads((wd / 'results.json').read_text())
   for key in ('clean_accuracy', 'attacks', 'worst_case_accuracy', 'num_examples', 'config',
@@ -47,13 +47,13 @@ def test_train_eval_resume_and_eval_mode(tmp_path):
   # The same command with more steps resumes from step 6 and logs each step once.
   more = [a if not a.startswith('--config.train.steps') else '--config.train.steps=9'
           for a in QUICK]
-  r = launch(f'--workdir={wd}', *more, data_dir=tmp_path / 'tfds', devices=2)
+  r = launch(f'--workdir={wd}', *more, data_dir=tfds_dir, devices=2)
   assert r.returncode == 0, r.stderr[-3000:]
   steps = [json.loads(line)['step'] for line in (wd / 'metrics.jsonl').read_text().splitlines()]
   assert steps == list(range(1, 10))
 
   r = launch('--mode=eval', f'--workdir={tmp_path / "ev"}', f'--checkpoint={wd}', *QUICK,
-             data_dir=tmp_path / 'tfds')
+             data_dir=tfds_dir)
   assert r.returncode == 0, r.stderr[-3000:]
   assert json.loads((tmp_path / 'ev' / 'results.json').read_text())['train_steps'] == 9
 

@@ -77,14 +77,14 @@ def test_settings_from_flags_environment_and_errors(monkeypatch):
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
-  one = _start([f'--workdir={tmp_path / "one"}', *QUICK], 4, tmp_path / 'tfds')
+def test_two_processes_match_one_process_with_four_devices(tmp_path, tfds_dir):
+  one = _start([f'--workdir={tmp_path / "one"}', *QUICK], 4, tfds_dir)
   out, _ = one.communicate(timeout=600)
   assert one.returncode == 0, out[-3000:]
   port = _free_port()
   procs = [_start([f'--workdir={tmp_path / "two"}', *QUICK,
                    f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                   f'--process_id={i}'], 2, tmp_path / 'tfds') for i in range(2)]
+                   f'--process_id={i}'], 2, tfds_dir) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, o in zip(procs, outs):
     assert p.returncode == 0, o[-3000:]
@@ -111,12 +111,12 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     if f.is_file() and f.parent.name == 'd':
       f.write_bytes(b'garbage')
   more = ['--config.train.steps=6']
-  one = _start([f'--workdir={tmp_path / "one"}', *QUICK, *more], 4, tmp_path / 'tfds')
+  one = _start([f'--workdir={tmp_path / "one"}', *QUICK, *more], 4, tfds_dir)
   assert one.wait(timeout=600) == 0
   port = _free_port()
   procs = [_start([f'--workdir={tmp_path / "two"}', *QUICK, *more,
                    f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                   f'--process_id={i}'], 2, tmp_path / 'tfds') for i in range(2)]
+                   f'--process_id={i}'], 2, tfds_dir) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, o in zip(procs, outs):
     assert p.returncode == 0, o[-3000:]
@@ -130,12 +130,12 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_a_dead_peer_ends_the_survivor_with_an_error(tmp_path):
+def test_a_dead_peer_ends_the_survivor_with_an_error(tmp_path, tfds_dir):
   port = _free_port()
   args = [f'--workdir={tmp_path / "wd"}', *QUICK, '--config.train.steps=100000',
           f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
           '--heartbeat_timeout_s=10']
-  procs = [_start(args + [f'--process_id={i}'], 2, tmp_path / 'tfds') for i in range(2)]
+  procs = [_start(args + [f'--process_id={i}'], 2, tfds_dir) for i in range(2)]
   metrics = tmp_path / 'wd' / 'metrics.jsonl'
   deadline = time.time() + 300
   while not (metrics.exists() and metrics.read_text().count('\n') >= 2):
