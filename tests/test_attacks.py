@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from robust_jax import attacks
+from robust_jax.attacks import deepfool
+from robust_jax.attacks import pgd
 from robust_jax.attacks import spec
 from robust_jax import errors
 
@@ -107,19 +109,117 @@ def test_pgd_beats_fgsm_and_noise_on_linear_model():
   assert pgd < 0.9
 
 
-def test_restarts_keep_the_strongest_example():
+def _strength(x_adv, y, loss):
+  """Per example: is x_adv misclassified, and its loss."""
+  logits = linear_logits(x_adv)
+  return (np.asarray(jnp.argmax(logits, -1) != y),
+          np.asarray(attacks.objectives.get(loss)(logits, jax.nn.one_hot(y, 5))))
+
+
+@pytest.mark.parametrize('loss,norm', [('margin', 'linf'), ('ce', 'l2')])
+def test_restarts_keep_each_examples_strongest_run(loss, norm):
   x, y = _data(7, 64)
   y = jnp.argmax(linear_logits(x), -1)
-  key = jax.random.key(1)
-  cfg = dict(name='pgd', eps=0.03, steps=2, step_size=0.005, loss='margin')
-  one = [_run(cfg, x, y, jax.random.fold_in(key, r)) for r in range(1)]
-  many = _run({**cfg, 'restarts': 4}, x, y, key)
-  margin = lambda xa: attacks.objectives.margin(linear_logits(xa), jax.nn.one_hot(y, 5))
-  # Each example's result with 4 restarts is at least as strong as the first restart alone would
-  # be on average: compare with the maximum over 4 independent single runs instead.
-  singles = jnp.stack([margin(_run(cfg, x, y, k)) for k in jax.random.split(key, 4)])
-  assert float(jnp.mean(margin(many))) >= float(jnp.mean(singles)) - 1e-6
-  assert one[0].shape == x.shape
+  key, restarts = jax.random.key(1), 4
+  cfg = dict(norm=norm, eps=0.03 if norm == 'linf' else 0.1, steps=2, loss=loss)
+  cfg['step_size'] = cfg['eps'] / 6
+  many = jax.jit(attacks.make_pgd(restarts=restarts, **cfg), static_argnums=0)(
+      linear_logits, x, y, key)
+  # Restart r alone: one run with the keys the attack gives restart r.
+  run = jax.jit(pgd.make_pgd_run(**cfg), static_argnums=0)
+  keys = pgd.restart_keys(attacks.per_example_keys(key, x.shape[0]), restarts)
+  singles = [_strength(run(linear_logits, x, y, k)[0], y, loss) for k in keys]
+  mis, value = _strength(many, y, loss)
+  for r, (mis_r, value_r) in enumerate(singles):
+    # Per example at least as strong as each run: misclassified whenever the run is, and with a
+    # loss at least as high when both are (or neither is) misclassified.
+    assert np.all(mis | ~mis_r), r
+    assert np.all((mis != mis_r) | (value >= value_r - 1e-5 * (1 + np.abs(value_r)))), r
+  # Not vacuous: the first restart and the last one are each weaker than another for some
+  # example (keeping either alone would fail above).
+  best_mis = np.any([m for m, _ in singles], axis=0)
+  best_value = np.max([np.where(m == best_mis, v, -np.inf) for m, v in singles], axis=0)
+  weaker = lambda m, v: np.any((m < best_mis) | ((m == best_mis) & (v < best_value - 1e-3)))
+  assert weaker(*singles[0]) and weaker(*singles[-1])
+
+
+_V1 = jax.random.normal(jax.random.key(4), (18, 16))
+_V2 = jax.random.normal(jax.random.key(5), (16, 5))
+
+
+def mlp_logits(x):
+  """A fixed 2-layer tanh network on 3x3x2 images with 5 classes."""
+  return jnp.tanh(4 * (x.reshape(x.shape[0], -1) - 0.5) @ _V1) @ _V2
+
+
+def test_track_best_returns_each_examples_strongest_iterate():
+  x, _ = _data(3, 64)
+  y = jnp.argmax(mlp_logits(x), -1)
+  cfg = dict(norm='linf', eps=0.3, step_size=0.2, random_start=False, loss='margin')
+  run = lambda steps, track: jax.jit(attacks.make_pgd(steps=steps, track_best=track, **cfg),
+                                     static_argnums=0)(mlp_logits, x, y, jax.random.key(0))
+  margin = lambda xa: np.asarray(attacks.objectives.margin(mlp_logits(xa), jax.nn.one_hot(y, 5)))
+  steps = 4
+  iterates = np.stack([margin(run(k, False)) for k in range(steps + 1)])  # x^(0) = x, ..., x^(4)
+  best = margin(run(steps, True))
+  np.testing.assert_allclose(best, iterates.max(0), rtol=1e-5, atol=1e-6)
+  assert np.any(iterates[-1] < iterates.max(0) - 1e-3)  # the last iterate is sometimes weaker
+
+
+def test_random_start_draws_uniformly_from_the_ball():
+  keys = jax.random.split(jax.random.key(0), 4000)
+  dim, eps = 18, 0.3
+  shape = (4000, 3, 3, 2)
+  cube = np.asarray(attacks.threat.random_start(keys, shape, 'linf', eps)).reshape(4000, -1)
+  # Each coordinate uniform on [-eps, eps]: P(|v| <= t eps) = t.
+  for t in (0.25, 0.5, 0.9):
+    assert abs(np.mean(np.abs(cube) <= t * eps) - t) < 0.01, t
+  assert np.all(np.abs(cube) <= eps)
+  ball = np.asarray(attacks.threat.random_start(keys, shape, 'l2', eps)).reshape(4000, -1)
+  radius = np.linalg.norm(ball, axis=1)
+  # Uniform in the L2 ball of R^18: P(|v| <= t eps) = t^18; directions uniform (mean ~ 0).
+  for t in (0.8, 0.9, 0.95):
+    assert abs(np.mean(radius <= t * eps) - t ** dim) < 0.03, t
+  assert np.all(radius <= eps * (1 + 1e-6))
+  assert np.abs(ball.mean(0)).max() < 0.1 * eps
+
+
+@pytest.mark.parametrize('norm', ['linf', 'l2'])
+def test_pgd_random_start_moves_every_example_by_its_own_key(norm):
+  x, y = _data(2, 16)
+  x = 0.3 + 0.4 * x  # away from the box: x + delta needs no clipping
+  attack = lambda start, key: jax.jit(attacks.make_pgd(
+      norm=norm, eps=0.3, steps=1, step_size=1e-6, random_start=start), static_argnums=0)(
+          linear_logits, x, y, key)
+  dist = lambda xa: np.asarray(attacks.threat.distance(xa, x, norm))
+  moved = attack(True, jax.random.key(0))
+  # A uniform start in the 18-dimensional ball lies beyond eps / 2 (but for 2^-18 of them).
+  assert np.all(dist(moved) > 0.15) and np.all(dist(moved) <= 0.3 * (1 + 1e-5))
+  assert np.all(dist(moved) != dist(attack(True, jax.random.key(1))))
+  assert np.all(dist(attack(False, jax.random.key(0))) < 1e-5)
+
+
+def test_deepfool_with_one_candidate_steps_to_the_most_likely_other_class():
+  # num_candidates=1 linearises only the class t != y of largest clean logit. On a linear model one
+  # step reaches the hyperplane z_y = z_t and misclassifies: the result is at L2 distance
+  # (1 + overshoot) (z_y - z_t + 1e-4) / |w_y - w_t| (overshoot 0.02), in the direction w_t - w_y.
+  w = jax.random.normal(jax.random.key(6), (64, 5))
+  logits_fn = lambda v: v.reshape(v.shape[0], -1) @ w
+  x = 0.4 + 0.2 * jax.random.uniform(jax.random.key(2), (16, 8, 8, 1))
+  clean = logits_fn(x)
+  y = jnp.argmax(clean, -1)
+  t = jnp.argmax(jnp.where(jax.nn.one_hot(y, 5) > 0, -jnp.inf, clean), -1)
+  gap = jnp.take_along_axis(clean, y[:, None], 1) - jnp.take_along_axis(clean, t[:, None], 1)
+  normal = (w[:, t] - w[:, y]).T  # [B, D]
+  expected = 1.02 * (gap[:, 0] + 1e-4) / jnp.linalg.norm(normal, axis=1)
+  attack = deepfool.make_deepfool(norm='l2', eps=jnp.inf, num_candidates=1)
+  x_adv = jax.jit(attack, static_argnums=0)(logits_fn, x, y, None)
+  assert bool(jnp.all(jnp.argmax(logits_fn(x_adv), -1) != y))
+  step = (x_adv - x).reshape(16, -1)
+  np.testing.assert_allclose(jnp.linalg.norm(step, axis=1), expected, rtol=1e-3)
+  cosine = jnp.sum(step * normal, 1) / jnp.linalg.norm(step, axis=1) / jnp.linalg.norm(normal,
+                                                                                      axis=1)
+  np.testing.assert_allclose(cosine, 1.0, rtol=1e-4)
 
 
 def test_l2_projection_and_direction():

@@ -12,6 +12,8 @@ import pytest
 from scipy import optimize
 
 from robust_jax.attacks import fab
+from robust_jax.attacks import objectives
+from robust_jax.attacks import pgd
 from robust_jax.attacks import square
 
 _SHAPE = (4, 4, 2)
@@ -108,6 +110,33 @@ def test_projection_is_the_exact_box_constrained_minimum(norm):
   assert 5 <= infeasible <= 40
 
 
+@pytest.mark.parametrize('norm', ['linf', 'l2', 'l1'])
+def test_fab_step_moves_towards_x0_by_how_far_the_iterate_is_from_the_boundary(norm):
+  # The bias towards the original point's projection is alpha = min(|d1| / (|d1| + |d0|),
+  # alpha_max), with d1, d0 the iterate's and the original point's projections onto the linearised
+  # boundary. From x1 = x0 the step is the overshot projection x0 + eta d0; an iterate already on
+  # the boundary (d1 = 0) gets alpha = 0 and stays where it is.
+  rng = np.random.default_rng(0)
+  x0 = rng.uniform(0.4, 0.6, (16, 12))
+  w = rng.normal(size=(16, 12))
+  b = np.sum(w * x0, 1) + 0.3 * np.linalg.norm(w, axis=1)  # the boundary, 0.3 away in L2
+  step = lambda x1, diff: np.asarray(fab.fab_step(jnp.float32(x1), jnp.float32(x0),
+                                                  jnp.float32(diff), jnp.float32(w), norm, 0.1,
+                                                  1.05))
+  d0 = np.asarray(jax.vmap(functools.partial(fab.project_hyperplane, norm=norm))(
+      jnp.float32(x0), jnp.float32(w), jnp.float32(b)))
+  np.testing.assert_allclose(step(x0, np.sum(w * x0, 1) - b), np.clip(x0 + 1.05 * d0, 0, 1),
+                             atol=1e-5)
+  # A point of the boundary that is not x0's projection: from the L2 foot x0 + 0.3 w / |w|, move
+  # along the plane.
+  along = rng.normal(size=(16, 12))
+  along -= np.sum(along * w, 1, keepdims=True) * w / np.sum(w * w, 1, keepdims=True)
+  x1 = (x0 + 0.3 * w / np.linalg.norm(w, axis=1, keepdims=True)
+        + 0.05 * along / np.linalg.norm(along, axis=1, keepdims=True))
+  assert np.all((x1 >= 0) & (x1 <= 1))
+  np.testing.assert_allclose(step(x1, np.zeros(16)), x1, atol=1e-5)
+
+
 def _linear(num_classes):
   w = jax.random.normal(jax.random.key(num_classes), (32, num_classes))
   return w, lambda x: (x.reshape(x.shape[0], -1) - 0.5) @ w
@@ -158,6 +187,32 @@ def test_fab_finds_the_closed_form_minimum_of_a_linear_model(norm, num_classes):
   np.testing.assert_array_equal(run(0.97 * dist.min()), x)
 
 
+def test_fab_with_one_target_attacks_the_most_likely_other_class():
+  # num_targets=1: the only target is the class other than y with the largest clean logit, t. On
+  # a linear model FAB-T then finds the closest point of the hyperplane z_y = z_t (L2 distance
+  # |z_y - z_t| / |w_y - w_t|), where z_t > z_y.
+  w, logits_fn = _linear(5)
+  x = jax.random.uniform(jax.random.key(2), (24,) + _SHAPE, minval=0.3, maxval=0.7)
+  clean = logits_fn(x)
+  y = jnp.argmax(clean, -1)
+  t = jnp.argmax(jnp.where(jax.nn.one_hot(y, 5) > 0, -jnp.inf, clean), -1)
+  dw = np.asarray(w[:, y] - w[:, t]).T  # [B, D]
+  gap = np.asarray(jnp.take_along_axis(clean, y[:, None], 1) - jnp.take_along_axis(
+      clean, t[:, None], 1))[:, 0]
+  dist = gap / np.linalg.norm(dw, axis=1)
+  foot = np.asarray(x).reshape(24, -1) - (gap / np.sum(dw * dw, 1))[:, None] * dw
+  inside = np.all((foot >= 0) & (foot <= 1), axis=1)  # then the box does not bind
+  assert inside.mean() > 0.6
+  static = (('norm', 'l2'), ('steps', 20), ('num_targets', 1))
+  x_adv = _run(fab.make_fab_targeted, static, logits_fn, x, y, jax.random.key(0),
+               jnp.float32(10.0))
+  z = logits_fn(x_adv)
+  beats = np.asarray(jnp.take_along_axis(z, t[:, None], 1) > jnp.take_along_axis(z, y[:, None], 1))
+  assert np.all(beats[:, 0])
+  found = np.asarray(_norm(x_adv - x, 'l2'))[inside]
+  assert np.all(found >= dist[inside] * (1 - 1e-4)) and np.all(found <= dist[inside] * 1.03)
+
+
 def test_fab_returns_misclassified_points_unchanged():
   x, y = _data(3, 8)
   y = (y + 1) % 5  # every point misclassified
@@ -204,6 +259,21 @@ def test_square_lowers_accuracy_without_gradients(norm, eps):
   noise = noise if norm == 'linf' else noise / np.sqrt(192)
   accuracy = lambda xa: float(jnp.mean(jnp.argmax(mlp8_logits(xa), -1) == y))
   assert accuracy(x_adv) <= 0.3 < accuracy(jnp.clip(x + noise, 0, 1)) - 0.3
+
+
+def test_square_restarts_keep_each_examples_highest_margin_run():
+  x, y = _data(5, 32)
+  key, restarts, eps = jax.random.key(1), 3, 0.05
+  static = (('norm', 'linf'), ('steps', 5), ('restarts', restarts))
+  many = _run(square.make_square, static, mlp_logits, x, y, key, jnp.float32(eps))
+  # Run r alone, with the keys the attack gives run r.
+  run = jax.jit(square.make_square_run(norm='linf', eps=eps, steps=5), static_argnums=0)
+  keys = pgd.restart_keys(pgd.per_example_keys(key, x.shape[0]), restarts)
+  margin = lambda xa: np.asarray(objectives.margin(mlp_logits(xa), jax.nn.one_hot(y, 5)))
+  singles = np.stack([margin(run(mlp_logits, x, y, k)[0]) for k in keys])
+  np.testing.assert_allclose(margin(many), singles.max(0), rtol=1e-5, atol=1e-6)
+  # Not vacuous: the first run and the last are each not the best for some example.
+  assert np.any(singles[0] < singles.max(0) - 1e-3) and np.any(singles[-1] < singles.max(0) - 1e-3)
 
 
 @pytest.mark.parametrize('which', ['fab_t', 'square'])

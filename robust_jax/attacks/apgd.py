@@ -101,8 +101,14 @@ def _surface_start(keys, x, norm, eps):
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
-def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho):
-  """One APGD run from x0: f32[B,...] -> (x_best, mis, loss), strongest point per example."""
+def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho, trace=False):
+  """One APGD run from x0: f32[B,...] -> (x_best, mis, loss), strongest point per example.
+
+  trace=True also returns what the schedule decided, for tests (the run itself is unchanged):
+  a dict of `x`, `loss`, `mis` ([steps + 1, B, ...]: the iterates x^(0) = x0, ..., x^(steps)
+  before any restart, their loss and misclassification) and `start`, `eta` ([steps, B, ...]: the
+  point iteration i steps from, x^(i) or after a halving the best point, and its step size).
+  """
   is_check, since = check_schedule(steps)
   bshape = (-1,) + (1,) * (x.ndim - 1)
   project = lambda v: jnp.clip(x + threat.project(v - x, norm, eps), 0.0, 1.0)
@@ -120,6 +126,11 @@ def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho):
                n_up=jnp.zeros_like(l0), loss_max_check=l0,
                halved=jnp.ones_like(mis0),  # as in the authors' code: no condition 2 at w_1
                x_ret=x0, mis_ret=mis0, loss_ret=l0)                       # returned best
+  if trace:
+    history = lambda v, n: jnp.zeros((n,) + v.shape, v.dtype).at[0].set(v)
+    state['trace'] = dict(x=history(x0, steps + 1), loss=history(l0, steps + 1),
+                          mis=history(mis0, steps + 1), start=history(x0, steps),
+                          eta=history(eta0, steps))
 
   def body(i, s):
     a = jnp.where(i == 0, 1.0, _MOMENTUM)
@@ -136,7 +147,7 @@ def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho):
     cond1 = n_up <= rho * jnp.asarray(since)[i]  # `<=` as in the authors' code
     cond2 = ~s['halved'] & (loss_max <= s['loss_max_check'])
     halve = check & (cond1 | cond2)
-    return dict(
+    out = dict(
         x=_where(halve, x_max, x_new), x_prev=s['x'], g=_where(halve, g_max, g),
         loss=jnp.where(halve, loss_max, loss), eta=jnp.where(halve, s['eta'] / 2, s['eta']),
         x_max=x_max, g_max=g_max, loss_max=loss_max,
@@ -145,8 +156,16 @@ def _run(logits_fn, x, y, x0, loss_fn, *, norm, eps, steps, rho):
         halved=jnp.where(check, halve, s['halved']),
         x_ret=_where(better, x_new, s['x_ret']), mis_ret=s['mis_ret'] | mis,
         loss_ret=jnp.where(better, loss, s['loss_ret']))
+    if trace:
+      t = s['trace']
+      out['trace'] = dict(x=t['x'].at[i + 1].set(x_new), loss=t['loss'].at[i + 1].set(loss),
+                          mis=t['mis'].at[i + 1].set(mis), start=t['start'].at[i].set(s['x']),
+                          eta=t['eta'].at[i].set(s['eta']))
+    return out
 
   s = jax.lax.fori_loop(0, steps, body, state)
+  if trace:
+    return s['x_ret'], s['mis_ret'], s['loss_ret'], s['trace']
   return s['x_ret'], s['mis_ret'], s['loss_ret']
 
 
@@ -161,8 +180,9 @@ def _strongest(xs, mis, losses):
 
 
 def _with_restarts(run, keys, restarts):
-  """Runs `run(keys[B]) -> (x, mis, loss)` for `restarts` per-example key splits, vmapped."""
-  restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys).T  # [R,B]
+  """Runs `run(keys[B]) -> (x, mis, loss)` for `restarts` per-example key splits, vmapped: restart
+  r runs with `pgd.restart_keys(keys, restarts)[r]`."""
+  restart_keys = pgd.restart_keys(keys, restarts)  # [R,B]
   if restarts == 1:
     return run(restart_keys[0])
   return _strongest(*jax.vmap(run)(restart_keys))

@@ -36,35 +36,28 @@ def _select(better, a, b):
   return jnp.where(better.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
 
 
-def make_pgd(*, norm='linf', eps=0.1, steps=10, step_size=0.01, restarts=1,
-             random_start=True, loss='ce', track_best=True):
-  """Builds `attack(logits_fn, x, y, key) -> x_adv`.
+def restart_keys(keys, restarts):
+  """[R,B] keys from per-example keys [B]: restart r of example b runs with split(keys[b], R)[r]."""
+  return jax.vmap(lambda k: jax.random.split(k, restarts))(keys).T
 
-  Args:
-    norm: 'linf' or 'l2'.
-    eps: radius of the threat model, in [0,1] pixel scale.
-    steps: gradient steps (1 with random_start=False is FGSM / FGM).
-    step_size: step length in the norm's unit.
-    restarts: independent random restarts, run vmapped; the strongest per example is kept.
-    random_start: start from a uniform sample of the ball instead of x.
-    loss: 'ce' or 'margin', maximised.
-    track_best: keep each example's strongest iterate instead of the last one (costs one more
-      forward pass); evaluation wants it, adversarial training (Madry) uses the last iterate.
+
+def make_pgd_run(*, norm='linf', eps=0.1, steps=10, step_size=0.01, random_start=True, loss='ce',
+                 track_best=True):
+  """One restart of `make_pgd` (same arguments, less `restarts`).
 
   Returns:
-    attack(logits_fn, x, y, key): `logits_fn` maps f32[B,H,W,C] in [0,1] to f32[B,K] logits,
-    `x: f32[B,H,W,C]` in [0,1], `y: int[B]`, `key` one PRNG key or one per example ([B]; makes
-    the result independent of how a batch is split across devices). Returns f32[B,H,W,C] inside
-    the ball around x and inside [0,1], with gradients stopped.
+    run(logits_fn, x, y, run_keys) -> (x_adv, mis, loss): `run_keys` one PRNG key per example
+    ([B], e.g. a row of `restart_keys`), the result x_adv: f32[B,H,W,C] (gradients not stopped),
+    whether it is misclassified (bool[B]) and its loss (f32[B]). `make_pgd(restarts=R)` keeps,
+    per example, the strongest of `run(..., restart_keys(keys, R)[r])` over r. With
+    track_best=False, `with_status=False` skips the last forward pass: (x_adv, None, None).
   """
   loss_fn = objectives.get(loss)
 
-  def attack(logits_fn, x, y, key):
+  def run(logits_fn, x, y, run_keys, with_status=True):
     batch = x.shape[0]
     num_classes = jax.eval_shape(logits_fn, x).shape[-1]
     onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
-    keys = per_example_keys(key, batch)
-    restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys).T  # [R,B]
 
     def objective(xa):
       logits = logits_fn(xa)
@@ -77,40 +70,69 @@ def make_pgd(*, norm='linf', eps=0.1, steps=10, step_size=0.01, restarts=1,
       _, (per_example, logits) = objective(xa)
       return jnp.argmax(logits, -1) != y, per_example
 
-    def one_run(run_keys):
-      if random_start:
-        x0 = jnp.clip(x + threat.random_start(run_keys, x.shape, norm, eps), 0.0, 1.0)
-      else:
-        x0 = x
-      neg_inf = jnp.full((batch,), -jnp.inf, jnp.float32)
-      best0 = (x0, jnp.zeros((batch,), bool), neg_inf)
-
-      def body(_, carry):
-        xa, best = carry
-        grad, (per_example, logits) = grad_fn(xa)
-        if track_best:
-          mis = jnp.argmax(logits, -1) != y
-          better = stronger(mis, per_example, best[1], best[2])
-          best = (_select(better, xa, best[0]), best[1] | mis,
-                  jnp.where(better, per_example, best[2]))
-        xa = xa + step_size * threat.ascent_direction(grad, norm)
-        xa = jnp.clip(x + threat.project(xa - x, norm, eps), 0.0, 1.0)
-        return xa, best
-
-      xa, best = jax.lax.fori_loop(0, steps, body, (x0, best0))
-      if not track_best and restarts == 1:
-        return xa, None, None
-      mis, per_example = status(xa)
-      if not track_best:
-        return xa, mis, per_example
-      better = stronger(mis, per_example, best[1], best[2])
-      return (_select(better, xa, best[0]), mis | best[1],
-              jnp.where(better, per_example, best[2]))
-
-    if restarts == 1:
-      x_adv = one_run(restart_keys[0])[0]
+    if random_start:
+      x0 = jnp.clip(x + threat.random_start(run_keys, x.shape, norm, eps), 0.0, 1.0)
     else:
-      xs, mis, losses = jax.vmap(one_run)(restart_keys)
+      x0 = x
+    neg_inf = jnp.full((batch,), -jnp.inf, jnp.float32)
+    best0 = (x0, jnp.zeros((batch,), bool), neg_inf)
+
+    def body(_, carry):
+      xa, best = carry
+      grad, (per_example, logits) = grad_fn(xa)
+      if track_best:
+        mis = jnp.argmax(logits, -1) != y
+        better = stronger(mis, per_example, best[1], best[2])
+        best = (_select(better, xa, best[0]), best[1] | mis,
+                jnp.where(better, per_example, best[2]))
+      xa = xa + step_size * threat.ascent_direction(grad, norm)
+      xa = jnp.clip(x + threat.project(xa - x, norm, eps), 0.0, 1.0)
+      return xa, best
+
+    xa, best = jax.lax.fori_loop(0, steps, body, (x0, best0))
+    if not track_best and not with_status:
+      return xa, None, None
+    mis, per_example = status(xa)
+    if not track_best:
+      return xa, mis, per_example
+    better = stronger(mis, per_example, best[1], best[2])
+    return (_select(better, xa, best[0]), mis | best[1],
+            jnp.where(better, per_example, best[2]))
+
+  return run
+
+
+def make_pgd(*, norm='linf', eps=0.1, steps=10, step_size=0.01, restarts=1,
+             random_start=True, loss='ce', track_best=True):
+  """Builds `attack(logits_fn, x, y, key) -> x_adv`.
+
+  Args:
+    norm: 'linf' or 'l2'.
+    eps: radius of the threat model, in [0,1] pixel scale.
+    steps: gradient steps (1 with random_start=False is FGSM / FGM).
+    step_size: step length in the norm's unit.
+    restarts: independent random restarts, run vmapped; the strongest per example is kept.
+      Restart r of example b is `make_pgd_run(...)` with key `restart_keys(keys, restarts)[r, b]`.
+    random_start: start from a uniform sample of the ball instead of x.
+    loss: 'ce' or 'margin', maximised.
+    track_best: keep each example's strongest iterate instead of the last one (costs one more
+      forward pass); evaluation wants it, adversarial training (Madry) uses the last iterate.
+
+  Returns:
+    attack(logits_fn, x, y, key): `logits_fn` maps f32[B,H,W,C] in [0,1] to f32[B,K] logits,
+    `x: f32[B,H,W,C]` in [0,1], `y: int[B]`, `key` one PRNG key or one per example ([B]; makes
+    the result independent of how a batch is split across devices). Returns f32[B,H,W,C] inside
+    the ball around x and inside [0,1], with gradients stopped.
+  """
+  run = make_pgd_run(norm=norm, eps=eps, steps=steps, step_size=step_size,
+                     random_start=random_start, loss=loss, track_best=track_best)
+
+  def attack(logits_fn, x, y, key):
+    keys = restart_keys(per_example_keys(key, x.shape[0]), restarts)  # [R,B]
+    if restarts == 1:
+      x_adv = run(logits_fn, x, y, keys[0], with_status=False)[0]
+    else:
+      xs, mis, losses = jax.vmap(lambda k: run(logits_fn, x, y, k))(keys)
       x_adv, best_mis, best_loss = xs[0], mis[0], losses[0]
       for r in range(1, restarts):
         better = stronger(mis[r], losses[r], best_mis, best_loss)

@@ -139,20 +139,14 @@ def l2_propose(key, x, x_best, side, eps):
 _SEARCH = {'linf': (linf_init, linf_propose), 'l2': (l2_init, l2_propose)}
 
 
-def make_square(*, norm='linf', eps, steps=5000, restarts=1, p_init=0.8):
-  """Builds `attack(logits_fn, x, y, key) -> x_adv` for the Square Attack.
-
-  Args:
-    norm: 'linf' or 'l2'.
-    eps: radius of the threat model, in [0,1] pixel scale.
-    steps: iterations, one forward pass each (plus one for the start), per restart.
-    restarts: independent runs, vmapped; each example keeps its highest margin.
-    p_init: initial fraction of the image covered by a square (0.8 for L-inf in the paper).
+def make_square_run(*, norm='linf', eps, steps=5000, p_init=0.8):
+  """One restart of `make_square` (same arguments, less `restarts`).
 
   Returns:
-    attack(logits_fn, x, y, key): `logits_fn` maps f32[B,H,W,C] in [0,1] to f32[B,K] logits (only
-    called forward), `x: f32[B,H,W,C]` in [0,1], `y: int[B]`, `key` one PRNG key or one per example
-    ([B]). Returns f32[B,H,W,C] inside the ball around x and inside [0,1], gradients stopped.
+    run(logits_fn, x, y, run_keys) -> (x_adv, margin): `run_keys` one PRNG key per example ([B],
+    e.g. a row of `pgd.restart_keys`); x_adv: f32[B,H,W,C] the run's best point and margin: f32[B]
+    its margin. `make_square(restarts=R)` keeps, per example, the run of highest margin among
+    `run(..., pgd.restart_keys(keys, R)[r])`.
   """
   if norm not in _SEARCH:
     raise ValueError(f'Unknown norm {norm!r}; valid: {threat.NORMS}.')
@@ -160,30 +154,49 @@ def make_square(*, norm='linf', eps, steps=5000, restarts=1, p_init=0.8):
   init = jax.vmap(init, in_axes=(0, 0, None))
   propose = jax.vmap(propose, in_axes=(0, 0, 0, None, None))
 
-  def attack(logits_fn, x, y, key):
-    batch, (height, width) = x.shape[0], x.shape[1:3]
+  def run(logits_fn, x, y, run_keys):
+    height, width = x.shape[1:3]
     num_classes = jax.eval_shape(logits_fn, x).shape[-1]
     onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
-    keys = pgd.per_example_keys(key, batch)
-    restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys).T  # [R,B]
     margin = lambda xa: objectives.margin(logits_fn(xa), onehot)
+    init_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(run_keys, steps)
+    x_best = init(init_keys, x, eps)
 
-    def one_run(run_keys):
-      init_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(run_keys, steps)
-      x_best = init(init_keys, x, eps)
+    def body(i, carry):
+      x_best, best = carry
+      side = window_side(i, steps, p_init, height, width, norm)
+      step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(run_keys, i)
+      x_new = propose(step_keys, x, x_best, side, eps)
+      value = margin(x_new)
+      take = (best <= 0) & (value > best)
+      return jnp.where(take[:, None, None, None], x_new, x_best), jnp.where(take, value, best)
 
-      def body(i, carry):
-        x_best, best = carry
-        side = window_side(i, steps, p_init, height, width, norm)
-        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(run_keys, i)
-        x_new = propose(step_keys, x, x_best, side, eps)
-        value = margin(x_new)
-        take = (best <= 0) & (value > best)
-        return jnp.where(take[:, None, None, None], x_new, x_best), jnp.where(take, value, best)
+    return jax.lax.fori_loop(0, steps, body, (x_best, margin(x_best)))
 
-      return jax.lax.fori_loop(0, steps, body, (x_best, margin(x_best)))
+  return run
 
-    xs, values = jax.vmap(one_run)(restart_keys)
+
+def make_square(*, norm='linf', eps, steps=5000, restarts=1, p_init=0.8):
+  """Builds `attack(logits_fn, x, y, key) -> x_adv` for the Square Attack.
+
+  Args:
+    norm: 'linf' or 'l2'.
+    eps: radius of the threat model, in [0,1] pixel scale.
+    steps: iterations, one forward pass each (plus one for the start), per restart.
+    restarts: independent runs, vmapped; each example keeps its highest margin (run r of example
+      b is `make_square_run` with key `pgd.restart_keys(keys, restarts)[r, b]`).
+    p_init: initial fraction of the image covered by a square (0.8 for L-inf in the paper).
+
+  Returns:
+    attack(logits_fn, x, y, key): `logits_fn` maps f32[B,H,W,C] in [0,1] to f32[B,K] logits (only
+    called forward), `x: f32[B,H,W,C]` in [0,1], `y: int[B]`, `key` one PRNG key or one per example
+    ([B]). Returns f32[B,H,W,C] inside the ball around x and inside [0,1], gradients stopped.
+  """
+  run = make_square_run(norm=norm, eps=eps, steps=steps, p_init=p_init)
+
+  def attack(logits_fn, x, y, key):
+    keys = pgd.restart_keys(pgd.per_example_keys(key, x.shape[0]), restarts)  # [R,B]
+    xs, values = jax.vmap(lambda k: run(logits_fn, x, y, k))(keys)
     x_adv = jnp.take_along_axis(xs, jnp.argmax(values, 0)[None, :, None, None, None], 0)[0]
     return jax.lax.stop_gradient(x_adv)
 
