@@ -60,7 +60,7 @@ def _write_json(path, obj):
 
 def _finish(results, artifacts, config, workdir, title, extra):
   results = {**results, **extra, 'config': config.to_dict(), 'code_version': version.code_version(),
-             'source_digest': version.source_digest(),
+             'source_digest': version.source_digest(), 'machine': version.machine(),
              'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
   if jax.process_index() == 0:

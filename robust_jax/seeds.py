@@ -76,6 +76,7 @@ def write(workdir, seeds):
       runs.append((s, json.load(f)))
   agg = aggregate(runs)
   agg['code_versions'] = sorted({r.get('code_version', 'unknown') for _, r in runs})
+  agg['machines'] = sorted({r.get('machine', 'unknown') for _, r in runs})
   with open(os.path.join(workdir, 'seeds.json'), 'w') as f:
     json.dump(agg, f, indent=2, sort_keys=True)
   text = table(agg)

@@ -2,6 +2,7 @@
 
     version.code_version()   # 'a1b2c3...' or 'a1b2c3...+dirty' or 'unknown'
     version.source_digest()  # sha256 over robust_jax/**/*.py: changes with any code change
+    version.machine()        # 'AMD EPYC 7B13, avx2, 2 cores': the CPU a result came from
 
 The commit names the code for a reader; the digest is what resumable evaluations key on, since a
 '+dirty' commit does not tell one uncommitted edit from another. Imports nothing of robust_jax.
@@ -10,6 +11,7 @@ The commit names the code for a reader; the digest is what resumable evaluations
 import functools
 import hashlib
 import os
+import platform
 import subprocess
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -45,3 +47,34 @@ def source_digest():
         with open(path, 'rb') as f:
           h.update(f.read())
   return h.hexdigest()
+
+
+def _cpuinfo(path='/proc/cpuinfo'):
+  """(model name, set of flags) of the first CPU in `path`; ('', set()) where unreadable."""
+  model, flags = '', set()
+  try:
+    with open(path) as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        key = key.strip()
+        if key == 'model name' and not model:
+          model = value.strip()
+        elif key == 'flags' and not flags:
+          flags = set(value.split())
+        if model and flags:
+          break
+  except OSError:
+    pass
+  return model, flags
+
+
+@functools.lru_cache(maxsize=None)
+def machine(cpuinfo='/proc/cpuinfo'):
+  """The CPU that produced a result, e.g. 'AMD EPYC 7B13, avx2, 2 cores': float results can
+  differ in the last bits between vector instruction sets (AVX2 against AVX-512)."""
+  model, flags = _cpuinfo(cpuinfo)
+  model = model or platform.processor() or platform.machine() or 'unknown CPU'
+  isa = ('avx512f' if 'avx512f' in flags else 'avx2' if 'avx2' in flags else
+         'neon' if 'asimd' in flags or 'neon' in flags else 'other ISA' if flags else '')
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return ', '.join(x for x in (model, isa, f'{cores} cores') if x)

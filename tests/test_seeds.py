@@ -45,8 +45,22 @@ def test_write_reads_each_seed_workdir(tmp_path):
   for s, clean in ((3, 0.5), (4, 0.7)):
     d = tmp_path / f'seed_{s}'
     d.mkdir()
-    (d / 'results.json').write_text(json.dumps(_results(clean, 0.4, 0.3)))
+    (d / 'results.json').write_text(json.dumps({**_results(clean, 0.4, 0.3),
+                                                'machine': f'cpu {s}'}))
   agg, text = seeds.write(str(tmp_path), [3, 4])
+  assert agg['machines'] == ['cpu 3', 'cpu 4']
   assert agg['figures']['clean']['mean'] == pytest.approx(0.6)
   assert json.loads((tmp_path / 'seeds.json').read_text())['seeds'] == [3, 4]
   assert (tmp_path / 'seeds.md').read_text().strip() == text
+
+
+def test_machine_names_the_cpu_and_its_vector_instruction_set(tmp_path):
+  from robust_jax import version
+  info = tmp_path / 'cpuinfo'
+  info.write_text('processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n\n'
+                  'processor\t: 1\nmodel name\t: other\nflags\t\t: avx512f\n')
+  text = version.machine(str(info))
+  assert text.startswith('AMD EPYC 7B13, avx2, ') and text.endswith(' cores')
+  info.write_text('model name\t: Intel Xeon\nflags\t\t: avx2 avx512f\n')
+  assert version.machine.__wrapped__(str(info)).startswith('Intel Xeon, avx512f')
+  assert 'cores' in version.machine.__wrapped__(str(tmp_path / 'missing'))
