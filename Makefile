@@ -2,12 +2,14 @@
 #   make demo   install into .venv, make sure Fashion-MNIST is here, run the default experiment
 #   make test   install into .venv (with test tools), make sure Fashion-MNIST is here, run all tests
 # Variables: PYTHON (interpreter for the venv), ARGS (extra launch.py flags), DATA_CHECK=0 (skip
-# the Fashion-MNIST check, e.g. with --config.data.source_dir), PYTEST_ARGS.
+# the Fashion-MNIST check, e.g. with --config.data.source_dir), PYTEST_ARGS, TEST_WORKERS (pytest
+# processes side by side: 2 keeps both cores of a 2-core machine busy while one compiles).
 
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 DATA_CHECK ?= 1
 PIP = $(VENV)/bin/pip --disable-pip-version-check -q
 
@@ -36,10 +38,10 @@ demo: install data
 	$(VENV)/bin/python launch.py $(ARGS)
 
 test: install-dev data lint
-	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install-dev data
-	$(VENV)/bin/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

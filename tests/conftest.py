@@ -6,6 +6,7 @@ which keeps the fake devices but compiles normally.
 """
 
 import os
+import shutil
 import tempfile
 
 FAKE_DEVICES = '--xla_force_host_platform_device_count=4'
@@ -29,6 +30,11 @@ import pytest  # noqa: E402
 
 if PLATFORM == 'cpu':
   jax.config.update('jax_num_cpu_devices', 4)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):

@@ -7,8 +7,8 @@ import pytest
 from tests.test_launch import launch
 from tests.test_launch import needs_fashion_mnist
 
-COMMON = ['--config.train.epochs=1', '--config.eval.num_examples=1000', '--progress=false',
-          '--config.checkpoint.every_steps=1000']
+COMMON = ['--config.train.epochs=1', '--config.eval.num_examples=500', '--progress=false',
+          '--config.checkpoint.every_steps=1000', '--config.eval.sanity_checks=false']
 
 
 @pytest.mark.slow

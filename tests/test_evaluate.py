@@ -164,31 +164,9 @@ def test_num_examples_limits_the_test_set():
   assert results['num_examples'] == 10
 
 
-def test_suite_cascade_and_sanity_checks_are_reported():
-  config = helpers.quick_config(**{'eval.suite': 'quick', 'eval.suite_eps': 0.1,
-                                   'eval.sanity_checks': True, 'eval.sanity_examples': 16})
-  dataset = helpers.tiny_dataset(n_test=24, shape=(8, 8, 1))  # small images: cheap attacks
-  model, params = _setup(config, dataset)
-  results, artifacts = evaluate.evaluate(model, params, {}, dataset, config,
-                                         parallel.make_mesh(), progress=False)
-  suite = results['suite']
-  assert [a['name'] for a in suite['attacks']] == ['apgd_ce', 'apgd_t']
-  assert suite['attacks'][0]['attacked'] == round(results['clean_accuracy'] * 24)
-  assert suite['attacks'][1]['attacked'] == suite['attacks'][0]['attacked'] - \
-      suite['attacks'][0]['broken']
-  assert results['worst_case_accuracy'] <= suite['accuracy']
-  names = {c['name'] for c in results['sanity_checks']}
-  assert {'outputs are logits', 'input gradients finite and non-zero', 'unbounded attack succeeds',
-          'x_adv inside ball and [0,1]', 'accuracy falls with eps'} <= names
-  assert all(c['verdict'] in ('PASS', 'WARN', 'FAIL', 'SKIPPED')
-             for c in results['sanity_checks'])
-  assert artifacts['x_adv'].shape == artifacts['x'].shape
-  text = report.full_report(results, 'tiny')
-  assert 'Sanity checks' in text and 'Suite `quick`' in text
-  assert 'Upper bound' in text  # 'quick' is not the full standard suite
-
-
-def test_sanity_checks_use_the_primary_attack_wherever_it_ran_and_skip_loudly(monkeypatch):
+def test_suite_cascade_and_sanity_checks_use_the_primary_attack_wherever_it_ran(monkeypatch):
+  # One evaluation (suite + sanity checks are the expensive part) checks the cascade's
+  # bookkeeping, the report, and the sanity checks' inputs.
   # The suite's APGD-CE (20 steps) outranks the named attacks (2 steps): it is the primary, its
   # per-example results are the suite's first cascade stage, and no check is silently dropped.
   config, dataset, model, params = _partly_robust(
@@ -204,6 +182,22 @@ def test_sanity_checks_use_the_primary_attack_wherever_it_ran_and_skip_loudly(mo
   monkeypatch.setattr(sanity, 'run_checks', spy)
   results, art = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
                                    progress=False)
+  suite = results['suite']
+  assert [a['name'] for a in suite['attacks']] == ['apgd_ce', 'apgd_t']
+  assert suite['attacks'][0]['attacked'] == round(results['clean_accuracy'] * 24)
+  assert suite['attacks'][1]['attacked'] == suite['attacks'][0]['attacked'] - \
+      suite['attacks'][0]['broken']
+  assert results['worst_case_accuracy'] <= suite['accuracy']
+  names = {c['name'] for c in results['sanity_checks']}
+  assert {'outputs are logits', 'input gradients finite and non-zero', 'unbounded attack succeeds',
+          'x_adv inside ball and [0,1]', 'accuracy falls with eps'} <= names
+  assert all(c['verdict'] in ('PASS', 'WARN', 'FAIL', 'SKIPPED')
+             for c in results['sanity_checks'])
+  assert art['x_adv'].shape == art['x'].shape
+  report_text = report.full_report(results, 'tiny')
+  assert 'Sanity checks' in report_text and 'Suite `quick`' in report_text
+  assert 'Upper bound' in report_text  # 'quick' is not the full standard suite
+
   cfg, primary = seen['primary']
   assert cfg['name'] == 'apgd_ce'
   first = results['suite']['attacks'][0]
@@ -289,7 +283,7 @@ def test_a_killed_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatc
   config = helpers.quick_config(**{'eval.suite': 'quick', 'eval.suite_eps': 0.1})
   for a in config.eval.attacks.values():
     a.steps = 1
-  dataset = helpers.tiny_dataset(n_test=40)
+  dataset = helpers.tiny_dataset(n_test=40, shape=(8, 8, 1))  # small images: cheap compiles
   model, params = _setup(config, dataset)
   mesh = parallel.make_mesh()
   full, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)

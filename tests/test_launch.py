@@ -15,7 +15,7 @@ QUICK = ['--config.train.steps=6', '--config.train.batch_size=32', '--config.eva
          '--config.eval.batch_size=32', '--config.checkpoint.every_steps=3',
          '--config.train.log_every_steps=2', '--config.train_attack.steps=2',
          '--config.eval.attacks.pgd20.steps=3', '--config.eval.attacks.pgd40x2.steps=3',
-         '--progress=false']
+         '--config.eval.sanity_checks=false', '--progress=false']  # sanity: tests/test_sanity.py
 
 needs_fashion_mnist = pytest.mark.skipif(
     not os.path.exists('/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz'),
