@@ -43,6 +43,7 @@ from robust_jax import models
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
+from robust_jax import run_io
 from robust_jax import train
 from robust_jax.attacks import objectives
 
@@ -153,7 +154,7 @@ def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack
   attack_cfg = attack_cfg or b.attack
   variables = model_fns.init_variables(model, rng.root_key(config.seed, rng.INIT), image_shape)
   params, stats = variables['params'], variables.get('batch_stats', {})
-  attack = attacks.build(attack_cfg, where='benchmark.attack')
+  attack = attacks.build(attack_cfg, where='benchmark.attack', load_model=run_io.load_model)
   bn_mode = config.model.attack_bn_mode
 
   def per_device(params, stats, x, y, keys):
@@ -205,7 +206,7 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
   """Times one `train.make_train_step` step (config.defense, config.train_attack)."""
   b = config.benchmark
   tx, _ = optim.make_optimizer(config.optim, 1000, 100)
-  defense = defense_lib.build(config)
+  defense = defense_lib.build(config, run_io.load_model)
   state = train.init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
                            config.optim.ema_decay,
                            **_carry(train, defense, config, image_shape, batch_size))

@@ -61,6 +61,7 @@ from robust_jax import evaluate as evaluate_lib
 from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import rng
+from robust_jax import run_io
 from robust_jax import sanity
 from robust_jax.attacks import threat
 from robust_jax.attacks import wrappers
@@ -200,7 +201,7 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh, squeeze_fns, threshold):
   eps-ball or [0,1]. `threshold` is used only by a detector-aware attack.
   """
   spec = None if attack_cfg is None else attacks.validate(attack_cfg)
-  attack = None if attack_cfg is None else attacks.build(attack_cfg)
+  attack = None if attack_cfg is None else attacks.build(attack_cfg, load_model=run_io.load_model)
 
   def per_device(params, batch_stats, images, labels, index, key):
     x = images.astype(jnp.float32) / 255.0
@@ -374,7 +375,7 @@ def _classifier_checks(model, params, batch_stats, images, labels, config, named
       fn, x, y, norm=threat_cfg['norm'], eps=threat_cfg['eps'], key=jax.random.fold_in(root, 2000),
       primary=None if primary is None else (primary[1], classifier_ok[primary[0]][:m]),
       single_step=classifier_ok[single[0]][:m] if single and primary else None,
-      violations=ball[0], checked_points=ball[1])
+      violations=ball[0], checked_points=ball[1], load_model=run_io.load_model)
   for c in checks:
     c['detail'] = 'classifier alone: ' + c['detail']
     c['subset'] = m

@@ -30,6 +30,7 @@ from robust_jax import data as data_lib
 from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import rng
+from robust_jax import run_io
 from robust_jax import sanity
 from robust_jax import suites
 from robust_jax import version
@@ -48,7 +49,7 @@ def make_eval_fn(model, attack_cfg, mesh):
   outside their eps-ball or [0,1].
   """
   spec = None if attack_cfg is None else attacks.validate(attack_cfg)
-  attack = None if attack_cfg is None else attacks.build(attack_cfg)
+  attack = None if attack_cfg is None else attacks.build(attack_cfg, load_model=run_io.load_model)
 
   def per_device(params, batch_stats, images, labels, index, key):
     x = images.astype(jnp.float32) / 255.0
@@ -318,7 +319,7 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
       key=jax.random.fold_in(root, 2000), primary=primary, single_step=single_step,
       square=square, violations=ball[0], checked_points=ball[1],
       random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn,
-      clean_correct=clean[:m])
+      clean_correct=clean[:m], load_model=run_io.load_model)
   if preprocessed.is_preprocessed(model):
     t = model.transform
     checks.append((sanity.check_transform_attacked(
@@ -329,8 +330,8 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   if p_cfg is not None:
     k = min(8, m)
     keys = jax.random.split(jax.random.fold_in(root, 3000), k)
-    x_adv = np.asarray(attacks.build(p_cfg)(logits_fn, jnp.asarray(x[:k]), jnp.asarray(y[:k]),
-                                            keys))
+    x_adv = np.asarray(attacks.build(p_cfg, load_model=run_io.load_model)(
+        logits_fn, jnp.asarray(x[:k]), jnp.asarray(y[:k]), keys))
     artifacts = {'x': x[:k], 'x_adv': x_adv, 'y': y[:k], 'attack': attacks.describe(p_cfg),
                  'pred': np.asarray(jnp.argmax(logits_fn(jnp.asarray(x[:k])), -1)),
                  'pred_adv': np.asarray(jnp.argmax(logits_fn(jnp.asarray(x_adv)), -1))}

@@ -4,6 +4,11 @@
     results = experiment.train_and_evaluate(config, workdir)
 
 WORKDIR holds config.json, metrics.jsonl, tensorboard/, checkpoints/, results.json and report.md.
+
+Other trained runs a config names (a distillation teacher, ensemble AT's static models, the
+ensemble's members, a transfer attack's surrogate) are loaded by run_io.load_model, which the
+experiment and the evaluation pass to the parts that use them: the attacks and defenses never
+import this module.
 """
 
 import json
@@ -17,20 +22,21 @@ from robust_jax import checkpoint
 from robust_jax import data as data_lib
 from robust_jax import detection
 from robust_jax import evaluate
-from robust_jax import models
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import report
+from robust_jax import run_io
 from robust_jax import train
 from robust_jax import train_io
 from robust_jax import validation
 from robust_jax import version
-from robust_jax.defenses import transforms
 from robust_jax.models import ensemble
-from robust_jax.models import preprocessed
 
 
 code_version = version.code_version  # kept here for callers of experiment.code_version
+# Loading a run lives in run_io.py (which the attacks' and defenses' callers pass on); kept here.
+load_model = run_io.load_model
+deployed_model = run_io.deployed_model
 
 
 def setup(config):
@@ -40,15 +46,6 @@ def setup(config):
   dataset = data_lib.load(config.data)
   model = deployed_model(config, dataset.num_classes, dataset.mean, dataset.std)
   return mesh, dataset, model
-
-
-def deployed_model(config, num_classes, mean, std):
-  """The network of `config.model`, behind the defense's input transformation if it has one."""
-  transform = transforms.from_config(config)
-  if transform is not None and transform.normalization is not None:
-    mean, std = transform.normalization  # e.g. thermometer codes: not pixels
-  net = models.build(config.model, num_classes=num_classes, mean=mean, std=std)
-  return preprocessed.wrap(net, transform)
 
 
 def _write_json(path, obj):
@@ -86,7 +83,7 @@ def train_and_evaluate(config, workdir, progress=True):
                mesh.devices.size)
   t0 = time.perf_counter()
   fitted = train.fit(config, workdir, detection.training_data(config, dataset), model, mesh,
-                     progress=progress)
+                     progress=progress, load_model=load_model)
   state = fitted.state
   train_seconds = time.perf_counter() - t0
   records = getattr(dataset.train_images, 'records', None)
@@ -118,27 +115,6 @@ def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress):
   return {**results, 'step': int(jax.device_get(best.step)), 'epoch': record['epoch'],
           'monitor_pgd_accuracy': record['pgd_accuracy'],
           'monitor_clean_accuracy': record['clean_accuracy']}
-
-
-def load_model(run_dir, checkpoint_path=None):
-  """A trained model from a workdir: (model, eval params, batch_stats, config, step).
-
-  The model is rebuilt from `run_dir/config.json`; weights come from `checkpoint_path` (default:
-  the workdir's latest checkpoint). Single device; for attacks and analysis.
-  """
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(run_dir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: expected the workdir of a robust_jax training run.')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  info = data_lib.DATASETS[config.data.name]
-  model = deployed_model(config, info['num_classes'], info['mean'], info['std'])
-  tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  template = train.init_state(model, tx, jax.random.key(0), info['shape'],
-                              config.optim.ema_decay)
-  state, step = checkpoint.load(checkpoint_path or run_dir, template)
-  return model, state.eval_params(), state.batch_stats, config, step
 
 
 def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):

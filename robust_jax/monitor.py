@@ -21,7 +21,7 @@ weights from before the collapse (early stopping). With `train.monitor_examples 
 
 A run that stopped records `stopped_at` (and `rolled_back_to`, the best epoch's step) in
 monitor.json; its final checkpoint, at the step where it stopped, holds the weights it ended with
-(after a rollback their `step` is the best epoch's), so evaluation and `experiment.load_model`
+(after a rollback their `step` is the best epoch's), so evaluation and `run_io.load_model`
 use them, and running the same command again does not train further. Everything here is a
 function of the weights and `config.seed`, so a resumed run monitors exactly as an uninterrupted
 one; on resume, records after the resumed step are dropped first.

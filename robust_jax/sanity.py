@@ -33,11 +33,14 @@ def skipped(name, reason):
   return _check(name, SKIPPED, float('nan'), reason, 0)
 
 
-def accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size):
-  """Per-example correctness (bool[N]) under an attack, in batches."""
+def accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size, load_model=None):
+  """Per-example correctness (bool[N]) under an attack, in batches.
+
+  `load_model`: for an attack on another trained run (attacks.build).
+  """
   batch_size = min(batch_size, len(y))
   attack = jax.jit(lambda xb, yb, kb: jnp.argmax(logits_fn(
-      attacks.build(attack_cfg)(logits_fn, xb, yb, kb)), -1) == yb)
+      attacks.build(attack_cfg, load_model=load_model)(logits_fn, xb, yb, kb)), -1) == yb)
   keys = jax.random.split(key, len(y))
   out = []
   for i in range(0, len(y), batch_size):
@@ -181,7 +184,8 @@ def _describe(cfg):
 
 def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=None,
                square=None, violations=0, checked_points=0, random_logits_fn=None,
-               eot_samples=1, batch_size=250, primary_logits_fn=None, clean_correct=None):
+               eot_samples=1, batch_size=250, primary_logits_fn=None, clean_correct=None,
+               load_model=None):
   """Runs every check on the subset (x, y).
 
   Args:
@@ -201,6 +205,8 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
       checks that re-run it; default `logits_fn`.
     clean_correct: bool[N] clean correctness on this subset; every per-example result compared
       below is ANDed with it (robust means correct on the clean input and under the attack).
+    load_model: `workdir -> run_io.Run`, for a primary attack on another trained run (a
+      transfer attack's surrogate); the evaluation passes robust_jax.run_io.load_model.
   Returns:
     (list of check dicts, {'eps': [...], 'accuracy': [...]}) the accuracy-against-eps curve.
   """
@@ -248,8 +254,8 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     doubled['steps'] = 2 * doubled.get('steps', 1)
     doubled['restarts'] = 2 * doubled.get('restarts', 1)
     checks.append(check_convergence(
-        correct, accuracy_under(doubled, view, x, y, keys[5], batch_size) & clean, name,
-        _describe(doubled)))
+        correct, accuracy_under(doubled, view, x, y, keys[5], batch_size, load_model) & clean,
+        name, _describe(doubled)))
     if single_step is None:
       fgsm = dict(name='fgsm', norm=norm, eps=eps, steps=1, step_size=eps, restarts=1,
                   random_start=False)

@@ -16,9 +16,8 @@ their fixed models (teacher, static models) as an argument of the jitted step.
 (monitor.py) when `train.monitor_examples` > 0.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,47 +31,16 @@ from robust_jax import monitor as monitor_lib
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
+from robust_jax import run_io
 from robust_jax import train_io
+from robust_jax import train_state
 from robust_jax.defenses import free_at
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array            # int32 scalar: training steps (minibatches) taken
-  params: Any
-  batch_stats: Any           # {} for models without BatchNorm
-  opt_state: Any
-  ema_params: Any            # a copy of params when optim.ema_decay > 0, else None
-
-  def eval_params(self):
-    return self.params if self.ema_params is None else self.ema_params
-
-
-@flax.struct.dataclass
-class FreeTrainState(TrainState):
-  """Free AT's state: a TrainState plus the input perturbation carried between minibatches.
-
-  The carry is training-only state. Checkpoints hold the plain TrainState (so every loader reads
-  a free-AT workdir as any other) and the carry goes to WORKDIR/free_at_carry/ (train_io.Saver).
-  """
-  carry: Any = None          # f32[B,H,W,C]: row i's perturbation, B the global batch
-
-  def without_carry(self):
-    return TrainState(step=self.step, params=self.params, batch_stats=self.batch_stats,
-                      opt_state=self.opt_state, ema_params=self.ema_params)
-
-
-def init_state(model, tx, key, image_shape, ema_decay=0.0, carry_shape=None):
-  """The initial state; with `carry_shape` (B,H,W,C) a FreeTrainState with a zero carry."""
-  v = model_fns.init_variables(model, key, image_shape)
-  params = v['params']
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=v.get('batch_stats', {}), opt_state=tx.init(params),
-                     # A copy, never the same buffers: the step donates its whole state.
-                     ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None)
-  if carry_shape is None:
-    return state
-  return FreeTrainState(**vars(state), carry=jnp.zeros(carry_shape, jnp.float32))
+# The state lives in train_state.py (loading a run needs it, not the loop); kept here too.
+TrainState = train_state.TrainState
+FreeTrainState = train_state.FreeTrainState
+init_state = train_state.init_state
 
 
 def carry_shape(defense, config, image_shape):
@@ -82,19 +50,21 @@ def carry_shape(defense, config, image_shape):
   return (config.train.batch_size,) + tuple(image_shape)
 
 
-def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1):
+def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1,
+                    load_model=run_io.load_model):
   """Returns `step(state, batch, key) -> (state, metrics)`, jitted, donating `state`.
 
   `batch`: {'image': uint8[B,H,W,C], 'label': int32[B]} sharded over 'data'; `key`: the step's
   PRNG key. Metrics are global sums (`loss_sum`, `correct`, `count`; over all replays for free
   AT) plus `grad_norm` and `lr`. `steps_per_epoch` turns the step into the epoch that
   epoch-based defense schedules see (AWP's warm-up). Models the defense needs besides the one
-  trained (`defense.load`) are loaded here, once, and passed to every step as arguments.
+  trained (`defense.load`) are loaded here, once, with `load_model` (workdir -> run_io.Run), and
+  passed to every step as arguments.
   """
   ema_decay = config.optim.ema_decay
   bn_mode = config.model.attack_bn_mode
   random_crop, random_flip = config.data.random_crop, config.data.random_flip
-  frozen, bind = ({}, None) if defense.load is None else defense.load()
+  frozen, bind = ({}, None) if defense.load is None else defense.load(load_model)
   frozen = parallel.replicate(frozen, mesh)
 
   def apply_grads(state, grads, new_stats):
@@ -218,15 +188,17 @@ def _monitor(mon, state, records):
   return best, stop, rolled_back_to
 
 
-def fit(config, workdir, dataset, model, mesh, progress=True):
+def fit(config, workdir, dataset, model, mesh, progress=True, load_model=run_io.load_model):
   """Trains (or resumes) `model` on `dataset`; returns a FitResult.
 
   Checkpoints every `config.checkpoint.every_steps` steps and at the end; metrics go to
   `metrics.jsonl` and TensorBoard every `config.train.log_every_steps` steps, and with
   `train.monitor_examples` > 0 the catastrophic-overfitting monitor runs every epoch
-  (robust_jax/monitor.py).
+  (robust_jax/monitor.py). `load_model` (workdir -> run_io.Run) loads the other trained runs the
+  defense uses (a distillation teacher, ensemble AT's static models, a transfer train_attack's
+  surrogate).
   """
-  defense = defense_lib.build(config)
+  defense = defense_lib.build(config, load_model)
   n_all = len(dataset.train_labels)
   n = n_all - monitor_lib.held_out(config, n_all)
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
@@ -248,7 +220,8 @@ def fit(config, workdir, dataset, model, mesh, progress=True):
       return FitResult(state, mon.record)
   start = done = int(jax.device_get(state.step))
   out = train_io.StepLog(workdir, start, total, spe, schedule, r, progress)
-  step_fn = make_train_step(model, tx, defense, config, mesh, steps_per_epoch=spe)
+  step_fn = make_train_step(model, tx, defense, config, mesh, steps_per_epoch=spe,
+                            load_model=load_model)
   host_rows = data_lib.host_slice(config.train.batch_size, jax.process_index(),
                                   jax.process_count())
   stop, rolled_back_to = False, None

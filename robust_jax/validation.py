@@ -12,6 +12,7 @@ from robust_jax import model_fns
 from robust_jax import models
 from robust_jax import monitor
 from robust_jax import optim
+from robust_jax import run_io
 from robust_jax import suites
 
 
@@ -81,7 +82,8 @@ def validate(config, num_devices=1):
   if o.ema_decay >= 1:
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
   attacks.validate(config.train_attack, 'train_attack')
-  defenses.build(config)  # checks the defense's own fields (defense.beta, ...) too
+  # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
+  defenses.build(config, run_io.load_model)
   monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
   if not config.eval.attacks:
     raise errors.ConfigError(

@@ -23,6 +23,7 @@ from robust_jax import monitor
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
+from robust_jax import run_io
 from robust_jax import train
 from robust_jax import validation
 from robust_jax.attacks import objectives
@@ -272,7 +273,7 @@ def test_distillation_student_step_learns_the_teachers_soft_labels(tmp_path):
   teacher_model, teacher_params = _saved_run(tmp_path, teacher_cfg, seed=5, logit_scale=300.0)
   config = _config('distillation', **{'defense.temperature': 20.0,
                                       'defense.teacher': str(tmp_path)})
-  frozen, bind = defenses.build(config).load()
+  frozen, bind = defenses.build(config).load(run_io.load_model)
   _close(frozen['params'], teacher_params, atol=0)
   dataset = helpers.tiny_dataset(n_train=32, n_test=8)
   state, metrics = _steps(config, dataset, jax.devices(), 1)

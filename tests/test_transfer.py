@@ -14,6 +14,7 @@ from robust_jax import experiment
 from robust_jax import model_fns
 from robust_jax import models
 from robust_jax import optim
+from robust_jax import run_io
 from robust_jax import train
 from tests import helpers
 
@@ -37,7 +38,8 @@ def test_transfer_from_the_target_itself_equals_white_box_pgd(tmp_path):
   y = jnp.argmax(fn(x), -1)
   cfg = dict(name='transfer', surrogate=str(tmp_path), eps=0.1, steps=5)
   key = jax.random.key(1)
-  x_t = attacks.build(cfg)(lambda v: v / 0, x, y, key)   # the target is never called
+  transfer = attacks.build(cfg, load_model=run_io.load_model)
+  x_t = transfer(lambda v: v / 0, x, y, key)   # the target is never called
   x_w = attacks.build(dict(name='pgd', eps=0.1, steps=5, step_size=0.05))(fn, x, y, key)
   np.testing.assert_allclose(x_t, x_w, atol=1e-6)
   assert float(attacks.threat.distance(x_t, x, 'linf').max()) <= 0.1 + 1e-6
@@ -50,4 +52,20 @@ def test_load_model_and_missing_surrogate(tmp_path):
   with pytest.raises(errors.ConfigError, match='surrogate'):
     attacks.validate(dict(name='transfer', eps=0.1))
   with pytest.raises(FileNotFoundError, match='config.json'):
-    attacks.build(dict(name='transfer', eps=0.1, surrogate=str(tmp_path / 'nope')))
+    attacks.build(dict(name='transfer', eps=0.1, surrogate=str(tmp_path / 'nope')),
+                  load_model=run_io.load_model)
+
+
+def test_the_surrogate_is_loaded_by_the_callers_loader(tmp_path):
+  _save_surrogate(tmp_path)
+  cfg = dict(name='transfer', surrogate=str(tmp_path), eps=0.1, steps=5)
+  with pytest.raises(ValueError, match='load_model'):  # attacks import nothing that loads runs
+    attacks.build(cfg)
+  loaded = []
+
+  def load_model(path):
+    loaded.append(path)
+    return run_io.load_model(path)
+
+  attacks.build(cfg, load_model=load_model)
+  assert loaded == [str(tmp_path)]

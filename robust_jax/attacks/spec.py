@@ -39,6 +39,8 @@ def _kwargs(f):
 
 
 # name -> (defaults, valid norms, valid losses or None, factory(fields) -> attack).
+# A field in RUN_FIELDS[name] names a trained run's workdir; `build` passes the factory the run
+# loaded by its `load_model` instead.
 ATTACKS = {
     'fgsm': (dict(_PGD, random_start=False), threat.NORMS, tuple(objectives.LOSSES), _make_pgd),
     'pgd': (_PGD, threat.NORMS, tuple(objectives.LOSSES), _make_pgd),
@@ -57,6 +59,8 @@ ATTACKS = {
                  lambda f: deepfool.make_deepfool(**_kwargs(f))),
 }
 
+RUN_FIELDS = {'transfer': transfer.RUN_FIELDS}
+
 # Fields every attack takes; used by the evaluation, not passed to the attack's factory.
 # eot_samples > 1: attack a randomised model through EOT with that many draws per step.
 # bpda: attack an input-transformation model through its transformation's differentiable
@@ -70,10 +74,16 @@ _NON_NEGATIVE = ('overshoot', 'kappa', 'alpha_max', 'detector_penalty')
 _BOOLEANS = ('random_start', 'track_best', 'seed_start', 'bpda')
 
 
-def register(name, defaults, norms, losses, factory):
-  """Adds an attack: `factory(fields: dict) -> attack(logits_fn, x, y, key)`."""
+def register(name, defaults, norms, losses, factory, run_fields=()):
+  """Adds an attack: `factory(fields: dict) -> attack(logits_fn, x, y, key)`.
+
+  `run_fields`: fields that name a trained run's workdir; the factory gets the loaded run.
+  """
   ATTACKS[name] = (dict(defaults), tuple(norms), None if losses is None else tuple(losses),
                    factory)
+  RUN_FIELDS.pop(name, None)
+  if run_fields:
+    RUN_FIELDS[name] = tuple(run_fields)
 
 
 def _is_number(v):
@@ -147,15 +157,30 @@ def check_inputs(x, y, name='attack'):
     raise ValueError(f'{name}: labels must be >= 0; got {int(np.min(y))}.')
 
 
-def build(cfg, where='attack'):
+def _load_runs(fields, name, where, load_model):
+  """`fields` with each workdir field of attack `name` replaced by the run `load_model` loads."""
+  for field in RUN_FIELDS.get(name, ()):
+    if load_model is None:
+      raise ValueError(f'{where} {name}: {where}.{field}={fields[field]!r} is a trained run to '
+                       'load; build the attack with load_model=robust_jax.run_io.load_model (the '
+                       'evaluation and training pass it).')
+    fields[field] = load_model(fields[field])
+  return fields
+
+
+def build(cfg, where='attack', load_model=None):
   """Returns `attack(logits_fn, x, y, key) -> x_adv` for a validated attack config.
 
   Concrete inputs are checked first (`check_inputs`); labels beyond the model's classes are
   caught once the logits' width is known (abstract evaluation, before compiling).
+  `load_model`: `workdir -> run_io.Run`, for attacks that use another trained model (the transfer
+  attack's surrogate); the callers that run attacks pass robust_jax.run_io.load_model.
   """
   f = validate(cfg, where)
   f['eps'] = float(f['eps'])
-  attack = ATTACKS[f['name']][3]({k: v for k, v in f.items() if k not in GENERIC})
+  fields = _load_runs({k: v for k, v in f.items() if k not in GENERIC}, f['name'], where,
+                      load_model)
+  attack = ATTACKS[f['name']][3](fields)
 
   def checked(logits_fn, x, y, key):
     check_inputs(x, y, f'{where} {f["name"]}')

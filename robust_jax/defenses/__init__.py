@@ -17,9 +17,10 @@ Optional fields, for objectives that change the training step itself (defaults: 
   weight_perturb           AWP: `(params, grads, epoch) -> v`; the step takes the loss's
       gradient at params + v (v from the gradient `grads` of the same loss at params).
   load                     models the objective needs besides the one being trained (a
-      distillation teacher, static models): `load() -> (frozen, bind)`, called once when the
-      step is built; `frozen` (arrays) is passed to the step and `bind(frozen, step_key) ->
-      (perturb, loss)` is used in place of the two fields above.
+      distillation teacher, static models): `load(load_model) -> (frozen, bind)`, called once
+      when the step is built, with the loader training passes (`load_model(workdir) ->
+      run_io.Run`, robust_jax.run_io.load_model); `frozen` (arrays) is passed to the step and
+      `bind(frozen, step_key) -> (perturb, loss)` is used in place of the two fields above.
 
 Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
 
@@ -49,7 +50,10 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
   ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields:
             `members`, `combine`.
 
-Each factory validates its fields and raises `errors.ConfigError` naming the bad one.
+Each factory, `factory(config, load_model=None) -> Defense`, validates its fields and raises
+`errors.ConfigError` naming the bad one. `load_model` (workdir -> run_io.Run) is only used to
+build a train_attack that attacks another trained run (a transfer attack's surrogate); this
+package imports nothing that loads runs, its callers pass robust_jax.run_io.load_model.
 """
 
 import math
@@ -111,15 +115,19 @@ def _inner_loop(config):
   return f['norm'], float(f['eps']), f['steps'], float(f['step_size'])
 
 
-def standard(config):
-  del config
+def standard(config, load_model=None):
+  del config, load_model
   return Defense(perturb=lambda logits_fn, x, y, keys: x, loss=_ce_on(lambda x, x_adv: x))
 
 
-def pgd_at(config):
+def _train_attack(config, load_model):
+  return attacks.build(config.train_attack, where='train_attack', load_model=load_model)
+
+
+def pgd_at(config, load_model=None):
   """Madry et al. 2018: train on the train_attack's adversarial examples (`adv_fraction` of each
   batch; the rest stays clean, as in Croce et al. 2019's 50% adversarial batches)."""
-  attack = attacks.build(config.train_attack, where='train_attack')
+  attack = _train_attack(config, load_model)
   fraction = config.defense.get('adv_fraction', 1.0)
   ok = (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
         and 0 < fraction <= 1)
@@ -138,8 +146,9 @@ def pgd_at(config):
   return Defense(perturb=perturb, loss=_ce_on(lambda x, x_adv: x_adv))
 
 
-def make_trades(config):
+def make_trades(config, load_model=None):
   """Zhang et al. 2019; accuracy on the clean logits."""
+  del load_model  # its own inner loop
   beta = _field(config, 'beta')
   norm, eps, steps, step_size = _inner_loop(config)
   return Defense(
@@ -147,15 +156,16 @@ def make_trades(config):
       loss=trades.make_loss(beta))
 
 
-def make_mart(config):
+def make_mart(config, load_model=None):
   """Wang et al. 2020 on the train_attack's (PGD-CE) examples; accuracy on adversarial logits."""
   beta = _field(config, 'beta')
-  return Defense(perturb=attacks.build(config.train_attack, where='train_attack'),
+  return Defense(perturb=_train_attack(config, load_model),
                  loss=mart.make_loss(beta))
 
 
-def make_fgsm_rs(config):
+def make_fgsm_rs(config, load_model=None):
   """Wong et al. 2020: FGSM with a random start; train_attack gives only norm and eps."""
+  del load_model  # its own FGSM
   step_size = _field(config, 'fgsm_step', positive=True)
   clip_start = config.defense.get('fgsm_clip_start', True)
   if not isinstance(clip_start, bool):
@@ -172,8 +182,9 @@ def _identity(logits_fn, x, y, keys):
   return x
 
 
-def make_free_at(config):
+def make_free_at(config, load_model=None):
   """Shafahi et al. 2019: CE on clip(x + delta); delta steps eps (train_attack's norm)."""
+  del load_model  # its own replays
   replays = config.defense.get('replays')
   if not isinstance(replays, int) or isinstance(replays, bool) or replays < 1:
     raise errors.ConfigError(f'defense.replays={replays!r} must be an integer >= 1 (the '
@@ -188,14 +199,14 @@ def make_free_at(config):
 AWP_BASES = ('pgd_at', 'trades', 'mart')
 
 
-def make_awp(config):
+def make_awp(config, load_model=None):
   """Wu et al. 2020: the `awp_base` objective with adversarial weight perturbation."""
   base = config.defense.get('awp_base')
   if base not in AWP_BASES:
     raise errors.ConfigError(f'defense.awp_base={base!r}; valid: {list(AWP_BASES)}.')
   gamma = _field(config, 'awp_gamma', positive=True)
   warmup = _field(config, 'awp_warmup')
-  return DEFENSES[base](config)._replace(
+  return DEFENSES[base](config, load_model)._replace(
       weight_perturb=awp.make_weight_perturb(gamma=gamma, warmup_epochs=warmup))
 
 
@@ -210,8 +221,9 @@ def _workdirs(config, name, allow_empty):
   return paths
 
 
-def make_distillation(config):
+def make_distillation(config, load_model=None):
   """Papernot et al. 2016: teacher ('' = train it) or student of `defense.teacher`."""
+  del load_model  # the teacher loads in training (Defense.load)
   temperature = _field(config, 'temperature', positive=True)
   teacher = _workdirs(config, 'teacher', allow_empty=True)
   if len(teacher) > 1:
@@ -222,24 +234,25 @@ def make_distillation(config):
                  load=distillation.make_student_load(teacher[0], temperature))
 
 
-def make_ensemble_at(config):
+def make_ensemble_at(config, load_model=None):
   """Tramer et al. 2018: train_attack on a random source among current and static models."""
-  static = _workdirs(config, 'static_models', allow_empty=False)
-  attack = attacks.build(config.train_attack, where='train_attack')
+  static = _workdirs(config, 'static_models', allow_empty=False)  # they load in training
+  attack = _train_attack(config, load_model)
   return Defense(perturb=attack, loss=ensemble_at.loss,
                  load=ensemble_at.make_load(static, attack))
 
 
-def feature_squeezing(config):
+def feature_squeezing(config, load_model=None):
   """Xu, Evans & Qi 2018: a normally trained classifier; the detector acts at evaluation."""
   # Imported here: detection imports model_fns, which imports this package.
   from robust_jax import detection  # pylint: disable=g-import-not-at-top
   detection.fields(config)
-  return standard(config)
+  return standard(config, load_model)
 
 
-def ensemble(config):
+def ensemble(config, load_model=None):
   """Checks defense.members and defense.combine; an ensemble is evaluated, never trained."""
+  del load_model  # the experiment loads the members (models/ensemble.py)
   from robust_jax.models import ensemble as ensemble_lib  # pylint: disable=g-import-not-at-top
   ensemble_lib.fields(config)
 
@@ -256,17 +269,18 @@ DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart
             'feature_squeezing': feature_squeezing, 'ensemble': ensemble}
 
 
-def _transformed(config):
+def _transformed(config, load_model=None):
   """An input-transformation defense (transforms.py): cross-entropy through the transform."""
   transforms.from_config(config)  # validates the transform's fields
-  return standard(config)
+  return standard(config, load_model)
 
 
-def build(config):
+def build(config, load_model=None):
+  """The Defense of `config.defense.name`; `load_model`: see the module docstring."""
   name = config.defense.name
   if name in transforms.TRANSFORMS:
-    return _transformed(config)
+    return _transformed(config, load_model)
   if name not in DEFENSES:
     raise errors.ConfigError(
         f'defense.name={name!r}; valid: {sorted(set(DEFENSES) | set(transforms.TRANSFORMS))}.')
-  return DEFENSES[name](config)
+  return DEFENSES[name](config, load_model)

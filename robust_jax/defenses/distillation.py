@@ -2,7 +2,8 @@
 
     teacher_loss = distillation.make_teacher_loss(temperature=100.0)
     load = distillation.make_student_load('workdirs/distillation_teacher', temperature=100.0)
-    frozen, bind = load()          # the teacher's weights; bind(frozen, key) -> (perturb, loss)
+    frozen, bind = load(run_io.load_model)  # the teacher's weights; bind(frozen, key) ->
+                                            # (perturb, loss)
 
 1. The teacher is trained with a softmax at temperature T: cross-entropy of softmax(z / T)
    against the labels, z the logits.
@@ -61,28 +62,32 @@ def make_student_loss(teacher_fn, temperature):
 
 
 def make_student_load(teacher_dir, temperature):
-  """Returns `load() -> (frozen, bind)` for a student of the teacher trained in `teacher_dir`.
+  """Returns `load(load_model) -> (frozen, bind)` for a student of the teacher in `teacher_dir`.
 
-  `frozen` is {'params', 'batch_stats'} of the teacher (its evaluation weights), which the train
-  step takes as an argument; `bind(frozen, key)` returns the student's (perturb, loss). Raises
-  FileNotFoundError naming the path when the teacher's workdir has no config or checkpoint.
+  `load_model` (workdir -> run_io.Run; training passes robust_jax.run_io.load_model) loads the
+  teacher. `frozen` is {'params', 'batch_stats'} of the teacher (its evaluation weights), which
+  the train step takes as an argument; `bind(frozen, key)` returns the student's (perturb, loss).
+  Raises FileNotFoundError naming the path when the teacher's workdir has no config or
+  checkpoint.
   """
 
-  def load():
-    from robust_jax import experiment  # pylint: disable=g-import-not-at-top  (a cycle)
-    from robust_jax import model_fns  # pylint: disable=g-import-not-at-top
-    model, params, batch_stats, config, step = experiment.load_model(teacher_dir)
+  def load(load_model):
+    teacher_run = load_model(teacher_dir)
+    config, step = teacher_run.config, teacher_run.step
     trained_t = config.defense.get('temperature')
     if config.defense.name != 'distillation' or trained_t != temperature:
       logging.warning('Distilling at T=%s from %s (step %d), which was trained by defense %r at '
                       'T=%s; Papernot et al. use the same T for both.', temperature, teacher_dir,
                       step, config.defense.name, trained_t)
 
+    weights = teacher_run.variables()
+    teacher_run = teacher_run._replace(params=None, batch_stats=None)  # the step gets `weights`
+
     def bind(frozen, key):
       del key
-      teacher = model_fns.logits_fn(model, frozen['params'], frozen['batch_stats'], 'eval')
+      teacher = teacher_run.logits_fn(frozen)
       return (lambda logits_fn, x, y, keys: x), make_student_loss(teacher, temperature)
 
-    return {'params': params, 'batch_stats': batch_stats}, bind
+    return weights, bind
 
   return load

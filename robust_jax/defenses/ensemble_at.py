@@ -1,7 +1,8 @@
 """Ensemble adversarial training (Tramer, Kurakin, Papernot, Goodfellow, Boneh & McDaniel 2018).
 
     load = ensemble_at.make_load(['workdirs/a', 'workdirs/b'], attack)
-    frozen, bind = load()       # the static models' weights; bind(frozen, key) -> (perturb, loss)
+    frozen, bind = load(run_io.load_model)  # the static models' weights; bind(frozen, key) ->
+                                            # (perturb, loss)
 
 Adversarial examples transferred from fixed pre-trained ("static") models are added to training,
 which decouples their generation from the model being trained. As in the authors' MNIST code
@@ -66,28 +67,24 @@ def make_perturb(attack, static_fns, key):
 
 
 def make_load(static_dirs, attack):
-  """Returns `load() -> (frozen, bind)` for the static models trained in `static_dirs`.
+  """Returns `load(load_model) -> (frozen, bind)` for the static models trained in `static_dirs`.
 
+  `load_model` (workdir -> run_io.Run; training passes robust_jax.run_io.load_model) loads them.
   `frozen` is a tuple of {'params', 'batch_stats'} (evaluation weights), which the train step
   takes as an argument; `bind(frozen, key)` returns (perturb, loss). `attack(logits_fn, x, y,
   keys) -> x_adv` is the train attack. Raises FileNotFoundError naming a workdir that has no
   config or checkpoint.
   """
 
-  def load():
-    from robust_jax import experiment  # pylint: disable=g-import-not-at-top  (a cycle)
-    from robust_jax import model_fns  # pylint: disable=g-import-not-at-top
-    models, frozen = [], []
-    for path in static_dirs:
-      model, params, batch_stats, _, _ = experiment.load_model(path)
-      models.append(model)
-      frozen.append({'params': params, 'batch_stats': batch_stats})
+  def load(load_model):
+    runs = [load_model(path) for path in static_dirs]
+    weights = tuple(run.variables() for run in runs)
+    runs = [run._replace(params=None, batch_stats=None) for run in runs]  # the step gets `weights`
 
     def bind(frozen, key):
-      fns = [model_fns.logits_fn(m, f['params'], f['batch_stats'], 'eval')
-             for m, f in zip(models, frozen)]
+      fns = [run.logits_fn(f) for run, f in zip(runs, frozen)]
       return make_perturb(attack, fns, key), loss
 
-    return tuple(frozen), bind
+    return weights, bind
 
   return load

@@ -6,7 +6,7 @@ deep neural networks"). He et al. 2017 ("Adversarial example defenses: ensembles
 are not strong") show that an ensemble must be attacked as a whole; the evaluation does that
 here: the attacks differentiate the averaged output.
 
-    model, params, batch_stats, members = ensemble.load(config, experiment.load_model)
+    model, params, batch_stats, members = ensemble.load(config, run_io.load_model)
     logits = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
 
 `config.defense.members` is a comma-separated list of workdirs of trained runs, each loaded with
@@ -93,7 +93,7 @@ def load(config, load_model):
   Args:
     config: the ensemble's config (`defense.members`, `defense.combine`, `data.name`).
     load_model: `workdir -> (model, params, batch_stats, config, step)`, e.g.
-      `robust_jax.experiment.load_model`.
+      `robust_jax.run_io.load_model` (the experiment passes it).
   Returns:
     (Ensemble, params {'member_i': ...}, batch_stats {'member_i': ...} (members with BatchNorm
     only), members: a list of {workdir, model, defense, seed, step}, one per member).
