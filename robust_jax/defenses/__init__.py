@@ -45,10 +45,10 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
             batch's `train_attack` runs on the current model or one of `static_models`
             (comma-separated workdirs), drawn at random.
   feature_squeezing  Xu, Evans & Qi 2018: trains like standard; the detector is added at
-            evaluation (robust_jax/detection.py). Fields: `fpr`, `squeeze_bits`,
+            evaluation (robust_jax/detection.py). Fields (squeezing.py): `fpr`, `squeeze_bits`,
             `squeeze_median`, `calibration_examples`.
-  ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields:
-            `members`, `combine`.
+  ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields
+            (ensemble_members.py): `members`, `combine`.
 
 Each factory, `factory(config, load_model=None) -> Defense`, validates its fields and raises
 `errors.ConfigError` naming the bad one. `load_model` (workdir -> run_io.Run) is only used to
@@ -67,9 +67,11 @@ from robust_jax.attacks import objectives
 from robust_jax.defenses import awp
 from robust_jax.defenses import distillation
 from robust_jax.defenses import ensemble_at
+from robust_jax.defenses import ensemble_members
 from robust_jax.defenses import fast_at
 from robust_jax.defenses import free_at
 from robust_jax.defenses import mart
+from robust_jax.defenses import squeezing
 from robust_jax.defenses import trades
 from robust_jax.defenses import transforms
 
@@ -244,17 +246,14 @@ def make_ensemble_at(config, load_model=None):
 
 def feature_squeezing(config, load_model=None):
   """Xu, Evans & Qi 2018: a normally trained classifier; the detector acts at evaluation."""
-  # Imported here: detection imports model_fns, which imports this package.
-  from robust_jax import detection  # pylint: disable=g-import-not-at-top
-  detection.fields(config)
+  squeezing.fields(config)
   return standard(config, load_model)
 
 
 def ensemble(config, load_model=None):
   """Checks defense.members and defense.combine; an ensemble is evaluated, never trained."""
   del load_model  # the experiment loads the members (models/ensemble.py)
-  from robust_jax.models import ensemble as ensemble_lib  # pylint: disable=g-import-not-at-top
-  ensemble_lib.fields(config)
+  ensemble_members.fields(config)
 
   def untrainable(*args):
     del args

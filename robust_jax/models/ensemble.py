@@ -21,7 +21,6 @@ The params tree is {'member_0': ..., 'member_1': ...} (batch_stats likewise, for
 BatchNorm), so `robust_jax.evaluate.evaluate` runs on the ensemble unchanged.
 """
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -31,9 +30,12 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from robust_jax import errors
+from robust_jax.defenses import ensemble_members
 from robust_jax.models import preprocessed
 
-COMBINE = ('logits', 'probs')
+# The config fields live with the defenses (defenses/ensemble_members.py); kept here too.
+COMBINE = ensemble_members.COMBINE
+fields = ensemble_members.fields
 
 
 def combine_outputs(outputs, combine):
@@ -57,34 +59,6 @@ class Ensemble(nn.Module):
   def __call__(self, x, train=False):
     """x: f32[B,H,W,C] in [0,1] -> f32[B,K]."""
     return combine_outputs(jnp.stack([net(x, train=train) for net in self.nets]), self.combine)
-
-
-def fields(config):
-  """(member workdirs, combine) of `config.defense`; ConfigError naming the bad field or member.
-
-  Each member must be a workdir with a config.json whose data.name is `config.data.name`.
-  """
-  members, combine = config.defense.get('members', ''), config.defense.get('combine', 'logits')
-  if combine not in COMBINE:
-    raise errors.ConfigError(f'defense.combine={combine!r}; valid: {list(COMBINE)}.')
-  dirs = [d.strip() for d in members.split(',')] if isinstance(members, str) else []
-  dirs = [d for d in dirs if d]
-  if not dirs:
-    raise errors.ConfigError(
-        f'defense.members={members!r} must name the workdirs of trained runs, comma-separated '
-        '(e.g. "workdirs/ensemble_member_1,workdirs/ensemble_member_2").')
-  for d in dirs:
-    path = os.path.join(d, 'config.json')
-    if not os.path.exists(path):
-      raise errors.ConfigError(f'defense.members: {d!r} is not the workdir of a trained run '
-                               f'({path} not found); train it first or fix the path.')
-    with open(path) as f:
-      data = json.load(f).get('data', {}).get('name')
-    if data != config.data.name:
-      raise errors.ConfigError(
-          f'defense.members: {d!r} was trained on data.name={data!r} but data.name='
-          f'{config.data.name!r}; every member must share the ensemble\'s dataset.')
-  return dirs, combine
 
 
 def load(config, load_model):
