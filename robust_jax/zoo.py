@@ -174,6 +174,9 @@ def run(names, jobs, examples, extra, force=False, epochs=0, rerun_stale=False):
   return sorted(failed)
 
 
+UNCHANGED_TRAILER = 'Results-unchanged:'  # in a commit message: see CodeCheck
+
+
 def _git(root, *args):
   """(return code, stdout) of `git args` run in `root`; (None, '') where git cannot run."""
   try:
@@ -198,11 +201,16 @@ class CodeCheck:
   edits: which ones is not recorded), when its commit is not in this repository, or when it does
   not contain `last_change`, the last commit that changed `EVAL_CODE` (git merge-base
   --is-ancestor). Without git history here every row is stale: nothing can be checked.
+
+  A commit whose message has a `Results-unchanged: <evidence>` trailer (a refactoring shown to
+  give bitwise the same results, e.g. by the default config's results.json before and after)
+  does not count as a change: it leaves the rows before it current.
   """
 
   def __init__(self, root=None):
     self.root = root or ROOT
-    rc, out = _git(self.root, 'log', '-1', '--format=%H', '--', *EVAL_CODE)
+    rc, out = _git(self.root, 'log', '-1', '--format=%H', '--invert-grep',
+                   f'--grep=^{UNCHANGED_TRAILER}', '--', *EVAL_CODE)
     self.last_change = out if rc == 0 and out else None
     rc, out = _git(self.root, 'status', '--porcelain', '--', *EVAL_CODE)
     self.eval_code_dirty = rc == 0 and bool(out)  # uncommitted edits to it in this checkout
@@ -240,7 +248,8 @@ class CodeCheck:
               'against it.')
     text = (f'Code: each row\'s results.json `code_version`; "stale" where it is unknown, '
             f'+dirty, or older than {short_version(self.last_change)}, the last change to '
-            f'the evaluation and attack code ({", ".join(EVAL_CODE)}).')
+            f'the evaluation and attack code ({", ".join(EVAL_CODE)}; commits marked '
+            f'`{UNCHANGED_TRAILER}` do not count).')
     if self.eval_code_dirty:
       text += (' That code has uncommitted changes in this checkout, which no row has been '
                'checked against.')

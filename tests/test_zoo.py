@@ -62,8 +62,9 @@ def test_run_skips_dependents_of_a_failed_run(tmp_path, monkeypatch):
 
 
 def make_repo(root):
-  """A git repo at `root` with three commits: 'old', then 'change' (the last change to the
-  evaluation code, zoo.EVAL_CODE), then 'after' (a README edit). Returns their full hashes."""
+  """A git repo at `root` with four commits: 'old', then 'change' (the last change to the
+  evaluation code, zoo.EVAL_CODE), then 'after' (a README edit), then 'refactor' (an edit of the
+  evaluation code marked `Results-unchanged:`). Returns their full hashes."""
 
   def git(*args):
     return subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-c',
@@ -74,11 +75,14 @@ def make_repo(root):
   git('init', '-q')
   commits = {}
   for name, path in [('old', 'robust_jax/attacks/pgd.py'), ('change', 'robust_jax/attacks/pgd.py'),
-                     ('after', 'README.md')]:
+                     ('after', 'README.md'), ('refactor', 'robust_jax/attacks/pgd.py')]:
     with open(os.path.join(root, path), 'a') as f:
       f.write(f'# {name}\n')
     git('add', path)
-    git('commit', '-q', '-m', name)
+    message = name
+    if name == 'refactor':  # checked to give the same results: not a change of the code
+      message += '\n\nMoves code.\n\nResults-unchanged: results.json identical before and after'
+    git('commit', '-q', '-m', message)
     commits[name] = git('rev-parse', 'HEAD')
   return commits
 
@@ -88,6 +92,7 @@ def test_code_check_flags_older_dirty_unknown_and_foreign_versions(tmp_path):
   code = zoo.CodeCheck(str(tmp_path))
   assert code.last_change == commits['change'] and not code.eval_code_dirty
   assert code.stale(commits['after']) is None and code.stale(commits['change']) is None
+  assert code.stale(commits['refactor']) is None
   assert 'older than the last change' in code.stale(commits['old'])
   assert commits['change'][:7] in code.stale(commits['old'])
   assert '+dirty' in code.stale(commits['after'] + '+dirty')
