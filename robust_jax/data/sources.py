@@ -47,7 +47,6 @@ DATASETS = {
                          std=(0.1980, 0.2010, 0.1970), offline=False, source_dir='',
                          tfds_name='svhn_cropped'),
 }
-_FALLBACK_URL = 'https://storage.googleapis.com/'
 _CHUNK = 10_000  # records decoded per `__getitems__` call
 
 
@@ -195,8 +194,10 @@ def _prepare_catalogue(name, tfds_name, data_dir, note=''):
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   if _is_prepared(builder):
     return builder
-  urls = sorted(builder.url_infos or {}) or [_FALLBACK_URL]
-  if not network_reachable(urls):
+  # The dataset's own download URLs, as TFDS records them; a builder without any is left to
+  # TFDS, whose own error then says what it could not reach.
+  urls = sorted(builder.url_infos or {})
+  if urls and not network_reachable(urls):
     raise DatasetUnavailableError(_offline_message(tfds_name, builder.data_dir, urls, note))
   if importlib.util.find_spec('tensorflow') is None:
     raise DatasetUnavailableError(
