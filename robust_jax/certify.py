@@ -43,8 +43,6 @@ from robust_jax import rng
 from robust_jax.defenses import transforms
 from robust_jax.models import preprocessed
 
-_SELECT, _ESTIMATE = 0, 1  # noise streams of the n0 selection and the n estimation votes
-
 
 def sample_counts(base_fn, x, keys, *, sigma, num, noise_batch):
   """int32[B,K]: votes of `base_fn` over `num` noisy copies x_i + sigma * N(0, I) of each example.
@@ -133,9 +131,9 @@ class Certificate(NamedTuple):
 def certify(base_fn, x, y, keys, *, sigma, n0, n, alpha, noise_batch=100):
   """Cohen et al.'s CERTIFY of x: f32[B,H,W,C] with labels y: int[B]; returns a Certificate."""
   count = jax.jit(sample_counts, static_argnums=0, static_argnames=('num', 'noise_batch'))
-  counts0 = count(base_fn, x, _stream(keys, _SELECT), sigma=sigma, num=n0,
+  counts0 = count(base_fn, x, _stream(keys, rng.CERTIFY_SELECT), sigma=sigma, num=n0,
                   noise_batch=noise_batch)
-  counts = count(base_fn, x, _stream(keys, _ESTIMATE), sigma=sigma, num=n,
+  counts = count(base_fn, x, _stream(keys, rng.CERTIFY_ESTIMATE), sigma=sigma, num=n,
                  noise_batch=noise_batch)
   pred, radius, p_a = certify_from_counts(np.asarray(counts0), np.asarray(counts), sigma, alpha)
   return Certificate(pred, radius, pred == np.asarray(y), p_a)
@@ -148,8 +146,6 @@ def certified_accuracy(radius, correct, radii):
 
 
 # --- config.eval.certify: validation, the run over the test set, its table and plot ---
-
-_CERTIFY_KEY = 5000  # fold_in(root_key(seed, EVAL), _CERTIFY_KEY): the noise of `run`
 
 
 def validate(config, num_devices=1):
@@ -187,10 +183,10 @@ def _make_count_fn(model, sigma, c, mesh):
     v = model_fns.variables(params, batch_stats)
     base = lambda x: model.apply(v, x, train=False, method=preprocessed.Preprocessed.network)
     x = images.astype(jnp.float32) / 255.0
-    keys = rng.example_keys(key, 0, index)
-    counts0 = sample_counts(base, x, _stream(keys, _SELECT), sigma=sigma, num=c.n0,
+    keys = rng.example_keys(key, rng.CERTIFY_EXAMPLES, index)
+    counts0 = sample_counts(base, x, _stream(keys, rng.CERTIFY_SELECT), sigma=sigma, num=c.n0,
                             noise_batch=c.noise_batch)
-    counts = sample_counts(base, x, _stream(keys, _ESTIMATE), sigma=sigma, num=c.n,
+    counts = sample_counts(base, x, _stream(keys, rng.CERTIFY_ESTIMATE), sigma=sigma, num=c.n,
                            noise_batch=c.noise_batch)
     return counts0, counts
 
@@ -206,7 +202,7 @@ def run(model, params, batch_stats, dataset, config, mesh, progress=True):
   n = min(c.examples, len(dataset.test_labels))
   images, labels = dataset.test_images[:n], dataset.test_labels[:n]
   fn = _make_count_fn(model, sigma, c, mesh)
-  key = jax.random.fold_in(rng.root_key(config.seed, rng.EVAL), _CERTIFY_KEY)
+  key = jax.random.fold_in(rng.root_key(config.seed, rng.EVAL), rng.CERTIFY)
   bs = c.batch_size
   rows = data_lib.host_slice(bs, jax.process_index(), jax.process_count())
   counts0, counts = [], []

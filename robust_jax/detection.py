@@ -310,8 +310,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
     t0 = time.perf_counter()
     # The same key as evaluate.evaluate's: a naive attack returns the same points there.
     ok, s, out = _run(make_eval_fn(model, cfg, bn, mesh, fns, t), params, batch_stats, images,
-                      labels, bs, mesh, jax.random.fold_in(root, a_i), bar, store,
-                      f'detector-attack-{name}')
+                      labels, bs, mesh, jax.random.fold_in(root, rng.EVAL_ATTACKS + a_i), bar,
+                      store, f'detector-attack-{name}')
     classifier_ok[name], violations = ok, violations + int(out.sum())
     defended[name], det['attacks'][name] = abstention(clean_ok, clean_rejected, ok,
                                                       s > np.float32(t))
@@ -347,7 +347,8 @@ def _classifier_checks(model, params, batch_stats, images, labels, config, named
                 default=None)
   threat_cfg = specs[primary[0] if primary else named[0][0]]
   checks, curve = sanity.run_checks(
-      fn, x, y, norm=threat_cfg['norm'], eps=threat_cfg['eps'], key=jax.random.fold_in(root, 2000),
+      fn, x, y, norm=threat_cfg['norm'], eps=threat_cfg['eps'],
+      key=jax.random.fold_in(root, rng.EVAL_SANITY),
       primary=None if primary is None else (primary[1], classifier_ok[primary[0]][:m]),
       single_step=classifier_ok[single[0]][:m] if single and primary else None,
       violations=ball[0], checked_points=ball[1], load_model=run_io.load_model)

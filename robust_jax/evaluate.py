@@ -220,7 +220,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
     bar.set_description(f'eval {name}')
     t0 = time.perf_counter()
     ok, out = _run(make_eval_fn(model, cfg, mesh), params, batch_stats, images, labels,
-                   everyone, bs, mesh, jax.random.fold_in(root, a_i), bar, store,
+                   everyone, bs, mesh, jax.random.fold_in(root, rng.EVAL_ATTACKS + a_i), bar, store,
                    f'attack-{name}')
     correct[name], violations, checked = ok, violations + int(out.sum()), checked + n
     results['attacks'][name] = {
@@ -240,7 +240,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
       if name == 'square':
         white_box = robust.copy()
       ok, out = _run(make_eval_fn(model, cfg, mesh), params, batch_stats, images, labels,
-                     todo, bs, mesh, jax.random.fold_in(root, 1000 + s_i), bar, store,
+                     todo, bs, mesh, jax.random.fold_in(root, rng.EVAL_SUITE + s_i), bar, store,
                      f'suite-{config.eval.suite}-{name}')
       violations, checked = violations + int(out.sum()), checked + len(todo)
       robust[todo] = ok
@@ -316,7 +316,7 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   threat_cfg = p_cfg or (named[0][1] if named else dict(norm='linf', eps=0.1))
   checks, curve = sanity.run_checks(
       logits_fn, x, y, norm=threat_cfg.get('norm', 'linf'), eps=threat_cfg['eps'],
-      key=jax.random.fold_in(root, 2000), primary=primary, single_step=single_step,
+      key=jax.random.fold_in(root, rng.EVAL_SANITY), primary=primary, single_step=single_step,
       square=square, violations=ball[0], checked_points=ball[1],
       random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn,
       clean_correct=clean[:m], load_model=run_io.load_model)
@@ -329,7 +329,7 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   artifacts = {}
   if p_cfg is not None:
     k = min(8, m)
-    keys = jax.random.split(jax.random.fold_in(root, 3000), k)
+    keys = jax.random.split(jax.random.fold_in(root, rng.EVAL_SAMPLES), k)
     x_adv = np.asarray(attacks.build(p_cfg, load_model=run_io.load_model)(
         logits_fn, jnp.asarray(x[:k]), jnp.asarray(y[:k]), keys))
     artifacts = {'x': x[:k], 'x_adv': x_adv, 'y': y[:k], 'attack': attacks.describe(p_cfg),

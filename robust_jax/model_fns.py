@@ -8,10 +8,10 @@ Gaussian noise) take one PRNG key per example; the functions here pass them and,
 import jax
 import jax.numpy as jnp
 
+from robust_jax import rng
 from robust_jax.models import preprocessed
 
 BN_MODES = ('eval', 'train')
-_DEFAULT_KEY = 7  # keys of a random model's draws when the caller gives none
 
 
 def is_random(model):
@@ -33,7 +33,7 @@ def variables(params, batch_stats):
 
 def _default_keys(batch):
   """The same base key for every example (their draws still differ through the content hash)."""
-  return jax.vmap(lambda _: jax.random.key(_DEFAULT_KEY))(jnp.arange(batch))
+  return jax.vmap(lambda _: jax.random.key(rng.DEFAULT_MODEL_SEED))(jnp.arange(batch))
 
 
 def _extra(model, x, keys, bpda):
@@ -99,7 +99,8 @@ def forward_train(model, params, batch_stats, x, dropout_key):
   v = variables(params, batch_stats)
   kwargs = {}
   if is_random(model):
-    kwargs['keys'] = jax.random.split(jax.random.fold_in(dropout_key, 1), x.shape[0])
+    kwargs['keys'] = jax.random.split(jax.random.fold_in(dropout_key, rng.RANDOM_MODEL_TRAIN),
+                                      x.shape[0])
   if batch_stats:
     logits, updates = model.apply(v, x, train=True, mutable=['batch_stats'],
                                   rngs={'dropout': dropout_key}, **kwargs)

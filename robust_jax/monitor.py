@@ -44,7 +44,6 @@ from robust_jax import parallel
 from robust_jax import rng
 
 ACTIONS = ('log', 'stop', 'rollback', 'best')
-_STREAM = 3  # root stream of the monitor's attack keys (rng.py uses 0-2)
 
 
 def validate(config):
@@ -101,7 +100,7 @@ class Monitor:
     # An evaluation: the inference-mode model is attacked and scored (evaluate.BN_MODE).
     self._fns = (evaluate.make_eval_fn(model, None, mesh),
                  evaluate.make_eval_fn(model, dict(t.monitor_attack), mesh))
-    self._key = rng.root_key(config.seed, _STREAM)
+    self._key = rng.root_key(config.seed, rng.MONITOR)
     self.action, self.drop = t.co_action, float(t.co_drop)
     self._path = os.path.join(workdir, 'monitor.json')
     self._best = None

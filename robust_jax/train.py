@@ -104,7 +104,7 @@ def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1,
       at = state.params
       if defense.weight_perturb is not None:  # AWP: the gradient at params + v
         proxy, _ = grad_fn(state.params, state.batch_stats, x_adv,
-                           jax.random.fold_in(dropout_key, 1))
+                           jax.random.fold_in(dropout_key, rng.DROPOUT_PROXY))
         v = defense.weight_perturb(state.params, jax.lax.pmean(proxy, parallel.AXIS),
                                    state.step / steps_per_epoch)
         at = jax.tree.map(jnp.add, state.params, v)

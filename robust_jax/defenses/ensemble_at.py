@@ -26,14 +26,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from robust_jax import rng
 from robust_jax.attacks import objectives
-
-_SOURCE_STREAM = 0x5EC  # folded into the step key for the batch's choice of source
 
 
 def source_index(key, num_sources):
   """int32 scalar in [0, num_sources): 0 is the model being trained, i >= 1 static model i-1."""
-  return jax.random.randint(jax.random.fold_in(key, _SOURCE_STREAM), (), 0, num_sources)
+  return jax.random.randint(jax.random.fold_in(key, rng.ENSEMBLE_SOURCE), (), 0, num_sources)
 
 
 def loss(forward, x, x_adv, onehot):
