@@ -73,14 +73,14 @@ def _quiet_libraries():
 
 def _table():
   """--mode=table: the paper config's rows, run where missing, then its Markdown table."""
-  from robust_jax import papers  # pylint: disable=g-import-not-at-top
+  from robust_jax import tables  # pylint: disable=g-import-not-at-top
   from robust_jax import experiment  # pylint: disable=g-import-not-at-top
   from robust_jax import parallel  # pylint: disable=g-import-not-at-top
   from robust_jax import validation  # pylint: disable=g-import-not-at-top
   path, _, row = config_flags.get_config_filename(flags.FLAGS['config']).partition(':')
   which = _TABLE_ROWS.value or row or 'cpu'
   devices = parallel.make_mesh().devices.size
-  _, skipped = papers.run_table(
+  _, skipped = tables.run_table(
       path, which, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS['config']),
       run=_TABLE_RUN.value, validate=lambda c: validation.validate(c, devices),
       run_fn=lambda c, w: experiment.train_and_evaluate(c, w, progress=_PROGRESS.value),

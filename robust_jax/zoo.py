@@ -28,12 +28,12 @@ import sys
 import time
 
 from robust_jax import suites
+from robust_jax import tables
+from robust_jax.tables import CodeCheck
+from robust_jax.tables import sanity_summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tables.ROOT
 WORKDIRS = os.path.join('workdirs', 'zoo')
-# The evaluation and attack code: results from a commit older than its last change are stale.
-EVAL_CODE = ('robust_jax/attacks', 'robust_jax/evaluate.py', 'robust_jax/sanity.py',
-             'robust_jax/detection.py')
 
 
 def _row(name, config, *flags, needs=(), table=True, note='', epoch_scale=1):
@@ -135,7 +135,7 @@ def run(names, jobs, examples, extra, force=False, epochs=0, rerun_stale=False):
   """
   rows = _closure(names)
   os.makedirs(os.path.join(ROOT, WORKDIRS), exist_ok=True)
-  code = CodeCheck() if rerun_stale else None
+  code = CodeCheck(ROOT) if rerun_stale else None
   pending = {r['name']: r for r in rows if force or not _done(r['name'])
              or (code is not None and _stale(r['name'], code))}
   finished, failed = {r['name'] for r in rows if r['name'] not in pending}, set()
@@ -174,88 +174,6 @@ def run(names, jobs, examples, extra, force=False, epochs=0, rerun_stale=False):
   return sorted(failed)
 
 
-UNCHANGED_TRAILER = 'Results-unchanged:'  # in a commit message: see CodeCheck
-
-
-def _git(root, *args):
-  """(return code, stdout) of `git args` run in `root`; (None, '') where git cannot run."""
-  try:
-    p = subprocess.run(['git', *args], cwd=root, capture_output=True, text=True, timeout=60)
-  except (OSError, subprocess.SubprocessError):
-    return None, ''
-  return p.returncode, p.stdout.strip()
-
-
-def short_version(version):
-  """'1a2b3c4', '1a2b3c4+dirty' or 'unknown' for a results.json `code_version`."""
-  if not version or version == 'unknown':
-    return 'unknown'
-  commit, dirty = version.split('+')[0], '+dirty' in version
-  return commit[:7] + ('+dirty' if dirty else '')
-
-
-class CodeCheck:
-  """Judges results.json `code_version`s against the evaluation code of the repository `root`.
-
-  A row is stale (`stale` returns why) when its version is unknown or '+dirty' (uncommitted
-  edits: which ones is not recorded), when its commit is not in this repository, or when it does
-  not contain `last_change`, the last commit that changed `EVAL_CODE` (git merge-base
-  --is-ancestor). Without git history here every row is stale: nothing can be checked.
-
-  A commit whose message has a `Results-unchanged: <evidence>` trailer (a refactoring shown to
-  give bitwise the same results, e.g. by the default config's results.json before and after)
-  does not count as a change: it leaves the rows before it current.
-  """
-
-  def __init__(self, root=None):
-    self.root = root or ROOT
-    rc, out = _git(self.root, 'log', '-1', '--format=%H', '--invert-grep',
-                   f'--grep=^{UNCHANGED_TRAILER}', '--', *EVAL_CODE)
-    self.last_change = out if rc == 0 and out else None
-    rc, out = _git(self.root, 'status', '--porcelain', '--', *EVAL_CODE)
-    self.eval_code_dirty = rc == 0 and bool(out)  # uncommitted edits to it in this checkout
-    self._seen = {}
-
-  def stale(self, version):
-    """None if `version` has today's evaluation code, else the reason its row is flagged."""
-    if version not in self._seen:
-      self._seen[version] = self._stale(version)
-    return self._seen[version]
-
-  def _stale(self, version):
-    if not version or version == 'unknown':
-      return 'no code version recorded'
-    if '+dirty' in version:
-      return 'uncommitted changes (+dirty): the code that ran is not recorded'
-    if self.last_change is None:
-      return 'no git history of the evaluation code here to check it against'
-    rc, _ = _git(self.root, 'merge-base', '--is-ancestor', self.last_change, version)
-    if rc == 0:
-      return None
-    if rc == 1:
-      return (f'older than the last change to the evaluation code '
-              f'({short_version(self.last_change)})')
-    return 'commit not in this repository'
-
-  def cell(self, version):
-    """The table cell: the short version, '(stale)' after it when flagged."""
-    return short_version(version) + (' (stale)' if self.stale(version) else '')
-
-  def footnote(self):
-    """The line under a table that says what the rows were checked against."""
-    if self.last_change is None:
-      return ('Code: no git history of the evaluation code here, so no row could be checked '
-              'against it.')
-    text = (f'Code: each row\'s results.json `code_version`; "stale" where it is unknown, '
-            f'+dirty, or older than {short_version(self.last_change)}, the last change to '
-            f'the evaluation and attack code ({", ".join(EVAL_CODE)}; commits marked '
-            f'`{UNCHANGED_TRAILER}` do not count).')
-    if self.eval_code_dirty:
-      text += (' That code has uncommitted changes in this checkout, which no row has been '
-               'checked against.')
-    return text
-
-
 def _version(results_path):
   with open(results_path) as f:
     return json.load(f).get('code_version')
@@ -263,22 +181,6 @@ def _version(results_path):
 
 def _pct(x):
   return '-' if x is None else f'{100 * x:.1f}'
-
-
-def sanity_summary(results):
-  """'7/9 PASS; FAIL: a, b; WARN: c' for the sanity checks of a results dict ('-' if none ran)."""
-  checks = results.get('sanity_checks') or []
-  if not checks:
-    return '-'
-  fails = [c['name'] for c in checks if c['verdict'] == 'FAIL']
-  warns = [c['name'] for c in checks if c['verdict'] == 'WARN']
-  passed = sum(c['verdict'] == 'PASS' for c in checks)
-  text = f'{passed}/{len(checks)} PASS'
-  if fails:
-    text += '; FAIL: ' + ', '.join(fails)
-  if warns:
-    text += '; WARN: ' + ', '.join(warns)
-  return text
 
 
 def summarise(results):
@@ -307,7 +209,7 @@ def table(names=None, examples=1000, extra=(), epochs=0, code=None):
 
   code: the CodeCheck that flags stale rows (default: against this repository).
   """
-  code = code or CodeCheck()
+  code = code or CodeCheck(ROOT)
   rows = [r for r in ROWS if r['table'] and (names is None or r['name'] in names)]
   lines = ['| defense | clean | naive PGD-40 | adaptive | adaptive attack | worst case | '
            'sanity checks | train (s) | code |', '|---|---:|---:|---:|---|---:|---|---:|---|']

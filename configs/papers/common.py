@@ -1,7 +1,7 @@
 """Shared pieces of the paper configs (configs/papers/<paper>.py): plain values only.
 
 Every paper config defines ROWS (row name -> function returning the row's ConfigDict) and
-`get_config(row)`. A row's config carries `paper`, which robust_jax/papers.py reads back from the
+`get_config(row)`. A row's config carries `paper`, which robust_jax/tables.py reads back from the
 run's results.json to print the table:
 
   paper.paper / row / title   which paper and row; the row's one-line title

@@ -11,7 +11,7 @@ config, and from its measured results; a row whose run is missing is listed as n
 The epochs column gives the epochs trained, and the epoch of the evaluated weights where it
 differs (a rollback after catastrophic overfitting; the best epoch of co_action 'best'). The code
 column gives each row's `code_version` and flags as "stale" the rows whose code does not contain
-the last change to the evaluation and attack code, or is '+dirty' or unknown (zoo.CodeCheck);
+the last change to the evaluation and attack code, or is '+dirty' or unknown (CodeCheck);
 `rerun_stale` (launch.py --table_rerun_stale) runs those rows again instead of collecting them.
 A rerun resumes the row's workdir: a finished training is kept, the evaluation runs again.
 
@@ -22,14 +22,18 @@ A rerun resumes the row's workdir: a finished training is kept, the evaluation r
 import importlib.util
 import json
 import os
+import subprocess
 
 import jax
 from absl import logging
 
 from robust_jax import errors
-from robust_jax import zoo
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = ('cpu', 'full', 'all')
+# The evaluation and attack code: results from a commit older than its last change are stale.
+EVAL_CODE = ('robust_jax/attacks', 'robust_jax/evaluate.py', 'robust_jax/sanity.py',
+             'robust_jax/detection.py')
 
 
 def load_module(path):
@@ -117,11 +121,11 @@ def run_rows(module, rows, base, overrides, validate, run_fn, rerun_stale=False,
   and evaluates it (experiment.train_and_evaluate). A row whose dataset cannot be had here
   (DatasetUnavailableError) is skipped with its reason, and so are the rows that need it; any
   other error stops the table. Returns {row: reason} of the rows skipped.
-  rerun_stale: also runs the rows whose results.json is stale under `code` (a zoo.CodeCheck;
+  rerun_stale: also runs the rows whose results.json is stale under `code` (a CodeCheck;
   default: against this repository).
   """
   if rerun_stale:
-    code = code or zoo.CodeCheck()
+    code = code or CodeCheck()
   from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   configs = {r: row_config(module, r, overrides, base) for r in rows}
   for c in configs.values():
@@ -145,6 +149,104 @@ def run_rows(module, rows, base, overrides, validate, run_fn, rerun_stale=False,
       logging.error('%s/%s: not run: %s', module.PAPER, r, e)
       skipped[r] = str(e)
   return skipped
+
+
+UNCHANGED_TRAILER = 'Results-unchanged:'  # in a commit message: see CodeCheck
+
+
+def _git(root, *args):
+  """(return code, stdout) of `git args` run in `root`; (None, '') where git cannot run."""
+  try:
+    p = subprocess.run(['git', *args], cwd=root, capture_output=True, text=True, timeout=60)
+  except (OSError, subprocess.SubprocessError):
+    return None, ''
+  return p.returncode, p.stdout.strip()
+
+
+def short_version(version):
+  """'1a2b3c4', '1a2b3c4+dirty' or 'unknown' for a results.json `code_version`."""
+  if not version or version == 'unknown':
+    return 'unknown'
+  commit, dirty = version.split('+')[0], '+dirty' in version
+  return commit[:7] + ('+dirty' if dirty else '')
+
+
+class CodeCheck:
+  """Judges results.json `code_version`s against the evaluation code of the repository `root`.
+
+  A row is stale (`stale` returns why) when its version is unknown or '+dirty' (uncommitted
+  edits: which ones is not recorded), when its commit is not in this repository, or when it does
+  not contain `last_change`, the last commit that changed `EVAL_CODE` (git merge-base
+  --is-ancestor). Without git history here every row is stale: nothing can be checked.
+
+  A commit whose message has a `Results-unchanged: <evidence>` trailer (a refactoring shown to
+  give bitwise the same results, e.g. by the default config's results.json before and after)
+  does not count as a change: it leaves the rows before it current.
+  """
+
+  def __init__(self, root=None):
+    self.root = root or ROOT
+    rc, out = _git(self.root, 'log', '-1', '--format=%H', '--invert-grep',
+                   f'--grep=^{UNCHANGED_TRAILER}', '--', *EVAL_CODE)
+    self.last_change = out if rc == 0 and out else None
+    rc, out = _git(self.root, 'status', '--porcelain', '--', *EVAL_CODE)
+    self.eval_code_dirty = rc == 0 and bool(out)  # uncommitted edits to it in this checkout
+    self._seen = {}
+
+  def stale(self, version):
+    """None if `version` has today's evaluation code, else the reason its row is flagged."""
+    if version not in self._seen:
+      self._seen[version] = self._stale(version)
+    return self._seen[version]
+
+  def _stale(self, version):
+    if not version or version == 'unknown':
+      return 'no code version recorded'
+    if '+dirty' in version:
+      return 'uncommitted changes (+dirty): the code that ran is not recorded'
+    if self.last_change is None:
+      return 'no git history of the evaluation code here to check it against'
+    rc, _ = _git(self.root, 'merge-base', '--is-ancestor', self.last_change, version)
+    if rc == 0:
+      return None
+    if rc == 1:
+      return (f'older than the last change to the evaluation code '
+              f'({short_version(self.last_change)})')
+    return 'commit not in this repository'
+
+  def cell(self, version):
+    """The table cell: the short version, '(stale)' after it when flagged."""
+    return short_version(version) + (' (stale)' if self.stale(version) else '')
+
+  def footnote(self):
+    """The line under a table that says what the rows were checked against."""
+    if self.last_change is None:
+      return ('Code: no git history of the evaluation code here, so no row could be checked '
+              'against it.')
+    text = (f'Code: each row\'s results.json `code_version`; "stale" where it is unknown, '
+            f'+dirty, or older than {short_version(self.last_change)}, the last change to '
+            f'the evaluation and attack code ({", ".join(EVAL_CODE)}; commits marked '
+            f'`{UNCHANGED_TRAILER}` do not count).')
+    if self.eval_code_dirty:
+      text += (' That code has uncommitted changes in this checkout, which no row has been '
+               'checked against.')
+    return text
+
+
+def sanity_summary(results):
+  """'7/9 PASS; FAIL: a, b; WARN: c' for the sanity checks of a results dict ('-' if none ran)."""
+  checks = results.get('sanity_checks') or []
+  if not checks:
+    return '-'
+  fails = [c['name'] for c in checks if c['verdict'] == 'FAIL']
+  warns = [c['name'] for c in checks if c['verdict'] == 'WARN']
+  passed = sum(c['verdict'] == 'PASS' for c in checks)
+  text = f'{passed}/{len(checks)} PASS'
+  if fails:
+    text += '; FAIL: ' + ', '.join(fails)
+  if warns:
+    text += '; WARN: ' + ', '.join(warns)
+  return text
 
 
 def measured(results, metric):
@@ -262,9 +364,9 @@ RULE = '|---|---|---:|---:|---|---|---:|---:|---:|---|---|'
 def render(module, rows, base, skipped=None, code=None):
   """The Markdown table of `rows` from their results.json files under `base`.
 
-  code: the zoo.CodeCheck that flags stale rows (default: against this repository).
+  code: the CodeCheck that flags stale rows (default: against this repository).
   """
-  code = code or zoo.CodeCheck()
+  code = code or CodeCheck()
   lines = [f'**{module.PAPER}** ({base})', '', HEADER, RULE]
   missing, notes, devices, sources, stale = [], [], set(), set(), []
   for r in rows:
@@ -281,7 +383,7 @@ def render(module, rows, base, skipped=None, code=None):
     paper = results['config']['paper']
     devices.update(d.split('(')[0] for d in results.get('devices', []))
     if results.get('sanity_checks'):
-      notes.append(f'- {r}: sanity checks {zoo.sanity_summary(results)}.')
+      notes.append(f'- {r}: sanity checks {sanity_summary(results)}.')
     if paper.get('cut'):
       of = f' (the CPU-sized cut of {paper["of"]})' if paper.get('of') else ''
       notes.append(f'- {r}: {paper["cut"]}{of}.')
@@ -321,7 +423,7 @@ def run_table(config_path, which, base, overrides, run, validate, run_fn, rerun_
   rows = select_rows(module, which)
   base = base or os.path.join('workdirs', 'papers', module.PAPER)
   skipped = {}
-  code = zoo.CodeCheck()
+  code = CodeCheck()
   if run:
     skipped = run_rows(module, with_needs(module, rows), base, overrides, validate, run_fn,
                        rerun_stale, code)
