@@ -5,6 +5,7 @@ r"""robust_jax entry point: flags -> config -> train / eval / benchmark. Wiring 
   python launch.py --mode=eval --config=configs/default.py --checkpoint=workdirs/x
   python launch.py --mode=benchmark --config.model.name=madry_cnn --config.benchmark.batch_size=256
   python launch.py --mode=table --config=configs/papers/wong2020_fast.py   # a paper's table
+  python launch.py --mode=table --config=configs/zoo.py --table_jobs=2     # the defense zoo
   python launch.py --seeds=0,1,2 --workdir=workdirs/demo_seeds   # mean and spread over seeds
 
 Running the same train command again resumes from the workdir's latest checkpoint.
@@ -34,6 +35,9 @@ _TABLE_ROWS = flags.DEFINE_string(
     '(default with --config=PAPER.py:ROW: that row).')
 _TABLE_RUN = flags.DEFINE_bool(
     'table_run', True, '--mode=table: run the rows without results (false: only collect).')
+_TABLE_JOBS = flags.DEFINE_integer(
+    'table_jobs', 1, '--mode=table: rows run at a time; above 1 each row runs as its own '
+    'launch.py process, logging to WORKDIR/<row>.log.')
 _TABLE_RERUN_STALE = flags.DEFINE_bool(
     'table_rerun_stale', False, '--mode=table: also run again the rows flagged stale (results '
     'from code older than the last change to the evaluation code, or +dirty / unknown).')
@@ -72,11 +76,16 @@ def _quiet_libraries():
 
 
 def _table():
-  """--mode=table: the paper config's rows, run where missing, then its Markdown table."""
-  from robust_jax import tables  # pylint: disable=g-import-not-at-top
+  """--mode=table: the table config's rows, run where missing, then its Markdown table."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from robust_jax import errors  # pylint: disable=g-import-not-at-top
   from robust_jax import experiment  # pylint: disable=g-import-not-at-top
   from robust_jax import parallel  # pylint: disable=g-import-not-at-top
+  from robust_jax import tables  # pylint: disable=g-import-not-at-top
   from robust_jax import validation  # pylint: disable=g-import-not-at-top
+  if _TABLE_JOBS.value > 1 and jax.process_count() > 1:
+    raise errors.ConfigError('--table_jobs > 1 starts one process per row: not in a multi-host '
+                             'run.')
   path, _, row = config_flags.get_config_filename(flags.FLAGS['config']).partition(':')
   which = _TABLE_ROWS.value or row or 'cpu'
   devices = parallel.make_mesh().devices.size
@@ -84,7 +93,7 @@ def _table():
       path, which, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS['config']),
       run=_TABLE_RUN.value, validate=lambda c: validation.validate(c, devices),
       run_fn=lambda c, w: experiment.train_and_evaluate(c, w, progress=_PROGRESS.value),
-      rerun_stale=_TABLE_RERUN_STALE.value)
+      rerun_stale=_TABLE_RERUN_STALE.value, jobs=_TABLE_JOBS.value)
   if skipped:
     print(f'\nrobust_jax: error: {len(skipped)} row(s) could not run here: '
           f'{", ".join(skipped)} (reasons above the table).', file=sys.stderr, flush=True)

@@ -1,54 +1,84 @@
-r"""Paper tables: `launch.py --mode=table --config=configs/papers/<paper>.py`.
+r"""Tables: `launch.py --mode=table --config=<table config>`, the one runner of the paper tables
+(configs/papers/<paper>.py) and the defense zoo (configs/zoo.py).
 
-A paper config (configs/papers/common.py documents its fields) has `ROWS`, row name -> config.
-`run_table` runs, one after the other in this process, the chosen rows whose workdir
-(`<base>/<row>`, base default `workdirs/papers/<paper>`) has no results.json yet, resuming any
-that a kill interrupted, then renders the Markdown table from the results.json files alone:
-published and measured clean and robust accuracy, the delta, the attacks, the epochs and the wall
-time of every row. Figures come from `paper.published` and `paper.labels` in each run's stored
-config, and from its measured results; a row whose run is missing is listed as not run.
+A table config has `ROWS`, row name -> function returning the row's config, whose `paper` fields
+(configs/papers/common.py documents them) say what the table needs: the row's name and title,
+its scale, the rows it needs (a distillation teacher, ensemble members) and which config field
+takes their workdirs. `run_table` runs the chosen rows, each after the rows it needs, whose
+workdir (`<base>/<row>`; base default: the config's `WORKDIRS`, else `workdirs/papers/<PAPER>`)
+has no results.json yet, resuming any that a kill interrupted: in this process one after the
+other, or with `jobs` > 1 that many at a time, each as its own `launch.py` process (`launcher`,
+the command the zoo table lists) writing `<base>/<row>.log`. Then it renders the Markdown table
+from the results.json files alone, in the config's `LAYOUT`:
 
-The epochs column gives the epochs trained, and the epoch of the evaluated weights where it
-differs (a rollback after catastrophic overfitting; the best epoch of co_action 'best'). The code
-column gives each row's `code_version` and flags as "stale" the rows whose code does not contain
-the last change to the evaluation and attack code, or is '+dirty' or unknown (CodeCheck);
-`rerun_stale` (launch.py --table_rerun_stale) runs those rows again instead of collecting them.
-A rerun resumes the row's workdir: a finished training is kept, the evaluation runs again.
+  'paper' (the default)  published and measured clean and robust accuracy, the delta, the
+                         attacks, the epochs and the wall time of every row. Figures come from
+                         `paper.published` and `paper.labels` in each run's stored config, and
+                         from its measured results.
+  'zoo'                  one line per defense: clean, naive PGD, adaptive attack, worst case,
+                         sanity checks and training time, then the command of every row. Rows
+                         marked `paper.prerequisite` run but are not shown.
+
+A row whose run is missing is listed as not run. In the paper layout the epochs column gives the
+epochs trained, and the epoch of the evaluated weights where it differs (a rollback after
+catastrophic overfitting; the best epoch of co_action 'best'). Both layouts have a code column:
+each row's `code_version`, flagged "stale" where its code does not contain the last change to
+the evaluation and attack code, or is '+dirty' or unknown (CodeCheck); `rerun_stale`
+(launch.py --table_rerun_stale) runs those rows again instead of collecting them. A rerun
+resumes the row's workdir: a finished training is kept, the evaluation runs again.
 
   which rows: 'cpu' (every `paper.scale == 'cpu'` row; the default), 'full', 'all', or
   comma-separated names. Flags given as --config.a.b=v apply to every row run.
 """
 
+import concurrent.futures
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
+import sys
+import time
 
 import jax
 from absl import logging
 
 from robust_jax import errors
+from robust_jax import suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = ('cpu', 'full', 'all')
+LAYOUTS = ('paper', 'zoo')
 # The evaluation and attack code: results from a commit older than its last change are stale.
 EVAL_CODE = ('robust_jax/attacks', 'robust_jax/evaluate.py', 'robust_jax/sanity.py',
              'robust_jax/detection.py')
 
 
+class RowFailedError(Exception):
+  """A row's own launch.py process (`launcher`) exited with an error."""
+
+
 def load_module(path):
-  """The paper config module at `path` (a .py file, without the ':row' argument)."""
+  """The table config module at `path` (a .py file, without the ':row' argument)."""
   if not os.path.isfile(path):
-    raise errors.ConfigError(f'--config={path}: no such file; paper configs are in '
-                             'configs/papers/.')
+    raise errors.ConfigError(f'--config={path}: no such file; table configs are '
+                             'configs/zoo.py and configs/papers/*.py.')
   spec = importlib.util.spec_from_file_location(
       'robust_jax_paper_' + os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not isinstance(getattr(module, 'ROWS', None), dict):
-    raise errors.ConfigError(f'--config={path} has no ROWS: --mode=table takes a paper config '
-                             '(configs/papers/*.py), not a single-run config.')
+    raise errors.ConfigError(f'--config={path} has no ROWS: --mode=table takes a table config '
+                             '(configs/zoo.py, configs/papers/*.py), not a single-run config.')
+  if getattr(module, 'LAYOUT', 'paper') not in LAYOUTS:
+    raise errors.ConfigError(f'--config={path}: LAYOUT {module.LAYOUT!r} is none of '
+                             f'{", ".join(LAYOUTS)}.')
   return module
+
+
+def default_base(module):
+  """Where a table's runs go unless --workdir says: `WORKDIRS`, else workdirs/papers/<PAPER>."""
+  return getattr(module, 'WORKDIRS', None) or os.path.join('workdirs', 'papers', module.PAPER)
 
 
 def select_rows(module, which):
@@ -66,15 +96,20 @@ def select_rows(module, which):
   return [n for n in names if n in picked]
 
 
+def needs(paper):
+  """The rows a row needs: its `paper.needs`, one row name or several comma-separated."""
+  return [n for n in str(paper.get('needs') or '').split(',') if n]
+
+
 def with_needs(module, rows):
-  """`rows` plus the rows they need (a distillation teacher), each after what it needs."""
+  """`rows` plus the rows they need (a distillation teacher, ensemble members), each after what
+  it needs."""
   out = []
 
   def add(name):
     if name in out:
       return
-    need = module.ROWS[name]().paper.needs
-    if need:
+    for need in needs(module.ROWS[name]().paper):
       add(need)
     out.append(name)
   for r in rows:
@@ -82,16 +117,22 @@ def with_needs(module, rows):
   return out
 
 
+def _node(c, path):
+  """(the ConfigDict holding dotted `path`, its last key)."""
+  *head, leaf = path.split('.')
+  for p in head:
+    c = c[p]
+  return c, leaf
+
+
 def row_config(module, row, overrides, base):
   """The config of `row` with the command line's --config.* `overrides` (a flat dict) applied,
-  and the workdir of the row it needs (if any) under `base`."""
+  and the workdirs of the rows it needs (if any) under `base`, comma-separated in the field
+  `paper.needs_field` names (default defense.teacher)."""
   c = module.ROWS[row]()
   for path, value in overrides.items():
-    *head, leaf = path.split('.')
-    node = c
     try:
-      for p in head:
-        node = node[p]
+      node, leaf = _node(c, path)
       if leaf not in node:
         raise KeyError(leaf)
       node[leaf] = value
@@ -99,8 +140,9 @@ def row_config(module, row, overrides, base):
       raise errors.ConfigError(
           f'--config.{path}={value!r} does not apply to row {row} of {module.PAPER} ({e}); '
           'choose the rows it applies to with --table_rows.') from e
-  if c.paper.needs and c.defense.get('teacher') is not None:
-    c.defense.teacher = os.path.join(base, c.paper.needs)
+  node, leaf = _node(c, c.paper.get('needs_field', 'defense.teacher'))
+  if needs(c.paper) and node.get(leaf) is not None:
+    node[leaf] = ','.join(os.path.join(base, n) for n in needs(c.paper))
   return c
 
 
@@ -114,40 +156,132 @@ def _stale(base, row, code):
     return code.stale(json.load(f).get('code_version'))
 
 
-def run_rows(module, rows, base, overrides, validate, run_fn, rerun_stale=False, code=None):
+def override_flag(path, value):
+  """The command-line flag of one --config override: `--config.PATH=VALUE`."""
+  if isinstance(value, bool):
+    value = 'true' if value else 'false'
+  elif isinstance(value, (tuple, list)):
+    value = '(' + ','.join(map(str, value)) + ')'
+  return f'--config.{path}={value}'
+
+
+def row_command(config_path, config, workdir, overrides):
+  """The launch.py command (a list of arguments, run from the repository root) that runs the
+  row of `config` (a row_config) on its own in `workdir`, with the table's `overrides`."""
+  args = ['python', 'launch.py', f'--config={config_path}:{config.paper.row}',
+          f'--workdir={workdir}', '--progress=false']
+  args += [override_flag(k, v) for k, v in overrides.items()]
+  field = config.paper.get('needs_field', 'defense.teacher')
+  node, leaf = _node(config, field)
+  if needs(config.paper) and node.get(leaf) is not None:
+    args.append(override_flag(field, node[leaf]))
+  return args
+
+
+def launcher(config_path, overrides):
+  """A run_fn for run_rows that runs each row as its own process: `row_command` with this
+  Python, in this directory, its output in `<workdir>.log`; RowFailedError when it fails."""
+
+  def run(config, workdir):
+    args = row_command(config_path, config, workdir, overrides)
+    args[:2] = [sys.executable, os.path.join(ROOT, 'launch.py')]
+    log = workdir + '.log'
+    os.makedirs(os.path.dirname(log) or '.', exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, 'w') as f:
+      rc = subprocess.call(args, cwd=os.getcwd(), stdout=f, stderr=subprocess.STDOUT)
+    print(f'tables: {config.paper.row} rc={rc} in {time.perf_counter() - t0:.0f} s (log {log})',
+          flush=True)
+    if rc:
+      raise RowFailedError(f'its launch.py exited with {rc}; see {log}')
+  return run
+
+
+def run_rows(module, rows, base, overrides, validate, run_fn, rerun_stale=False, code=None,
+             jobs=1):
   """Runs (or resumes) each row of `rows` that has no results.json under `base`.
 
   validate(config) checks a row's config before anything runs; run_fn(config, workdir) trains
-  and evaluates it (experiment.train_and_evaluate). A row whose dataset cannot be had here
-  (DatasetUnavailableError) is skipped with its reason, and so are the rows that need it; any
-  other error stops the table. Returns {row: reason} of the rows skipped.
+  and evaluates it (experiment.train_and_evaluate, or a `launcher`). A row whose dataset cannot
+  be had here (DatasetUnavailableError) or whose process failed (RowFailedError) is skipped with
+  its reason, and so are the rows that need it; any other error stops the table. Returns
+  {row: reason} of the rows skipped.
   rerun_stale: also runs the rows whose results.json is stale under `code` (a CodeCheck;
   default: against this repository).
+  jobs: rows at a time, each once the rows it needs have finished (> 1: in threads, so run_fn
+  must start a process, as a `launcher` does); 1: one after the other, in this thread.
   """
   if rerun_stale:
     code = code or CodeCheck()
   from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   configs = {r: row_config(module, r, overrides, base) for r in rows}
-  for c in configs.values():
-    validate(c)  # every row's config is checked before the first one starts
-  skipped = {}
+  # Every row's config is checked before the first one starts, except those of rows that need
+  # a row yet to run here (an ensemble reads its members' config.json): each just before it runs.
+  later = {r for r in rows if any(n in configs and not os.path.exists(_results_path(base, n))
+                                  for n in needs(configs[r].paper))}
   for r in rows:
-    need = configs[r].paper.needs
-    if need in skipped:
-      skipped[r] = f'needs {need}, which did not run'
-      continue
-    if os.path.exists(_results_path(base, r)):
-      why = _stale(base, r, code) if rerun_stale else None
-      if not why:
-        logging.info('%s/%s: results.json exists; collected, not rerun.', module.PAPER, r)
-        continue
-      logging.info('%s/%s: results.json is stale (%s); running it again.', module.PAPER, r, why)
+    if r not in later:
+      validate(configs[r])
+  skipped, finished, pending, running = {}, set(), list(rows), {}
+
+  def to_run(r):
+    if not os.path.exists(_results_path(base, r)):
+      return True
+    why = _stale(base, r, code) if rerun_stale else None
+    if not why:
+      logging.info('%s/%s: results.json exists; collected, not rerun.', module.PAPER, r)
+      return False
+    logging.info('%s/%s: results.json is stale (%s); running it again.', module.PAPER, r, why)
+    return True
+
+  def attempt(r):
     logging.info('%s/%s: running (%s).', module.PAPER, r, configs[r].paper.title)
     try:
       run_fn(configs[r], os.path.join(base, r))
-    except data_lib.DatasetUnavailableError as e:
+    except (data_lib.DatasetUnavailableError, RowFailedError) as e:
       logging.error('%s/%s: not run: %s', module.PAPER, r, e)
-      skipped[r] = str(e)
+      return str(e)
+    return None
+
+  def settle(r, why):
+    if why:
+      skipped[r] = why
+    else:
+      finished.add(r)
+
+  pool = concurrent.futures.ThreadPoolExecutor(jobs) if jobs > 1 else None
+  try:
+    while pending or running:
+      waiting = list(pending)
+      for r in waiting:
+        if len(running) >= jobs:
+          break
+        need = needs(configs[r].paper)
+        failed = [n for n in need if n in skipped]
+        if failed:
+          skipped[r] = f'needs {failed[0]}, which did not run'
+          pending.remove(r)
+        elif all(n in finished or n not in configs for n in need):
+          pending.remove(r)
+          if not to_run(r):
+            finished.add(r)
+            continue
+          if r in later:
+            validate(configs[r])
+          if pool is None:
+            settle(r, attempt(r))
+          else:
+            running[pool.submit(attempt, r)] = r
+      if running:
+        done, _ = concurrent.futures.wait(running,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+          settle(running.pop(future), future.result())
+      elif pending == waiting:  # nothing could start: the rows left need each other
+        raise errors.ConfigError(f'{module.PAPER}: rows {", ".join(pending)} need each other.')
+  finally:
+    if pool is not None:
+      pool.shutdown()
   return skipped
 
 
@@ -361,35 +495,60 @@ HEADER = ('| row | setting | epochs (ours / paper) | test images | metric (as pu
 RULE = '|---|---|---:|---:|---|---|---:|---:|---:|---|---|'
 
 
-def render(module, rows, base, skipped=None, code=None):
-  """The Markdown table of `rows` from their results.json files under `base`.
+def _config_path(module):
+  """The table config's path as launch.py takes it from the repository root."""
+  path = os.path.abspath(module.__file__)
+  return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def render(module, rows, base, skipped=None, code=None, overrides=None):
+  """The Markdown table of `rows` from their results.json files under `base`, in the module's
+  LAYOUT; rows marked `paper.prerequisite` are left out.
 
   code: the CodeCheck that flags stale rows (default: against this repository).
+  overrides: the --config.* flags of the table's runs (for the commands the zoo layout lists).
   """
   code = code or CodeCheck()
-  lines = [f'**{module.PAPER}** ({base})', '', HEADER, RULE]
-  missing, notes, devices, sources, stale = [], [], set(), set(), []
+  rows = [r for r in rows if not module.ROWS[r]().paper.get('prerequisite', False)]
+  results = {}
   for r in rows:
-    path = _results_path(base, r)
-    if not os.path.exists(path):
-      missing.append(r)
-      continue
-    with open(path) as f:
-      results = json.load(f)
-    version = results.get('code_version')
-    lines += row_lines(results, code.cell(version))
-    if code.stale(version):
-      stale.append(f'- {r}: stale, {code.stale(version)}.')
-    paper = results['config']['paper']
-    devices.update(d.split('(')[0] for d in results.get('devices', []))
-    if results.get('sanity_checks'):
-      notes.append(f'- {r}: sanity checks {sanity_summary(results)}.')
+    if os.path.exists(_results_path(base, r)):
+      with open(_results_path(base, r)) as f:
+        results[r] = json.load(f)
+  layout = {'paper': _paper_layout, 'zoo': _zoo_layout}[getattr(module, 'LAYOUT', 'paper')]
+  lines, tail = layout(module, rows, results, base, code, overrides or {})
+  stale = [(r, code.stale(results[r].get('code_version'))) for r in rows if r in results]
+  stale = [f'- {r}: stale, {why}.' for r, why in stale if why]
+  if stale:
+    lines += [''] + stale + ['', 'Run them again with `--table_rerun_stale`.']
+  lines += tail
+  skipped = skipped or {}
+  missing = [r for r in rows if r not in results]
+  for r in [m for m in missing if m in skipped]:
+    lines += ['', f'Could not run {r} here: {skipped[r]}']
+  if [m for m in missing if m not in skipped]:
+    lines += ['', f'Not run yet: {", ".join(m for m in missing if m not in skipped)}.']
+  return '\n'.join(lines)
+
+
+def _paper_layout(module, rows, results, base, code, overrides):
+  """Published next to measured: (lines, lines after the stale rows)."""
+  del overrides
+  lines = [f'**{module.PAPER}** ({base})', '', HEADER, RULE]
+  notes, devices, sources = [], set(), set()
+  for r in [r for r in rows if r in results]:
+    res = results[r]
+    lines += row_lines(res, code.cell(res.get('code_version')))
+    paper = res['config']['paper']
+    devices.update(d.split('(')[0] for d in res.get('devices', []))
+    if res.get('sanity_checks'):
+      notes.append(f'- {r}: sanity checks {sanity_summary(res)}.')
     if paper.get('cut'):
       of = f' (the CPU-sized cut of {paper["of"]})' if paper.get('of') else ''
       notes.append(f'- {r}: {paper["cut"]}{of}.')
     sources.add(paper['source'])
-    if results.get('monitor') and results['monitor'].get('collapses'):
-      mon = results['monitor']
+    if res.get('monitor') and res['monitor'].get('collapses'):
+      mon = res['monitor']
       first = mon['collapses'][0]
       notes.append(f'- {r}: catastrophic overfitting detected at epoch {first["epoch"]:g} '
                    f'(monitored PGD accuracy {100 * first["pgd_accuracy"]:.1f}% against the '
@@ -401,37 +560,99 @@ def render(module, rows, base, skipped=None, code=None):
     lines += ['', 'Published figures: ' + '; '.join(sorted(sources)) + '.']
   if devices:
     lines.append(f'Devices: {", ".join(sorted(devices))}.')
-  if len(missing) < len(rows):
+  if results:
     lines.append(code.footnote())
   if notes:
     lines += [''] + notes
-  if stale:
-    lines += [''] + stale + ['', 'Run them again with `--table_rerun_stale`.']
-  skipped = skipped or {}
-  for r in [m for m in missing if m in skipped]:
-    lines += ['', f'Could not run {r} here: {skipped[r]}']
-  if [m for m in missing if m not in skipped]:
-    lines += ['', f'Not run yet: {", ".join(m for m in missing if m not in skipped)}.']
-  return '\n'.join(lines)
+  return lines, []
 
 
-def run_table(config_path, which, base, overrides, run, validate, run_fn, rerun_stale=False):
+def _pct1(x):
+  return '-' if x is None else f'{100 * x:.1f}'
+
+
+def summarise(results):
+  """The zoo table's figures from one results.json: dict of fractions/None and texts."""
+  a = results.get('attacks', {})
+  naive = a.get('naive', {}).get('accuracy')
+  if 'adaptive' in a:
+    adaptive, how = a['adaptive']['accuracy'], a['adaptive']['metric']
+    extra = ('_bpda' if a['adaptive'].get('bpda') else '') + (
+        f'_eot{a["adaptive"]["eot_samples"]}' if a['adaptive'].get('eot_samples', 1) > 1 else '')
+    if extra and not how.endswith(extra):  # results written before describe() named them
+      how += extra
+  elif results.get('suite'):
+    adaptive, how = results['suite']['accuracy'], f'{results["suite"]["name"]} suite'
+  else:
+    adaptive, how = None, '-'
+  train_s = results.get('train_seconds_total', results.get('train_seconds_this_run'))
+  return dict(clean=results.get('clean_accuracy'), naive=naive, adaptive=adaptive,
+              adaptive_attack=how, worst=results.get('worst_case_accuracy'),
+              sanity=sanity_summary(results), train_s=train_s, n=results.get('num_examples'),
+              devices=results.get('devices', []))
+
+
+ZOO_HEADER = ('| defense | clean | naive PGD-40 | adaptive | adaptive attack | worst case | '
+              'sanity checks | train (s) | code |')
+ZOO_RULE = '|---|---:|---:|---:|---|---:|---|---:|---|'
+
+
+def _zoo_layout(module, rows, results, base, code, overrides):
+  """One line per defense (configs/zoo.py): (lines, the commands of the rows)."""
+  lines = [ZOO_HEADER, ZOO_RULE]
+  path = _config_path(module)
+  cmds, ns, devs, partial_rows = [], set(), set(), []
+  for r in [r for r in rows if r in results]:
+    res = results[r]
+    s = summarise(res)
+    ns.add(s['n'])
+    devs.update(d.split('(')[0] for d in s['devices'])
+    note = module.ROWS[r]().paper.get('note')
+    label = r + (f' ({note})' if note else '')
+    train = '-' if s['train_s'] is None else f'{s["train_s"]:.0f}'
+    partial = (res.get('suite') or {}).get('name') != suites.COMPLETE
+    worst = _pct1(s['worst']) + (' †' if partial else '')
+    partial_rows += [r] if partial else []
+    lines.append(f'| {label} | {_pct1(s["clean"])} | {_pct1(s["naive"])} | '
+                 f'{_pct1(s["adaptive"])} | {s["adaptive_attack"]} | {worst} | {s["sanity"]} | '
+                 f'{train} | {code.cell(res.get("code_version"))} |')
+    run = [shlex.join(row_command(path, row_config(module, n, overrides, base),
+                                  os.path.join(base, n), overrides))
+           for n in with_needs(module, [r])]
+    cmds.append(f'- {r}: ' + ' then '.join(f'`{c}`' for c in run))
+  lines += ['', f'Accuracy in % on the first {", ".join(map(str, sorted(ns)))} test images; '
+            f'devices: {", ".join(sorted(devs)) or "-"}.', code.footnote()]
+  if partial_rows:
+    lines += ['', f'† Upper bound from the attacks that ran: the full standard suite did not '
+              f'run for {", ".join(partial_rows)} (their adaptive attack stands in where the '
+              "suite's attacks cannot use BPDA, EOT or the detector)."]
+  table = ['python', 'launch.py', '--mode=table', f'--config={path}']
+  if base != default_base(module):
+    table.append(f'--workdir={base}')
+  table += [override_flag(k, v) for k, v in overrides.items()]
+  return lines, ['', 'Commands (the whole table: `' + shlex.join(table) + '`):', ''] + cmds
+
+
+def run_table(config_path, which, base, overrides, run, validate, run_fn, rerun_stale=False,
+              jobs=1):
   """Runs the rows that lack results (if `run`; with `rerun_stale` also the stale ones), prints
   the table (process 0 also writes it to `<base>/table.md`); returns (text, {row: reason} of the
-  rows that could not run here)."""
+  rows that could not run here). jobs > 1: that many rows at a time, each its own process
+  (`launcher`; run_fn is then unused)."""
   module = load_module(config_path)
   rows = select_rows(module, which)
-  base = base or os.path.join('workdirs', 'papers', module.PAPER)
+  base = base or default_base(module)
   skipped = {}
   code = CodeCheck()
   if run:
+    if jobs > 1:
+      run_fn = launcher(config_path, overrides)
     skipped = run_rows(module, with_needs(module, rows), base, overrides, validate, run_fn,
-                       rerun_stale, code)
-  text = render(module, rows, base, skipped, code)
+                       rerun_stale, code, jobs)
+  text = render(module, rows, base, skipped, code, overrides)
   if jax.process_index() == 0:
     os.makedirs(base, exist_ok=True)
     with open(os.path.join(base, 'table.md'), 'w') as f:
       f.write(text + '\n')
   print('\n' + text + '\n', flush=True)
   return text, skipped
-

@@ -1,8 +1,10 @@
 """Shared pieces of the paper configs (configs/papers/<paper>.py): plain values only.
 
-Every paper config defines ROWS (row name -> function returning the row's ConfigDict) and
-`get_config(row)`. A row's config carries `paper`, which robust_jax/tables.py reads back from the
-run's results.json to print the table:
+Every table config (these, and configs/zoo.py) defines PAPER (the table's name), ROWS (row name
+-> function returning the row's ConfigDict) and `get_config(row)`; optionally LAYOUT ('paper',
+the default, or 'zoo') and WORKDIRS (where its runs go; default workdirs/papers/<PAPER>). A row's
+config carries `paper`, which robust_jax/tables.py reads to run the rows and, for the paper
+layout, back from the run's results.json to print the table:
 
   paper.paper / row / title   which paper and row; the row's one-line title
   paper.scale                 'full' (the published protocol) or 'cpu' (the same protocol cut
@@ -15,7 +17,13 @@ run's results.json to print the table:
                               starts with 'best_')
   paper.labels                metric -> what the paper measured it with
   paper.source                where the published figures come from
-  paper.needs                 a row whose workdir this one uses (a distillation teacher)
+  paper.needs                 a row whose workdir this one uses (a distillation teacher), or
+                              several, comma-separated (ensemble members); they run first
+  paper.needs_field           the config field that takes their workdirs, comma-separated
+                              (default defense.teacher)
+  paper.prerequisite          (zoo) True: a row that others need, run but not shown
+  paper.note                  (zoo) a word after the row's name in the table
+  paper.passes                (zoo) passes over the training data; train.epochs follows it
 """
 
 import ml_collections
