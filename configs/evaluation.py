@@ -1,4 +1,4 @@
-"""The defense zoo's evaluation protocol (robust_jax/zoo.py), shared by configs/defenses/*.
+"""The defense zoo's evaluation protocol (configs/zoo.py), shared by configs/defenses/*.
 
     c.eval = evaluation.zoo(c.eval)                       # naive PGD-40 + AutoAttack
     c.eval = evaluation.zoo(c.eval, adaptive=attack(...))  # + the defense's adaptive attack

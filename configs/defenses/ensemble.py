@@ -7,9 +7,10 @@ L-inf eps = 0.1. Nothing is trained here: train the members first, then evaluate
   done
   python launch.py --config=configs/defenses/ensemble.py --workdir=workdirs/ensemble
 
-(`python -m robust_jax.zoo run --only=ensemble` does the same under workdirs/zoo/.) The members
-are any workdirs of trained runs on the same dataset, comma-separated in `defense.members`; each
-is rebuilt from its own config.json, so architectures may differ. `defense.combine='probs'`
+(`python launch.py --mode=table --config=configs/zoo.py --table_rows=ensemble` does the same
+under workdirs/zoo/.) The members are any workdirs of trained runs on the same dataset,
+comma-separated in `defense.members`; each is rebuilt from its own config.json, so architectures
+may differ. `defense.combine='probs'`
 averages probabilities instead (the model outputs the log of the average). Averaging models that
 are each broken by PGD does not make them robust when the attack differentiates the whole
 ensemble (He et al. 2017), which is what every attack here does: `naive` PGD-40 (CE),
