@@ -117,10 +117,10 @@ def get_config():
       suite='',
       suite_norm='linf',
       suite_eps=0.1,
-      sanity_checks=True,   # gradient-masking and consistency checks (see robust_jax/sanity.py)
+      sanity_checks=True,   # gradient-masking and consistency checks (robust_jax/eval/sanity.py)
       sanity_examples=500,  # run on the first N evaluated examples
-      # Randomised smoothing (robust_jax/certify.py; needs defense gaussian_noise, whose sigma it
-      # uses): certify the first `examples` test images (0 = off) with n0 selection and n
+      # Randomised smoothing (robust_jax/eval/certify.py; needs defense gaussian_noise, whose sigma
+      # it uses): certify the first `examples` test images (0 = off) with n0 selection and n
       # estimation noise draws at confidence 1 - alpha; certified accuracy at each of `radii`.
       certify=ml_collections.ConfigDict(dict(
           examples=0, n0=100, n=10_000, alpha=0.001,

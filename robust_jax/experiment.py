@@ -20,8 +20,6 @@ from absl import logging
 
 from robust_jax import checkpoint
 from robust_jax import data as data_lib
-from robust_jax import detection
-from robust_jax import evaluate
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import report
@@ -30,6 +28,9 @@ from robust_jax import train
 from robust_jax import train_io
 from robust_jax import validation
 from robust_jax import version
+from robust_jax.eval import detection
+from robust_jax.eval import detector
+from robust_jax.eval import robust
 from robust_jax.models import ensemble
 
 
@@ -82,7 +83,7 @@ def train_and_evaluate(config, workdir, progress=True):
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
   t0 = time.perf_counter()
-  fitted = train.fit(config, workdir, detection.training_data(config, dataset), model, mesh,
+  fitted = train.fit(config, workdir, detector.training_data(config, dataset), model, mesh,
                      progress=progress, load_model=load_model)
   state = fitted.state
   train_seconds = time.perf_counter() - t0
@@ -108,7 +109,7 @@ def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress):
   with cfg.unlocked():
     cfg.eval.sanity_checks = False
     cfg.eval.certify.examples = 0
-  results, _ = evaluate.evaluate(model, best.eval_params(), best.batch_stats, dataset, cfg, mesh,
+  results, _ = robust.evaluate(model, best.eval_params(), best.batch_stats, dataset, cfg, mesh,
                                  progress=progress,
                                  progress_dir=os.path.join(workdir, 'eval_progress_best'))
   record = fitted.monitor['best']
@@ -136,8 +137,9 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
 
 
 def _evaluator(config):
-  """detection.evaluate for a detection defense (the detector in the loop), else evaluate."""
-  return detection.evaluate if config.defense.name in detection.DETECTORS else evaluate.evaluate
+  """detection.evaluate for a detection defense (the detector in the loop), else the robust
+  evaluation (robust.evaluate; it certifies too when eval.certify says so)."""
+  return detection.evaluate if config.defense.name in detector.DETECTORS else robust.evaluate
 
 
 def _evaluate(config, workdir, model, params, batch_stats, dataset, mesh, progress):

@@ -34,14 +34,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.experimental import multihost_utils
 
 from robust_jax import attacks
-from robust_jax import data as data_lib
 from robust_jax import errors
-from robust_jax import evaluate
-from robust_jax import parallel
 from robust_jax import rng
+from robust_jax.eval import loop
+from robust_jax.eval import robust
 
 ACTIONS = ('log', 'stop', 'rollback', 'best')
 
@@ -97,9 +95,10 @@ class Monitor:
     d = mesh.devices.size
     self._batch = min(config.eval.batch_size, -(-self.num // d) * d)
     self._mesh = mesh
-    # An evaluation: the inference-mode model is attacked and scored (evaluate.BN_MODE).
-    self._fns = (evaluate.make_eval_fn(model, None, mesh),
-                 evaluate.make_eval_fn(model, dict(t.monitor_attack), mesh))
+    # An evaluation: the inference-mode model is attacked and scored (loop.BN_MODE), in the
+    # evaluation loop.
+    self._fns = (robust.make_eval_fn(model, None, mesh),
+                 robust.make_eval_fn(model, dict(t.monitor_attack), mesh))
     self._key = rng.root_key(config.seed, rng.MONITOR)
     self.action, self.drop = t.co_action, float(t.co_drop)
     self._path = os.path.join(workdir, 'monitor.json')
@@ -135,21 +134,17 @@ class Monitor:
 
   def accuracy(self, state):
     """(clean, attacked) accuracy of `state.eval_params()` on the held-out images."""
-    host_rows = data_lib.host_slice(self._batch, jax.process_index(), jax.process_count())
     params = state.eval_params()
-    correct = np.zeros((2, self.num), bool)
-    for start in range(0, self.num, self._batch):
-      idx = np.arange(start, min(start + self._batch, self.num))
-      valid = len(idx)
-      idx = np.concatenate([idx, np.zeros(self._batch - valid, idx.dtype)])  # pad, masked below
-      batch = parallel.shard_batch({'x': self._images[idx][host_rows],
-                                    'y': self._labels[idx][host_rows],
-                                    'i': self._index[idx][host_rows]}, self._mesh)
-      for row, fn in enumerate(self._fns):
-        ok, _ = fn(params, state.batch_stats, batch['x'], batch['y'], batch['i'], self._key)
-        correct[row, start:start + valid] = np.asarray(
-            multihost_utils.process_allgather(ok, tiled=True))[:valid]
-    return float(correct[0].mean()), float(correct[1].mean())
+    clean_fn, attack_fn = self._fns
+
+    def both(b):  # one sharded batch, scored clean and attacked
+      args = (params, state.batch_stats, b['x'], b['y'], b['i'], self._key)
+      return clean_fn(*args)[0], attack_fn(*args)[0]
+
+    out = loop.run(both, {'x': self._images, 'y': self._labels, 'i': self._index},
+                   np.arange(self.num), self._batch, {'clean': np.bool_, 'attacked': np.bool_},
+                   mesh=self._mesh)
+    return float(out['clean'].mean()), float(out['attacked'].mean())
 
   def check(self, step, epoch, state):
     """Monitors `state` at `step`; returns (metrics to log, whether training must stop).

@@ -50,8 +50,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = ('cpu', 'full', 'all')
 LAYOUTS = ('paper', 'zoo')
 # The evaluation and attack code: results from a commit older than its last change are stale.
-EVAL_CODE = ('robust_jax/attacks', 'robust_jax/evaluate.py', 'robust_jax/sanity.py',
-             'robust_jax/detection.py')
+# robust_jax/eval holds it since it moved there (evaluate.py became eval/robust.py, sanity.py and
+# detection.py moved in); the old paths keep the history before the move.
+EVAL_CODE = ('robust_jax/attacks', 'robust_jax/eval', 'robust_jax/evaluate.py',
+             'robust_jax/sanity.py', 'robust_jax/detection.py')
 
 
 class RowFailedError(Exception):

@@ -5,7 +5,6 @@ import math
 from robust_jax import errors
 
 from robust_jax import attacks
-from robust_jax import certify
 from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import model_fns
@@ -14,6 +13,7 @@ from robust_jax import monitor
 from robust_jax import optim
 from robust_jax import run_io
 from robust_jax import suites
+from robust_jax.eval import certify
 
 
 def _positive_int(value, field, allow_zero=False):

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from robust_jax import certify
 from robust_jax import errors
-from robust_jax import evaluate
 from robust_jax import experiment
 from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import report
 from robust_jax import validation
+from robust_jax.eval import certify
+from robust_jax.eval import robust
 from tests import helpers
 
 # A linear two-class classifier on 4x4 images: class 1 iff <w, x> > 1, with |w| = 1. Under
@@ -146,7 +146,7 @@ def test_evaluation_certifies_and_the_report_shows_the_curve(tmp_path):
   model = experiment.deployed_model(c, 10, (0.5,), (0.25,))
   params = model_fns.init_variables(model, jax.random.key(0), (12, 12, 1))['params']
   mesh = parallel.make_mesh()
-  results, _ = evaluate.evaluate(model, params, {}, dataset, c, mesh, progress=False)
+  results, _ = robust.evaluate(model, params, {}, dataset, c, mesh, progress=False)
   res = results['certify']
   assert (res['sigma'], res['n0'], res['n'], res['num_examples']) == (0.5, 16, 64, 8)
   assert len(res['radius']) == len(res['prediction']) == 8

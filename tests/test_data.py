@@ -276,23 +276,6 @@ def test_steps_per_epoch_and_host_slice_errors():
     data.host_slice(10, 0, 4)
 
 
-@pytest.mark.parametrize('n, b', [(1, 4), (7, 7), (23, 5), (40, 8), (10, 16)])
-def test_eval_batches_cover_each_example_once(n, b):
-  images = np.arange(n * 2, dtype=np.uint8).reshape(n, 2, 1, 1) + 1
-  labels = np.arange(n) % 10
-  seen_x, seen_y, total = [], [], 0
-  for x, y, mask in data.eval_batches(images, labels, b):
-    assert x.shape == (b, 2, 1, 1) and x.dtype == np.uint8
-    assert y.shape == (b,) and y.dtype == np.int32 and mask.dtype == bool
-    assert not mask[np.argmin(mask):].any() if not mask.all() else True  # valid rows first
-    seen_x.append(x[mask])
-    seen_y.append(y[mask])
-    total += mask.sum()
-  assert total == n
-  np.testing.assert_array_equal(np.concatenate(seen_x), images)
-  np.testing.assert_array_equal(np.concatenate(seen_y), labels)
-
-
 # Augmentation.
 
 def _batch(b=8, hw=8):

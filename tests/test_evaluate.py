@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from robust_jax import attacks
-from robust_jax import evaluate
 from robust_jax import model_fns
 from robust_jax import models
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import report
-from robust_jax import sanity
 from robust_jax import version
+from robust_jax.eval import loop
+from robust_jax.eval import robust
+from robust_jax.eval import sanity
 from tests import helpers
 
 
@@ -30,7 +31,7 @@ def test_counts_every_example_exactly_once_and_worst_case_is_per_example():
   dataset = helpers.tiny_dataset(n_test=37)
   model, params = _setup(config, dataset)
   mesh = parallel.make_mesh()
-  results, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  results, _ = robust.evaluate(model, params, {}, dataset, config, mesh, progress=False)
   assert results['num_examples'] == 37
   logits = model.apply({'params': params}, dataset.test_images.astype(np.float32) / 255,
                        train=False)
@@ -42,7 +43,7 @@ def test_counts_every_example_exactly_once_and_worst_case_is_per_example():
   for name, a in results['attacks'].items():
     assert a['correct'] == round(a['accuracy'] * 37)
     assert a['metric'].startswith(config.eval.attacks[name].name)
-  table = report.results_table(results)
+  table = robust.results_table(results)
   assert 'worst case' in table and '/ 37' in table
 
 
@@ -80,7 +81,7 @@ def _independent_per_example(config, dataset, model, params, stats=None):
 
 def test_worst_case_is_the_per_example_and_of_independent_runs():
   config, dataset, model, params = _partly_robust()
-  results, art = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+  results, art = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
                                    progress=False)
   clean, each = _independent_per_example(config, dataset, model, params)
   n = len(clean)
@@ -100,10 +101,10 @@ def test_worst_case_is_the_per_example_and_of_independent_runs():
 
 def test_results_do_not_depend_on_batch_size_or_device_count():
   config, dataset, model, params = _partly_robust(n_test=42)
-  a, art_a = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+  a, art_a = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
                                progress=False)  # batch 8 on 4 devices: the last batch padded
   config.eval.batch_size = 20
-  b, art_b = evaluate.evaluate(model, params, {}, dataset, config,
+  b, art_b = robust.evaluate(model, params, {}, dataset, config,
                                parallel.make_mesh(jax.devices()[:1]), progress=False)
   for key in ('clean_accuracy', 'worst_case_accuracy'):
     assert a[key] == b[key]
@@ -139,11 +140,11 @@ def test_evaluation_attacks_the_inference_model_whatever_the_training_bn_mode():
   config, dataset, model, params, stats = _batchnorm_setup()
   mesh = parallel.make_mesh()
   config.model.attack_bn_mode = 'eval'
-  ref, art_ref = evaluate.evaluate(model, params, stats, dataset, config, mesh, progress=False)
+  ref, art_ref = robust.evaluate(model, params, stats, dataset, config, mesh, progress=False)
   config.model.attack_bn_mode = 'train'  # the training attack's mode: not the evaluation's
-  got, art = evaluate.evaluate(model, params, stats, dataset, config, mesh, progress=False)
+  got, art = robust.evaluate(model, params, stats, dataset, config, mesh, progress=False)
   config.eval.batch_size = 4  # other batches, other padding (11 = 2 x 4 + 3)
-  small, art_small = evaluate.evaluate(model, params, stats, dataset, config, mesh,
+  small, art_small = robust.evaluate(model, params, stats, dataset, config, mesh,
                                        progress=False)
   for k, v in art_ref['per_example'].items():
     np.testing.assert_array_equal(art['per_example'][k], v, err_msg=k)
@@ -159,7 +160,7 @@ def test_num_examples_limits_the_test_set():
   config = helpers.quick_config(**{'eval.num_examples': 10})
   dataset = helpers.tiny_dataset(n_test=37)
   model, params = _setup(config, dataset)
-  results, _ = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+  results, _ = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
                                  progress=False)
   assert results['num_examples'] == 10
 
@@ -180,7 +181,7 @@ def test_suite_cascade_and_sanity_checks_use_the_primary_attack_wherever_it_ran(
     return real(*args, **kwargs)
 
   monkeypatch.setattr(sanity, 'run_checks', spy)
-  results, art = evaluate.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+  results, art = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
                                    progress=False)
   suite = results['suite']
   assert [a['name'] for a in suite['attacks']] == ['apgd_ce', 'apgd_t']
@@ -244,11 +245,11 @@ def test_fingerprint_covers_the_code_and_the_data(monkeypatch):
   config = helpers.quick_config()
   dataset = helpers.tiny_dataset(n_test=8, shape=(8, 8, 1))
   _, params = _setup(config, dataset)
-  base = evaluate.fingerprint(config, params, {})
+  base = loop.fingerprint(config, params, {})
   other_data = helpers.quick_config(**{'data.source_dir': '/elsewhere'})
-  assert evaluate.fingerprint(other_data, params, {}) != base
+  assert loop.fingerprint(other_data, params, {}) != base
   monkeypatch.setattr(version, 'source_digest', lambda: 'an attack was fixed since')
-  assert evaluate.fingerprint(config, params, {}) != base
+  assert loop.fingerprint(config, params, {}) != base
 
 
 def test_results_saved_by_older_code_are_not_reused(tmp_path, monkeypatch):
@@ -258,10 +259,10 @@ def test_results_saved_by_older_code_are_not_reused(tmp_path, monkeypatch):
   dataset = helpers.tiny_dataset(n_test=16, shape=(8, 8, 1))
   model, params = _setup(config, dataset)
   mesh = parallel.make_mesh()
-  evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+  robust.evaluate(model, params, {}, dataset, config, mesh, progress=False,
                     progress_dir=str(tmp_path))
   calls = {'n': 0}
-  real_run = evaluate._run
+  real_run = loop.run
 
   def counting_run(fn, *args, **kwargs):
     def counted(*a):
@@ -269,12 +270,12 @@ def test_results_saved_by_older_code_are_not_reused(tmp_path, monkeypatch):
       return fn(*a)
     return real_run(counted, *args, **kwargs)
 
-  monkeypatch.setattr(evaluate, '_run', counting_run)
-  evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+  monkeypatch.setattr(loop, 'run', counting_run)
+  robust.evaluate(model, params, {}, dataset, config, mesh, progress=False,
                     progress_dir=str(tmp_path))
   assert calls['n'] == 0  # same code: every batch read back
   monkeypatch.setattr(version, 'source_digest', lambda: 'new code')
-  evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+  robust.evaluate(model, params, {}, dataset, config, mesh, progress=False,
                     progress_dir=str(tmp_path))
   assert calls['n'] == 2 * 4  # 2 batches x (clean + 3 attacks), all recomputed
 
@@ -286,10 +287,10 @@ def test_a_killed_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatc
   dataset = helpers.tiny_dataset(n_test=40, shape=(8, 8, 1))  # small images: cheap compiles
   model, params = _setup(config, dataset)
   mesh = parallel.make_mesh()
-  full, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  full, _ = robust.evaluate(model, params, {}, dataset, config, mesh, progress=False)
 
   calls = {'n': 0}
-  real_run = evaluate._run
+  real_run = loop.run
 
   def dying_run(fn, *args, **kwargs):  # the 6th jitted batch call "kills" the process
     def counting(*a):
@@ -299,17 +300,17 @@ def test_a_killed_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatc
       return fn(*a)
     return real_run(counting, *args, **kwargs)
 
-  monkeypatch.setattr(evaluate, '_run', dying_run)
+  monkeypatch.setattr(loop, 'run', dying_run)
   with pytest.raises(KeyboardInterrupt):
-    evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+    robust.evaluate(model, params, {}, dataset, config, mesh, progress=False,
                       progress_dir=str(tmp_path))
   assert calls['n'] == 6 and list(tmp_path.glob('*.npz'))
   calls['n'] = -10**6  # the rerun never dies; count its batch calls
-  resumed, _ = evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+  resumed, _ = robust.evaluate(model, params, {}, dataset, config, mesh, progress=False,
                                  progress_dir=str(tmp_path))
   rerun_calls = calls['n'] + 10**6
   calls['n'] = -10**6
-  evaluate.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  robust.evaluate(model, params, {}, dataset, config, mesh, progress=False)
   assert rerun_calls == calls['n'] + 10**6 - 5  # the 5 batches done before the kill were skipped
   for key in ('clean_accuracy', 'worst_case_accuracy'):
     assert resumed[key] == full[key]
@@ -321,7 +322,7 @@ def test_a_killed_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatc
   # Other weights: the saved batches do not match and are not used.
   other = jax.tree.map(lambda p: p * 0.5, params)
   calls['n'] = -10**6
-  evaluate.evaluate(model, other, {}, dataset, config, mesh, progress=False,
+  robust.evaluate(model, other, {}, dataset, config, mesh, progress=False,
                     progress_dir=str(tmp_path))
   assert calls['n'] + 10**6 == rerun_calls + 5
 
@@ -329,10 +330,10 @@ def test_a_killed_evaluation_resumes_from_its_saved_batches(tmp_path, monkeypatc
 def test_tables_say_when_the_figure_is_only_an_upper_bound():
   base = {'num_examples': 10, 'clean_accuracy': 0.9, 'attacks': {}, 'worst_case_accuracy': 0.5,
           'worst_case_correct': 5}
-  assert 'Upper bound' in report.results_table(base)  # no suite at all
+  assert 'Upper bound' in robust.results_table(base)  # no suite at all
   cheap = {**base, 'suite': {'name': 'apgd', 'accuracy': 0.5, 'attacks': []}}
-  assert 'Upper bound' in report.results_table(cheap)
-  assert 'upper bound' in report.suite_table(cheap)
+  assert 'Upper bound' in robust.results_table(cheap)
+  assert 'upper bound' in robust.suite_table(cheap)
   full = {**base, 'suite': {'name': 'standard', 'accuracy': 0.5, 'attacks': []}}
-  assert 'Upper bound' not in report.results_table(full)
-  assert 'upper bound' not in report.suite_table(full)
+  assert 'Upper bound' not in robust.results_table(full)
+  assert 'upper bound' not in robust.suite_table(full)

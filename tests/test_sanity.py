@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_jax import sanity
+from robust_jax.eval import sanity
 
 _W = jax.random.normal(jax.random.key(1), (64, 5)) * 0.5
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from robust_jax import errors
-from robust_jax import evaluate
 from robust_jax import experiment
 from robust_jax import model_fns
 from robust_jax import parallel
-from robust_jax import sanity
 from robust_jax.defenses import jpeg
 from robust_jax.defenses import transforms
+from robust_jax.eval import robust
+from robust_jax.eval import sanity
 from tests import helpers
 
 
@@ -73,7 +73,7 @@ def test_evaluation_flags_a_naive_attack_on_a_masked_transform():
   c.eval.attacks = {'naive': dict(name='pgd', eps=0.3, steps=3, step_size=0.1)}
   dataset = helpers.tiny_dataset(n_test=16)
   mesh = parallel.make_mesh()
-  run = lambda cfg: evaluate.evaluate(model, params, {}, dataset, cfg, mesh, progress=False)[0]
+  run = lambda cfg: robust.evaluate(model, params, {}, dataset, cfg, mesh, progress=False)[0]
   naive = run(c)
   check = {k['name']: k for k in naive['sanity_checks']}['adaptive attack on the transform']
   assert check['verdict'] == 'FAIL' and 'BPDA' in check['detail']

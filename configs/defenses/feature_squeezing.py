@@ -5,8 +5,8 @@ L-inf eps = 0.1.
       --workdir=workdirs/zoo/feature_squeezing
 
 The classifier is trained like `standard` (cross-entropy, the default's 3 epochs) on all but the
-last 1,000 training images; those calibrate the detector (robust_jax/detection.py): an input is
-rejected when the L1 distance between the softmax on it and on a squeezed copy (1-bit depth,
+last 1,000 training images; those calibrate the detector (robust_jax/eval/detection.py): an input
+is rejected when the L1 distance between the softmax on it and on a squeezed copy (1-bit depth,
 2x2 median: Xu et al.'s MNIST squeezers) exceeds the score that 5% of the calibration images
 exceed. An example is defended when its clean image is classified right and not rejected, and its
 adversarial one is classified right or rejected (a rejected clean image is an error). `naive` is

@@ -11,11 +11,11 @@ own threat model, L2 eps = 1.0: `naive` is PGD-40 (step 2.5 * eps / 40) on singl
 costs ~10x).
 
 The trained network is also the base classifier of the smoothed classifier, which is certified on
-the first 500 test images (robust_jax/certify.py): n0 = 100 selection and n = 10,000 estimation
-draws per image, alpha = 0.001, certified accuracy at L2 radii 0 .. 2 in results['certify'] and
-certified_accuracy.png. sigma = 0.5 rather than 0.25 because with n = 10,000 the largest radius
-any image can get is sigma * Phi^-1(0.001^(1/10000)) = 3.2 sigma, so sigma = 0.25 could certify
-nothing beyond 0.8 < eps. Cost: 5.05 M noisy forward passes, about 6 minutes at the 15,000
+the first 500 test images (robust_jax/eval/certify.py): n0 = 100 selection and n = 10,000
+estimation draws per image, alpha = 0.001, certified accuracy at L2 radii 0 .. 2 in
+results['certify'] and certified_accuracy.png. sigma = 0.5 rather than 0.25 because with
+n = 10,000 the largest radius any image can get is sigma * Phi^-1(0.001^(1/10000)) = 3.2 sigma,
+so sigma = 0.25 could certify nothing beyond 0.8 < eps. Cost: 5.05 M noisy forward passes, about 6 minutes at the 15,000
 images/s measured on a 2-core CPU shared with other jobs (n is `eval.certify.n`; Cohen et al.
 use 100,000).
 """

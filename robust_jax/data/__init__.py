@@ -1,7 +1,6 @@
 """Data: TFDS-backed in-memory datasets, deterministic batching, exact eval, augmentation."""
 
 from robust_jax.data.augment import augment
-from robust_jax.data.batching import eval_batches
 from robust_jax.data.batching import host_slice
 from robust_jax.data.batching import steps_per_epoch
 from robust_jax.data.batching import train_indices

@@ -1,4 +1,5 @@
-"""In-memory batching, pure numpy: the training order, host shares, exact eval batches.
+"""In-memory batching, pure numpy: the training order and host shares (the evaluation's padded
+batches are robust_jax/eval/loop.py's).
 
 The training batch at `step` is a pure function of `(seed, step)`, so a resumed run sees exactly
 the batches an uninterrupted one would:
@@ -46,26 +47,3 @@ def host_slice(global_batch_size, process_index, process_count):
                      f'{process_count} hosts.')
   per_host = global_batch_size // process_count
   return slice(process_index * per_host, (process_index + 1) * per_host)
-
-
-def eval_batches(images, labels, batch_size):
-  """Yields `(x, y, mask)` covering every example exactly once, all of the same shape.
-
-  Args:
-    images: [N,...] array (e.g. uint8[N,H,W,C]).
-    labels: int[N].
-    batch_size: B.
-  Yields:
-    x: images.dtype[B,...]; y: int32[B]; mask: bool[B], True for real examples. Only the last
-    batch is padded (with zeros, label 0), and its real examples come first, so
-    `sum(mask) == N` over all batches and `x[mask]` are the examples in order.
-  """
-  n = len(labels)
-  for start in range(0, n, batch_size):
-    x, y = images[start:start + batch_size], np.asarray(labels[start:start + batch_size], np.int32)
-    valid = len(y)
-    mask = np.arange(batch_size) < valid
-    if valid < batch_size:
-      x = np.concatenate([x, np.zeros((batch_size - valid, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros(batch_size - valid, np.int32)])
-    yield x, y, mask

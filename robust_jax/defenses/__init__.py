@@ -45,8 +45,8 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
             batch's `train_attack` runs on the current model or one of `static_models`
             (comma-separated workdirs), drawn at random.
   feature_squeezing  Xu, Evans & Qi 2018: trains like standard; the detector is added at
-            evaluation (robust_jax/detection.py). Fields (squeezing.py): `fpr`, `squeeze_bits`,
-            `squeeze_median`, `calibration_examples`.
+            evaluation (robust_jax/eval/detection.py). Fields (squeezing.py): `fpr`,
+            `squeeze_bits`, `squeeze_median`, `calibration_examples`.
   ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields
             (ensemble_members.py): `members`, `combine`.
 

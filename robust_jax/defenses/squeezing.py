@@ -1,7 +1,7 @@
 """Feature squeezing's `config.defense` fields (Xu, Evans & Qi 2018).
 
-The detector itself, and its evaluation, are robust_jax/detection.py; its fields are checked here
-so that `defenses.build` validates them without importing the evaluation.
+The detector itself, and its evaluation, are robust_jax/eval/detector.py and detection.py; its
+fields are checked here so that `defenses.build` validates them without importing the evaluation.
 """
 
 import math

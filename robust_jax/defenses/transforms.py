@@ -34,7 +34,7 @@ their `config.defense` fields:
                   to H x W. Random and differentiable; EOT.
   gaussian_noise  Cohen et al. 2019 (and Gaussian augmentation before them): x + N(0, sigma^2).
                   Random and differentiable; EOT. The network trained behind it is the base
-                  classifier of randomised smoothing (robust_jax/certify.py).
+                  classifier of randomised smoothing (robust_jax/eval/certify.py).
 """
 
 import math

@@ -18,7 +18,7 @@ its own config (architectures may differ; the dataset must be `config.data.name`
            the sanity checks get logit-like outputs (their softmax is the averaged probabilities)
 
 The params tree is {'member_0': ..., 'member_1': ...} (batch_stats likewise, for the members with
-BatchNorm), so `robust_jax.evaluate.evaluate` runs on the ensemble unchanged.
+BatchNorm), so `robust_jax.eval.robust.evaluate` runs on the ensemble unchanged.
 """
 
 import os

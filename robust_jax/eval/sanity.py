@@ -16,6 +16,7 @@ import numpy as np
 
 from robust_jax import attacks
 from robust_jax.attacks import objectives
+from robust_jax.eval import loop
 
 PASS, WARN, FAIL, SKIPPED = 'PASS', 'WARN', 'FAIL', 'SKIPPED'
 EPS_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -34,24 +35,25 @@ def skipped(name, reason):
 
 
 def accuracy_under(attack_cfg, logits_fn, x, y, key, batch_size, load_model=None):
-  """Per-example correctness (bool[N]) under an attack, in batches.
+  """Per-example correctness (bool[N]) under an attack, in batches (the evaluation loop, on
+  this process's default device).
 
-  `load_model`: for an attack on another trained run (attacks.build).
+  Example i's attack key is `jax.random.split(key, N)[i]`; the last batch is padded with zero
+  images and labels and keys of their own. `load_model`: for an attack on another trained run
+  (attacks.build).
   """
   batch_size = min(batch_size, len(y))
   attack = jax.jit(lambda xb, yb, kb: jnp.argmax(logits_fn(
       attacks.build(attack_cfg, load_model=load_model)(logits_fn, xb, yb, kb)), -1) == yb)
-  keys = jax.random.split(key, len(y))
-  out = []
-  for i in range(0, len(y), batch_size):
-    xb, yb, kb = x[i:i + batch_size], y[i:i + batch_size], keys[i:i + batch_size]
-    pad = batch_size - len(yb)
-    if pad:
-      xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
-      yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
-      kb = jnp.concatenate([kb, jax.random.split(key, pad)])
-    out.append(np.asarray(attack(xb, yb, kb))[:batch_size - pad])
-  return np.concatenate(out)
+  n, keys = len(y), jax.random.split(key, len(y))
+  pad = -n % batch_size
+  if pad:
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    y = np.concatenate([y, np.zeros((pad,), y.dtype)])
+    keys = jnp.concatenate([keys, jax.random.split(key, pad)])
+  out = loop.run(lambda b: (attack(b['x'], b['y'], b['k']),), {'x': x, 'y': y, 'k': keys},
+                 np.arange(n), batch_size, {'correct': np.bool_}, pad_rows=np.arange(n, n + pad))
+  return out['correct']
 
 
 def check_logits(logits):
@@ -269,3 +271,57 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     checks.append(check_black_box(*square))
   checks.append(check_in_ball(violations, checked_points))
   return checks, {'eps': [min(m * eps, big) for m in multiples], 'accuracy': curve}
+
+
+# --- The report's sections on these checks ---
+
+
+def sanity_table(results):
+  checks = results['sanity_checks']
+  lines = [f'Sanity checks (most on the first {checks[0]["subset"]} examples; the examples '
+           'column says what each figure is computed over):', '',
+           '| check | verdict | figure | examples | what the figure is |',
+           '|---|---|---:|---:|---|']
+  lines += [f'| {c["name"]} | {c["verdict"]} | {_figure(c["figure"])} | '
+            f'{c.get("examples", "-")} | {c["detail"]} |' for c in checks]
+  return '\n'.join(lines)
+
+
+def _figure(v):
+  return '-' if v != v else f'{v:.4g}'  # NaN: a skipped check has no figure
+
+
+def render(results, title=None):
+  """[the checks' table, what FAILED, what was SKIPPED] when the checks ran, else []."""
+  del title
+  if 'sanity_checks' not in results:
+    return []
+  parts = [sanity_table(results)]
+  failed = [c['name'] for c in results['sanity_checks'] if c['verdict'] == FAIL]
+  if failed:
+    parts.append('**Sanity checks FAILED: ' + ', '.join(failed) + '. Do not trust the robust '
+                 'accuracy above: the attacks may be fooled (gradient masking).**')
+  skipped_ = [c['name'] for c in results['sanity_checks'] if c['verdict'] == SKIPPED]
+  if skipped_:
+    parts.append('Sanity checks SKIPPED (could not run; reasons in the table): '
+                 + ', '.join(skipped_) + '.')
+  return parts
+
+
+def plots(results, artifacts, workdir):
+  """Writes eps_curve.png (accuracy against eps) when the checks drew it; returns {title: file}."""
+  del artifacts
+  curve = results.get('eps_curve')
+  if not curve:
+    return {}
+  import os  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.plot(curve['eps'], [100 * a for a in curve['accuracy']], 'o-')
+  ax.set_xlabel('eps'), ax.set_ylabel('robust accuracy (%)'), ax.set_ylim(-2, 102)
+  ax.set_title('PGD-20 accuracy against eps'), ax.grid(alpha=0.3)
+  fig.tight_layout(), fig.savefig(os.path.join(workdir, 'eps_curve.png'), dpi=120)
+  plt.close(fig)
+  return {'robust accuracy against eps': 'eps_curve.png'}

@@ -31,16 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
-import tqdm
-from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from robust_jax import data as data_lib
 from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax.defenses import transforms
+from robust_jax.eval import loop
 from robust_jax.models import preprocessed
 
 
@@ -203,22 +201,14 @@ def run(model, params, batch_stats, dataset, config, mesh, progress=True):
   images, labels = dataset.test_images[:n], dataset.test_labels[:n]
   fn = _make_count_fn(model, sigma, c, mesh)
   key = jax.random.fold_in(rng.root_key(config.seed, rng.EVAL), rng.CERTIFY)
-  bs = c.batch_size
-  rows = data_lib.host_slice(bs, jax.process_index(), jax.process_count())
-  counts0, counts = [], []
   t0 = time.perf_counter()
-  bar = tqdm.tqdm(total=n, desc=f'certify (n={c.n})', unit='img', dynamic_ncols=True,
-                  disable=not progress or jax.process_index() != 0, mininterval=2.0)
-  for start in range(0, n, bs):
-    idx = np.arange(start, min(start + bs, n))
-    valid = len(idx)
-    idx = np.concatenate([idx, np.zeros(bs - valid, idx.dtype)]).astype(np.int32)  # pad
-    batch = parallel.shard_batch({'x': images[idx][rows], 'i': idx[rows]}, mesh)
-    out = fn(params, batch_stats, batch['x'], batch['i'], key)
-    a, b = (np.asarray(multihost_utils.process_allgather(o, tiled=True))[:valid] for o in out)
-    counts0.append(a), counts.append(b), bar.update(valid)
+  bar = loop.progress_bar(n, f'certify (n={c.n})', progress)
+  votes = (np.int32, (dataset.num_classes,))
+  out = loop.run(lambda b: fn(params, batch_stats, b['x'], b['i'], key),
+                 {'x': images, 'i': np.arange(n, dtype=np.int32)}, np.arange(n), c.batch_size,
+                 {'counts0': votes, 'counts': votes}, mesh=mesh, bar=bar)
   bar.close()
-  counts0, counts = np.concatenate(counts0), np.concatenate(counts)
+  counts0, counts = out['counts0'], out['counts']
   pred, radius, p_a = certify_from_counts(counts0, counts, sigma, c.alpha)
   correct = pred == labels
   smoothed = predict_from_counts(counts, c.alpha)
@@ -264,3 +254,15 @@ def plot(res, workdir):
   fig.tight_layout(), fig.savefig(os.path.join(workdir, 'certified_accuracy.png'), dpi=120)
   plt.close(fig)
   return {'certified accuracy against L2 radius': 'certified_accuracy.png'}
+
+
+def render(results, title=None):
+  """[the certified-accuracy table] when certification ran, else []."""
+  del title
+  return [table(results['certify'])] if 'certify' in results else []
+
+
+def plots(results, artifacts, workdir):
+  """`plot` of results['certify'] when certification ran; {title: file name}."""
+  del artifacts
+  return plot(results['certify'], workdir) if 'certify' in results else {}
