@@ -15,9 +15,9 @@ the first 500 test images (robust_jax/eval/certify.py): n0 = 100 selection and n
 estimation draws per image, alpha = 0.001, certified accuracy at L2 radii 0 .. 2 in
 results['certify'] and certified_accuracy.png. sigma = 0.5 rather than 0.25 because with
 n = 10,000 the largest radius any image can get is sigma * Phi^-1(0.001^(1/10000)) = 3.2 sigma,
-so sigma = 0.25 could certify nothing beyond 0.8 < eps. Cost: 5.05 M noisy forward passes, about 6 minutes at the 15,000
-images/s measured on a 2-core CPU shared with other jobs (n is `eval.certify.n`; Cohen et al.
-use 100,000).
+so sigma = 0.25 could certify nothing beyond 0.8 < eps. Cost: 5.05 M noisy forward passes, about
+6 minutes at the 15,000 images/s measured on a 2-core CPU shared with other jobs (n is
+`eval.certify.n`; Cohen et al. use 100,000).
 """
 
 from configs import default
