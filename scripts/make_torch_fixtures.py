@@ -47,7 +47,114 @@ def expected(ts):
   return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in ts.items()}
 
 
+class PreActBlock(torch.nn.Module):
+  """BN-ReLU-conv-BN-ReLU-conv; a shortcut conv of the pre-activated input when shapes change."""
+
+  def __init__(self, cin, cout, stride, shortcut_name):
+    super().__init__()
+    self.bn1 = torch.nn.BatchNorm2d(cin)
+    self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    self.bn2 = torch.nn.BatchNorm2d(cout)
+    self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+    self.shortcut_name = shortcut_name
+    if stride != 1 or cin != cout:
+      conv = torch.nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+      # Wong et al. wrap it in a Sequential ('shortcut.0'); the WideResNet names it convShortcut.
+      setattr(self, shortcut_name,
+              torch.nn.Sequential(conv) if shortcut_name == 'shortcut' else conv)
+
+  def forward(self, x):
+    out = torch.relu(self.bn1(x))
+    skip = getattr(self, self.shortcut_name)(out) if hasattr(self, self.shortcut_name) else x
+    out = self.conv1(out)
+    out = self.conv2(torch.relu(self.bn2(out)))
+    return out + skip
+
+
+class PreActResNet18(torch.nn.Module):
+  """Wong et al.'s layout (conv1, layer1..4, bn, linear), every width scaled by base_width/64."""
+
+  def __init__(self, base_width=64, num_classes=10, mean=None, std=None):
+    super().__init__()
+    w = base_width
+    self.mean, self.std = mean, std
+    self.conv1 = torch.nn.Conv2d(3, w, 3, 1, 1, bias=False)
+    cin = w
+    for i, (cout, stride) in enumerate(((w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2))):
+      blocks = [PreActBlock(cin, cout, stride, 'shortcut'), PreActBlock(cout, cout, 1, 'shortcut')]
+      setattr(self, f'layer{i + 1}', torch.nn.Sequential(*blocks))
+      cin = cout
+    self.bn = torch.nn.BatchNorm2d(cin)
+    self.linear = torch.nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    if self.mean is not None:
+      x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+    out = self.conv1(x)
+    for i in range(4):
+      out = getattr(self, f'layer{i + 1}')(out)
+    out = torch.relu(self.bn(out)).mean(dim=(2, 3))
+    return self.linear(out)
+
+
+class _Stage(torch.nn.Module):
+
+  def __init__(self, cin, cout, stride, n):
+    super().__init__()
+    self.layer = torch.nn.Sequential(*[
+        PreActBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, 'convShortcut')
+        for i in range(n)])
+
+  def forward(self, x):
+    return self.layer(x)
+
+
+class WideResNet(torch.nn.Module):
+  """The Madry/TRADES layout (conv1, block1..3.layer.i, bn1, fc), with TRADES' unused sub_block1."""
+
+  def __init__(self, depth=10, width=1, num_classes=10):
+    super().__init__()
+    n = (depth - 4) // 6
+    c = (16, 16 * width, 32 * width, 64 * width)
+    self.conv1 = torch.nn.Conv2d(3, c[0], 3, 1, 1, bias=False)
+    self.block1 = _Stage(c[0], c[1], 1, n)
+    self.sub_block1 = _Stage(c[0], c[1], 1, n)   # in TRADES' module too; forward never calls it
+    self.block2 = _Stage(c[1], c[2], 2, n)
+    self.block3 = _Stage(c[2], c[3], 2, n)
+    self.bn1 = torch.nn.BatchNorm2d(c[3])
+    self.fc = torch.nn.Linear(c[3], num_classes)
+
+  def forward(self, x):
+    out = self.block3(self.block2(self.block1(self.conv1(x))))
+    return self.fc(torch.relu(self.bn1(out)).mean(dim=(2, 3)))
+
+
+def _randomise_batch_norm(model, g):
+  for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      m.weight.data = 1 + 0.2 * torch.randn(m.weight.shape, generator=g)
+      m.bias.data = 0.2 * torch.randn(m.bias.shape, generator=g)
+      m.running_mean = 0.2 * torch.randn(m.running_mean.shape, generator=g)
+      m.running_var = 0.5 + torch.rand(m.running_var.shape, generator=g)
+  return model.eval()
+
+
+def models():
+  """Tiny random instances of each architecture: (file name, module, model config fields)."""
+  torch.manual_seed(0)
+  g = torch.Generator().manual_seed(1)
+  mean, std = torch.tensor([0.4914, 0.4822, 0.4465]), torch.tensor([0.2471, 0.2435, 0.2616])
+  return [
+      ('preact_resnet18_w4', _randomise_batch_norm(PreActResNet18(4), g), {}),
+      ('preact_resnet18_w4_normalized',
+       _randomise_batch_norm(PreActResNet18(4, mean=mean, std=std), g),
+       {'mean': mean.tolist(), 'std': std.tolist()}),
+      ('wide_resnet_10_1', _randomise_batch_norm(WideResNet(10, 1), g), {}),
+  ]
+
+
 def main():
+  torch.manual_seed(0)
   os.makedirs(OUT, exist_ok=True)
   ts = tensors()
   np.savez(os.path.join(OUT, 'expected.npz'), **expected(ts))
@@ -62,6 +169,13 @@ def main():
              os.path.join(OUT, 'training_checkpoint.pt'))
   np.savez(os.path.join(OUT, 'training_checkpoint_expected.npz'),
            **{k[len('module.'):]: v.numpy() for k, v in model.state_dict().items()})
+  x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+  for name, model, extra in models():
+    torch.save(model.state_dict(), os.path.join(OUT, f'{name}.pt'))
+    with torch.no_grad():
+      logits = model(x).numpy()
+    np.savez(os.path.join(OUT, f'{name}_logits.npz'), x=x.permute(0, 2, 3, 1).numpy(),
+             logits=logits, **{k: np.asarray(v, np.float32) for k, v in extra.items()})
   print('wrote', sorted(os.listdir(OUT)))
 
 

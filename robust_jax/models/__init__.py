@@ -54,7 +54,8 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
 
   Args:
     model_cfg: anything with attributes `name` and, for 'wide_resnet', `depth` and `width`
-      (e.g. `config.model`); optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
+      (e.g. `config.model`); for 'preact_resnet18' optionally `base_width` (default 64);
+      optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
       `fast_ops` (default True: convolutions and pooling from `fast_ops`, whose input gradients
       compile to faster code; the parameters are the same either way) and `normalize` (default
       True; False ignores mean and std and feeds the [0,1] pixels as they are).
@@ -77,6 +78,8 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
   if cls is WideResNet:
     resnets.num_blocks(model_cfg.depth)  # fail here, not at the first init, on a bad depth
     kwargs.update(depth=model_cfg.depth, width=model_cfg.width)
+  if cls is PreActResNet18:
+    kwargs.update(base_width=int(getattr(model_cfg, 'base_width', 64)))
   return cls(**kwargs)
 
 
