@@ -193,3 +193,20 @@ def test_state_dict_errors_name_what_the_file_holds():
   # Only a prefix that every name has is removed.
   assert sorted(torch_files.state_dict({'module.a': np.ones(1), 'b': np.ones(1)})) == [
       'b', 'module.a']
+
+
+def test_save_state_dict_round_trips_every_dtype(tmp_path):
+  want = _expected()
+  arrays = {k: v for k, v in want.items() if k != 'bf16'}
+  arrays['bf16'] = want['bf16'].astype(ml_dtypes.bfloat16)
+  arrays['fortran'] = np.asfortranarray(want['base'])
+  path = str(tmp_path / 'out.pt')
+  torch_files.save_state_dict(path, arrays)
+  got = torch_files.load(path)
+  assert list(got) == list(arrays)
+  for k, v in arrays.items():
+    assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+    np.testing.assert_array_equal(got[k], v, err_msg=k)
+  with pytest.raises(TypeError, match='complex64 has no torch storage'):
+    torch_files.save_state_dict(path, {'c': np.zeros(2, np.complex64)})
+  assert torch_files.load(path).keys() == arrays.keys()  # the failed save left the file intact

@@ -77,3 +77,80 @@ def test_a_checkpoint_that_does_not_fit_lists_missing_unexpected_and_misshaped_k
     torch_models.convert(weights, ml_collections.ConfigDict(CASES['preact_resnet18_w4']))
   with pytest.raises(ValueError, match="model.name='small_cnn' has no PyTorch layout"):
     torch_models.convert(weights, ml_collections.ConfigDict(dict(name='small_cnn')))
+
+
+def test_export_then_import_gives_the_same_weights_and_logits(tmp_path):
+  weights = _weights('preact_resnet18_w4')
+  cfg = ml_collections.ConfigDict(CASES['preact_resnet18_w4'])
+  model, variables = torch_models.convert(weights, cfg)
+  path = str(tmp_path / 'exported.pt')
+  torch_models.save_torch(path, cfg, variables)
+  back = torch_files.load_state_dict(path)
+  assert sorted(back) == sorted(weights)
+  for k, v in weights.items():
+    assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+    np.testing.assert_array_equal(back[k], v, err_msg=k)
+
+
+def test_a_model_trained_here_round_trips_through_a_pytorch_file(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from robust_jax import models  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(dict(name='wide_resnet', depth=10, width=1))
+  model = models.build(cfg, num_classes=10, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+  x = _fixture('wide_resnet_10_1')['x']
+  variables = model.init(jax.random.key(3), x, train=False)
+  # Non-trivial BatchNorm statistics, as after training.
+  variables = jax.tree_util.tree_map_with_path(
+      lambda p, v: v + 0.1 * np.cos(np.arange(v.size).reshape(v.shape))
+      if p[0].key == 'batch_stats' else v, variables)
+  path = str(tmp_path / 'wrn.pt')
+  torch_models.save_torch(path, cfg, variables, trades_sub_block=True)
+  assert any(k.startswith('sub_block1.') for k in torch_files.load_state_dict(path))
+  logits_fn = torch_models.torch_logits_fn(path, cfg, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+  np.testing.assert_allclose(np.asarray(logits_fn(x)),
+                             np.asarray(model.apply(variables, x, train=False)), rtol=1e-5,
+                             atol=1e-6)
+
+
+def _globals(pkl):
+  import pickletools  # pylint: disable=g-import-not-at-top
+  return {arg for op, arg, _ in pickletools.genops(pkl) if op.name == 'GLOBAL'}
+
+
+def test_the_exported_file_is_laid_out_as_torch_writes_it(tmp_path):
+  import zipfile  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(CASES['preact_resnet18_w4'])
+  _, variables = torch_models.convert(_weights('preact_resnet18_w4'), cfg)
+  path = str(tmp_path / 'exported.pt')
+  torch_models.save_torch(path, cfg, variables)
+  with zipfile.ZipFile(os.path.join(FIXTURES, 'preact_resnet18_w4.pt')) as z:
+    theirs = _globals(z.read('preact_resnet18_w4/data.pkl'))
+    their_files = {n.split('/', 1)[1] for n in z.namelist() if not n.split('/', 1)[1]
+                   .startswith('.')}
+  with zipfile.ZipFile(path) as z:
+    ours = _globals(z.read('exported/data.pkl'))
+    our_files = {n.split('/', 1)[1] for n in z.namelist()}
+    assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+  assert ours == theirs, (ours, theirs)
+  assert our_files == their_files
+
+
+def test_torch_loads_the_exported_file_strictly_and_computes_the_same_logits(tmp_path):
+  torch = pytest.importorskip('torch')  # the reference venv (requirements-ref.txt)
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'make_torch_fixtures', os.path.join(os.path.dirname(FIXTURES), '..', '..', 'scripts',
+                                          'make_torch_fixtures.py'))
+  fixtures = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(fixtures)
+  cfg = ml_collections.ConfigDict(CASES['wide_resnet_10_1'])
+  model, variables = torch_models.convert(_weights('wide_resnet_10_1'), cfg)
+  path = str(tmp_path / 'exported.pt')
+  torch_models.save_torch(path, cfg, variables, trades_sub_block=True)
+  module = fixtures.WideResNet(10, 1)
+  module.load_state_dict(torch.load(path, weights_only=True), strict=True)
+  x = _fixture('wide_resnet_10_1')['x']
+  with torch.no_grad():
+    theirs = module.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False)), theirs,
+                             rtol=1e-4, atol=1e-6)

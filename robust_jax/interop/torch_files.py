@@ -15,6 +15,7 @@ owning their memory. Views into one storage (a tensor saved with its slices) are
 """
 
 import collections
+import io
 import json
 import os
 import pickle
@@ -333,3 +334,88 @@ def state_dict(obj, path='the checkpoint'):
 def load_state_dict(path):
   """{parameter or buffer name: np.ndarray} of the checkpoint in `path`."""
   return state_dict(load(path), path)
+
+
+# --- Writing: a state dict as torch.save writes it (zip format), readable by torch.load. -------
+
+class _Global:
+  """A name that the pickle refers to as a global (torch need not be importable here)."""
+
+  def __init__(self, module, name):
+    self.module, self.name = module, name
+
+  def __call__(self, *args):  # pickle requires reduce functions to be callable; never called
+    raise NotImplementedError(f'{self.module}.{self.name}')
+
+
+_TORCH_STORAGE = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items() if k != 'UntypedStorage'}
+
+
+class _TensorOut:
+  """An array to pickle as torch's `_rebuild_tensor_v2(storage, 0, shape, stride, False, {})`."""
+
+  def __init__(self, array, key):
+    self.array, self.key = array, key
+
+
+class _StorageOut:
+
+  def __init__(self, array, key):
+    self.array, self.key = array, key
+
+
+class _Pickler(pickle._Pickler):  # pylint: disable=protected-access
+  """Protocol-2 pickler that writes `_Global`s by name and storages as persistent ids."""
+
+  def save(self, obj, save_persistent_id=True):
+    if not isinstance(obj, _Global):
+      return super().save(obj, save_persistent_id)
+    memo = self.memo.get(id(obj))
+    if memo is not None:
+      self.write(self.get(memo[0]))
+      return None
+    self.write(pickle.GLOBAL + f'{obj.module}\n{obj.name}\n'.encode())
+    self.memoize(obj)
+    return None
+
+  def persistent_id(self, obj):
+    if isinstance(obj, _StorageOut):
+      storage = _Global('torch', _TORCH_STORAGE[obj.array.dtype])
+      return ('storage', storage, obj.key, 'cpu', obj.array.size)
+    return None
+
+  def reducer_override(self, obj):
+    if isinstance(obj, _TensorOut):
+      a = obj.array
+      stride = tuple(s // a.itemsize for s in a.strides) if a.ndim else ()
+      return (_Global('torch._utils', '_rebuild_tensor_v2'),
+              (_StorageOut(a, obj.key), 0, a.shape, stride, False,
+               collections.OrderedDict()))
+    if isinstance(obj, collections.OrderedDict):
+      return (_Global('collections', 'OrderedDict'), (), None, None, iter(obj.items()))
+    return NotImplemented
+
+
+def save_state_dict(path, weights):
+  """Writes {name: array} as torch.save(state_dict) does; `torch.load(path)` reads it back.
+
+  The file holds only tensors in an OrderedDict, so torch.load(path, weights_only=True) accepts it.
+  """
+  arrays = collections.OrderedDict()
+  for i, (name, value) in enumerate(weights.items()):
+    a = np.require(np.asarray(value), requirements='C')  # (ascontiguousarray makes 0-d 1-d)
+    if a.dtype not in _TORCH_STORAGE:
+      raise TypeError(f'{name}: dtype {a.dtype} has no torch storage; '
+                      f'writable: {sorted(str(d) for d in _TORCH_STORAGE)}')
+    arrays[name] = _TensorOut(a, str(i))
+  buf = io.BytesIO()
+  _Pickler(buf, protocol=2).dump(arrays)
+  prefix = os.path.splitext(os.path.basename(path))[0] or 'archive'
+  tmp = path + '.tmp'
+  with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:
+    z.writestr(f'{prefix}/data.pkl', buf.getvalue())
+    z.writestr(f'{prefix}/byteorder', 'little')
+    for t in arrays.values():
+      z.writestr(f'{prefix}/data/{t.key}', t.array.tobytes())
+    z.writestr(f'{prefix}/version', '3\n')
+  os.replace(tmp, path)

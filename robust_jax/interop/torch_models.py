@@ -147,3 +147,52 @@ def torch_logits_fn(path, model_cfg, *, num_classes=10, mean=(0.0,), std=(1.0,),
     return model.apply(variables, x, train=False)
 
   return logits_fn
+
+
+def _from_flax(value, layout):
+  if layout == 'kernel':
+    if value.ndim == 4:      # flax [kh, kw, in, out] -> torch [out, in, kh, kw]
+      return value.transpose(3, 2, 0, 1)
+    if value.ndim == 2:
+      return value.T
+  return value
+
+
+def to_torch_state_dict(model_cfg, variables, *, trades_sub_block=False):
+  """The PyTorch state dict ({key: np.ndarray}) of robust_jax `variables` of `model_cfg`'s model.
+
+  It loads with `load_state_dict(strict=True)` into a module with the layout named in this file's
+  docstring; `trades_sub_block=True` adds TRADES' unused `sub_block1` (a copy of block1) that its
+  WideResNet module expects.
+  """
+  if model_cfg.name not in MODULE_NAMES:
+    raise ValueError(f'model.name={model_cfg.name!r} has no PyTorch layout here; exportable: '
+                     f'{sorted(MODULE_NAMES)}')
+  out = {}
+  for (collection, *path), value in traverse_util.flatten_dict(
+      {k: dict(v) for k, v in variables.items() if k in ('params', 'batch_stats')}).items():
+    key, layout = _torch_key(model_cfg.name, collection, tuple(path))
+    out[key] = np.asarray(_from_flax(np.asarray(value, np.float32), layout))
+    if collection == 'batch_stats' and path[-1] == 'mean':
+      out[key.rsplit('.', 1)[0] + '.num_batches_tracked'] = np.array(0, np.int64)
+  if trades_sub_block and model_cfg.name == 'wide_resnet':
+    out.update({'sub_block1.' + k[len('block1.'):]: v for k, v in out.items()
+                if k.startswith('block1.')})
+  return dict(sorted(out.items(), key=lambda kv: _torch_order(kv[0])))
+
+
+_LEAF_ORDER = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+
+
+def _torch_order(key):
+  """Stem first, stages and blocks in order, head last; a module's tensors in torch's order."""
+  module, leaf = key.rsplit('.', 1)
+  head = module.split('.')[0]
+  rank = 0 if head == 'conv1' else 2 if head in ('bn', 'bn1', 'linear', 'fc') else 1
+  parts = [p.zfill(6) if p.isdigit() else p for p in re.split(r'(\d+)', module)]
+  return rank, parts, _LEAF_ORDER.index(leaf)
+
+
+def save_torch(path, model_cfg, variables, **kwargs):
+  """Writes the model as a PyTorch state dict file (`torch.load(path)` reads it; no torch here)."""
+  torch_files.save_state_dict(path, to_torch_state_dict(model_cfg, variables, **kwargs))
