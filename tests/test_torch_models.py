@@ -12,6 +12,7 @@ import pytest
 
 from robust_jax.interop import torch_files
 from robust_jax.interop import torch_models
+from tests import test_launch
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'torch')
 CASES = {
@@ -154,3 +155,46 @@ def test_torch_loads_the_exported_file_strictly_and_computes_the_same_logits(tmp
     theirs = module.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False)), theirs,
                              rtol=1e-4, atol=1e-6)
+
+
+def _launch_eval(tmp_path, tfds_dir, checkpoint, *flags):
+  return test_launch.launch(
+      '--mode=eval', f'--workdir={tmp_path / "ev"}', f'--checkpoint={checkpoint}',
+      '--config.model.name=wide_resnet', '--config.model.depth=10', '--config.model.width=1',
+      '--config.defense.name=standard', '--config.model.normalize=false',
+      '--config.eval.num_examples=64', '--config.eval.batch_size=32',
+      '--config.eval.attacks.pgd20.steps=2', '--config.eval.attacks.pgd40x2.steps=2',
+      '--config.eval.sanity_checks=false', '--progress=false', *flags, data_dir=tfds_dir)
+
+
+@test_launch.needs_fashion_mnist
+def test_launch_evaluates_a_pytorch_file_like_its_own_checkpoints(tmp_path, tfds_dir):
+  import json  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections as mc  # pylint: disable=g-import-not-at-top
+  from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from robust_jax import models  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(dict(name='wide_resnet', depth=10, width=1))
+  model = models.build(cfg, num_classes=10, mean=(0.0,), std=(1.0,))
+  data = data_lib.load(mc.ConfigDict(dict(name='fashion_mnist', data_dir=str(tfds_dir),
+                                          source_dir='')))
+  x = data.test_images[:64].astype(np.float32) / 255
+  variables = model.init(jax.random.key(0), x, train=False)
+  variables = jax.tree_util.tree_map_with_path(   # BatchNorm statistics that matter
+      lambda p, v: v + 0.3 * np.sin(np.arange(v.size).reshape(v.shape))
+      if p[0].key == 'batch_stats' else v, variables)
+  path = tmp_path / 'wrn.pt'
+  torch_models.save_torch(str(path), cfg, variables)
+  r = _launch_eval(tmp_path, tfds_dir, path)
+  assert r.returncode == 0, r.stderr[-3000:]
+  results = json.loads((tmp_path / 'ev' / 'results.json').read_text())
+  want = (np.asarray(model.apply(variables, x, train=False)).argmax(1) == data.test_labels[:64])
+  assert results['clean_accuracy'] == want.mean()
+  assert results['checkpoint_format'] == 'pytorch' and len(results['checkpoint_sha256']) == 64
+  assert 'worst_case_accuracy' in results and (tmp_path / 'ev' / 'report.md').exists()
+
+  # A file of another architecture: one clear line naming the keys, nothing written.
+  r = _launch_eval(tmp_path / 'other', tfds_dir, path, '--config.model.depth=16')
+  assert r.returncode == 2
+  assert 'robust_jax: error:' in r.stderr and 'missing: block1.layer.1.' in r.stderr
+  assert not (tmp_path / 'other').exists()

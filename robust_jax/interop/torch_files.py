@@ -15,6 +15,7 @@ owning their memory. Views into one storage (a tensor saved with its slices) are
 """
 
 import collections
+import hashlib
 import io
 import json
 import os
@@ -290,6 +291,22 @@ def _load_safetensors(path):
                                   f'{shape} of {np.dtype(dtype)}: the file is damaged')
     out[name] = np.frombuffer(data[start:end], dtype).reshape(shape).copy()
   return out
+
+
+WEIGHTS_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors')
+
+
+def is_weights_file(path):
+  """Whether `path` names a PyTorch or safetensors file (by its suffix), rather than a folder."""
+  return str(path).endswith(WEIGHTS_SUFFIXES) and not os.path.isdir(path)
+
+
+def sha256(path):
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def load(path):

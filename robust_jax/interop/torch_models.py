@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from robust_jax import errors
 from robust_jax import models
 from robust_jax.interop import torch_files
 
@@ -85,7 +86,7 @@ def convert(weights, model_cfg, *, num_classes=10, mean=(0.0,), std=(1.0,), imag
             source='the state dict'):
   """(flax module, variables) holding the torch `weights` ({key: np.ndarray})."""
   if model_cfg.name not in MODULE_NAMES:
-    raise ValueError(f'model.name={model_cfg.name!r} has no PyTorch layout here; loadable: '
+    raise errors.ConfigError(f'model.name={model_cfg.name!r} has no PyTorch layout here; loadable: '
                      f'{sorted(MODULE_NAMES)}')
   model = models.build(model_cfg, num_classes=num_classes, mean=mean, std=std)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0),
@@ -115,7 +116,9 @@ def convert(weights, model_cfg, *, num_classes=10, mean=(0.0,), std=(1.0,), imag
       if keys:
         lines.append(f'  {len(keys)} {what}: ' + ', '.join(keys[:12]) +
                      (f', ... ({len(keys) - 12} more)' if len(keys) > 12 else ''))
-    raise ValueError('\n'.join(lines))
+    lines.append('  (set --config.model.name/depth/width/base_width to the architecture the file '
+                 'was saved from)')
+    raise errors.ConfigError('\n'.join(lines))
   return model, traverse_util.unflatten_dict(out)
 
 
