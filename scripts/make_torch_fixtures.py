@@ -129,6 +129,63 @@ class WideResNet(torch.nn.Module):
     return self.fc(torch.relu(self.bn1(out)).mean(dim=(2, 3)))
 
 
+class DMBlock(torch.nn.Module):
+  """DeepMind's WideResNet block: TF-'SAME' padding by hand before conv_0 (end-only at stride 2)."""
+
+  def __init__(self, cin, cout, stride, act):
+    super().__init__()
+    self.batchnorm_0 = torch.nn.BatchNorm2d(cin, momentum=0.01)
+    self.relu_0 = act()
+    self.conv_0 = torch.nn.Conv2d(cin, cout, 3, stride, 0, bias=False)
+    self.batchnorm_1 = torch.nn.BatchNorm2d(cout, momentum=0.01)
+    self.relu_1 = act()
+    self.conv_1 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+    self.has_shortcut = cin != cout
+    self.shortcut = (torch.nn.Conv2d(cin, cout, 1, stride, 0, bias=False) if self.has_shortcut
+                     else None)
+    self.stride = stride
+
+  def forward(self, x):
+    pre = self.relu_0(self.batchnorm_0(x))
+    pad = (1, 1, 1, 1) if self.stride == 1 else (0, 1, 0, 1)
+    out = self.conv_0(torch.nn.functional.pad(pre, pad))
+    out = self.conv_1(self.relu_1(self.batchnorm_1(out)))
+    return out + (self.shortcut(pre) if self.has_shortcut else x)
+
+
+class DMGroup(torch.nn.Module):
+
+  def __init__(self, n, cin, cout, stride, act):
+    super().__init__()
+    self.block = torch.nn.Sequential(*[
+        DMBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, act) for i in range(n)])
+
+  def forward(self, x):
+    return self.block(x)
+
+
+class DMWideResNet(torch.nn.Module):
+  """DeepMind's layout (init_conv, layer.g.block.i, batchnorm, logits); mean/std not stored."""
+
+  def __init__(self, depth=10, width=1, activation='swish', num_classes=10, mean=None, std=None):
+    super().__init__()
+    act = {'swish': torch.nn.SiLU, 'relu': torch.nn.ReLU}[activation]
+    n = (depth - 4) // 6
+    c = (16, 16 * width, 32 * width, 64 * width)
+    self.mean, self.std = mean, std   # plain attributes: not in the state dict
+    self.init_conv = torch.nn.Conv2d(3, c[0], 3, 1, 1, bias=False)
+    self.layer = torch.nn.Sequential(DMGroup(n, c[0], c[1], 1, act), DMGroup(n, c[1], c[2], 2, act),
+                                     DMGroup(n, c[2], c[3], 2, act))
+    self.batchnorm = torch.nn.BatchNorm2d(c[3], momentum=0.01)
+    self.relu = act()
+    self.logits = torch.nn.Linear(c[3], num_classes)
+
+  def forward(self, x):
+    x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+    out = self.relu(self.batchnorm(self.layer(self.init_conv(x))))
+    return self.logits(out.mean(dim=(2, 3)))
+
+
 def _randomise_batch_norm(model, g):
   for m in model.modules():
     if isinstance(m, torch.nn.BatchNorm2d):
@@ -150,6 +207,12 @@ def models():
        _randomise_batch_norm(PreActResNet18(4, mean=mean, std=std), g),
        {'mean': mean.tolist(), 'std': std.tolist()}),
       ('wide_resnet_10_1', _randomise_batch_norm(WideResNet(10, 1), g), {}),
+      # DeepMind's CIFAR-10 constants (their std's first entry is 0.2471).
+      ('dm_wide_resnet_10_2_swish', _randomise_batch_norm(DMWideResNet(
+          10, 2, 'swish', mean=mean, std=torch.tensor([0.2471, 0.2435, 0.2616])), g),
+       {'mean': mean.tolist(), 'std': [0.2471, 0.2435, 0.2616]}),
+      ('dm_wide_resnet_16_1_relu', _randomise_batch_norm(DMWideResNet(
+          16, 1, 'relu', mean=mean, std=std), g), {'mean': mean.tolist(), 'std': std.tolist()}),
   ]
 
 

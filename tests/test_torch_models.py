@@ -19,6 +19,9 @@ CASES = {
     'preact_resnet18_w4': dict(name='preact_resnet18', base_width=4),
     'preact_resnet18_w4_normalized': dict(name='preact_resnet18', base_width=4),
     'wide_resnet_10_1': dict(name='wide_resnet', depth=10, width=1),
+    'dm_wide_resnet_10_2_swish': dict(name='dm_wide_resnet', depth=10, width=2,
+                                      activation='swish'),
+    'dm_wide_resnet_16_1_relu': dict(name='dm_wide_resnet', depth=16, width=1, activation='relu'),
 }
 
 

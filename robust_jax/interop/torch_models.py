@@ -16,6 +16,10 @@ load too):
 - 'wide_resnet': the WideResNet of Madry et al. / TRADES / Carmon et al. (conv1,
   block1..3.layer.{i}.{bn1,conv1,bn2,conv2,convShortcut}, bn1, fc). TRADES' module also holds an
   unused `sub_block1` that its forward pass never calls; its weights are skipped.
+- 'dm_wide_resnet' (`activation` 'swish' or 'relu'): DeepMind's WideResNet of Gowal et al.
+  2020/2021, Rebuffi et al. 2021, Wang et al. 2023 (init_conv, layer.{0,1,2}.block.{i}.
+  {batchnorm_0,conv_0,batchnorm_1,conv_1,shortcut}, batchnorm, logits). Its modules normalise
+  with CIFAR-10's mean and std, which their state dicts do not store: pass them as mean/std.
 
 Weights that do not fit are one error listing every missing, unexpected and mis-shaped key.
 """
@@ -57,7 +61,19 @@ def _wide_resnet_module(path):
   return {'stem': 'conv1', 'bn': 'bn1', 'logits': 'fc'}[head]
 
 
-MODULE_NAMES = {'preact_resnet18': _preact_resnet18_module, 'wide_resnet': _wide_resnet_module}
+def _dm_wide_resnet_module(path):
+  """Flax module path -> torch module name, for DeepMind's WideResNet."""
+  head = path[0]
+  m = re.fullmatch(r'stage(\d)_block(\d+)', head)
+  if m:
+    inner = {'bn1': 'batchnorm_0', 'conv1': 'conv_0', 'bn2': 'batchnorm_1', 'conv2': 'conv_1',
+             'shortcut': 'shortcut'}[path[1]]
+    return f'layer.{int(m[1]) - 1}.block.{int(m[2]) - 1}.{inner}'
+  return {'stem': 'init_conv', 'bn': 'batchnorm', 'logits': 'logits'}[head]
+
+
+MODULE_NAMES = {'preact_resnet18': _preact_resnet18_module, 'wide_resnet': _wide_resnet_module,
+                'dm_wide_resnet': _dm_wide_resnet_module}
 
 
 def _torch_key(name, collection, path):
@@ -131,8 +147,8 @@ def _torch_shape(shape, layout):
 
 
 def _describe(model_cfg):
-  if model_cfg.name == 'wide_resnet':
-    return f'wide_resnet depth={model_cfg.depth} width={model_cfg.width}'
+  if model_cfg.name in ('wide_resnet', 'dm_wide_resnet'):
+    return f'{model_cfg.name} depth={model_cfg.depth} width={model_cfg.width}'
   if model_cfg.name == 'preact_resnet18':
     return f'preact_resnet18 base_width={getattr(model_cfg, "base_width", 64)}'
   return model_cfg.name
@@ -191,7 +207,8 @@ def _torch_order(key):
   """Stem first, stages and blocks in order, head last; a module's tensors in torch's order."""
   module, leaf = key.rsplit('.', 1)
   head = module.split('.')[0]
-  rank = 0 if head == 'conv1' else 2 if head in ('bn', 'bn1', 'linear', 'fc') else 1
+  rank = (0 if head in ('conv1', 'init_conv') else
+          2 if head in ('bn', 'bn1', 'linear', 'fc', 'batchnorm', 'logits') else 1)
   parts = [p.zfill(6) if p.isdigit() else p for p in re.split(r'(\d+)', module)]
   return rank, parts, _LEAF_ORDER.index(leaf)
 
