@@ -45,7 +45,8 @@ _SEEDS = flags.DEFINE_string(
     'seeds', None, 'train_and_eval over several seeds, e.g. 0,1,2: each in WORKDIR/seed_<s> '
     '(its config.seed set), then WORKDIR/seeds.json and seeds.md with mean, std and range.')
 _CHECKPOINT = flags.DEFINE_string(
-    'checkpoint', None, '--mode=eval: a workdir or one checkpoint folder (default: --workdir).')
+    'checkpoint', None, '--mode=eval: a workdir, one checkpoint folder, or a PyTorch state dict '
+    '(.pt/.pth/.bin/.safetensors) of --config.model\'s architecture (default: --workdir).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
@@ -127,6 +128,7 @@ def main(argv):
   from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from robust_jax import errors  # pylint: disable=g-import-not-at-top
   from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+  from robust_jax.interop import torch_files  # pylint: disable=g-import-not-at-top
 
   from robust_jax import distributed  # pylint: disable=g-import-not-at-top
 
@@ -153,7 +155,7 @@ def main(argv):
     else:
       experiment.train_and_evaluate(config, workdir, progress=_PROGRESS.value)
   except (errors.ConfigError, errors.CheckpointWriteError, FileNotFoundError, FloatingPointError,
-          data_lib.DatasetUnavailableError) as e:
+          data_lib.DatasetUnavailableError, torch_files.CheckpointFormatError) as e:
     logging.error('%s', e)
     print(f'\nrobust_jax: error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

@@ -39,7 +39,9 @@ def get_config():
 
   c.model = ml_collections.ConfigDict(dict(
       name='small_cnn',
-      depth=28, width=10,          # wide_resnet only
+      depth=28, width=10,          # wide_resnet and dm_wide_resnet only
+      activation='swish',          # dm_wide_resnet only: 'swish' or 'relu'
+      base_width=64,               # preact_resnet18 only: first stage's channels (16: 1/4 width)
       # BatchNorm while the TRAINING attack runs: 'eval' uses running statistics; 'train' uses
       # the attacked batch's statistics (without updating the running ones). Evaluations (and
       # the overfitting monitor) always attack the inference-mode model they score.

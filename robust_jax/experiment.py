@@ -20,6 +20,7 @@ from absl import logging
 
 from robust_jax import checkpoint
 from robust_jax import data as data_lib
+from robust_jax import errors
 from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import report
@@ -31,6 +32,8 @@ from robust_jax import version
 from robust_jax.eval import detection
 from robust_jax.eval import detector
 from robust_jax.eval import robust
+from robust_jax.interop import torch_files
+from robust_jax.interop import torch_models
 from robust_jax.models import ensemble
 
 
@@ -119,9 +122,15 @@ def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress):
 
 
 def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
-  """Evaluates a saved model (a workdir or one checkpoint step folder) with `config.eval`."""
+  """Evaluates a saved model with `config.eval`.
+
+  `checkpoint_path`: a workdir, one checkpoint step folder, or a PyTorch/safetensors file of
+  `config.model`'s architecture (robust_jax/interop/torch_models.py; e.g. a RobustBench model).
+  """
   if config.defense.name == 'ensemble':  # the members are the checkpoints
     return evaluate_ensemble(config, workdir, progress)
+  if torch_files.is_weights_file(checkpoint_path):
+    return _evaluate_torch_file(config, workdir, checkpoint_path, progress)
   mesh, dataset, model = setup(config)
   n = len(dataset.train_labels)
   tx, _ = optim.make_optimizer(config.optim, train.num_train_steps(config, n),
@@ -134,6 +143,32 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})
+
+
+def _evaluate_torch_file(config, workdir, path, progress):
+  """The evaluation of a PyTorch state dict file loaded into `config.model`'s network."""
+  mesh, dataset, model = setup(config)
+  image_shape = dataset.test_images.shape[1:]
+  net, variables = torch_models.convert(
+      torch_files.load_state_dict(path), config.model, num_classes=dataset.num_classes,
+      image_shape=image_shape, source=path)
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros(
+      (1,) + image_shape), train=False))
+  if (jax.tree_util.tree_structure(dict(expected)) !=
+      jax.tree_util.tree_structure(dict(variables))):
+    raise errors.ConfigError(
+        f'defense.name={config.defense.name!r} deploys the network behind a transformation with '
+        f'its own variables; a PyTorch file holds the network alone ({net.__class__.__name__}). '
+        'Evaluate it with --config.defense.name=standard, or with a parameter-free input '
+        'transformation.')
+  params = parallel.replicate(variables['params'], mesh)
+  batch_stats = parallel.replicate(variables.get('batch_stats', {}), mesh)
+  results, artifacts = _evaluate(config, workdir, model, params, batch_stats, dataset, mesh,
+                                 progress)
+  title = f'{config.model.name} from {os.path.basename(path)} (PyTorch) on {dataset.name}'
+  return _finish(results, artifacts, config, workdir, title,
+                 {'checkpoint': os.path.abspath(path), 'checkpoint_format': 'pytorch',
+                  'checkpoint_sha256': torch_files.sha256(path)})
 
 
 def _evaluator(config):

@@ -39,8 +39,15 @@ def validate(config, num_devices=1):
                              f'{list(data_lib.READ_MODES)}.')
   if config.model.name not in models.MODELS:
     raise errors.ConfigError(f'model.name={config.model.name!r}; valid: {sorted(models.MODELS)}.')
-  if config.model.name == 'wide_resnet' and (config.model.depth - 4) % 6:
+  if config.model.name in ('wide_resnet', 'dm_wide_resnet') and (config.model.depth - 4) % 6:
     raise errors.ConfigError(f'model.depth={config.model.depth} must be 6n+4 (e.g. 28, 34, 70).')
+  if config.model.get('activation', 'swish') not in ('relu', 'swish'):
+    raise errors.ConfigError(f'model.activation={config.model.activation!r}; valid: relu, swish '
+                             '(dm_wide_resnet).')
+  base_width = config.model.get('base_width', 64)
+  if not isinstance(base_width, int) or isinstance(base_width, bool) or base_width < 1:
+    raise errors.ConfigError(f'model.base_width={base_width!r} must be a positive integer '
+                             '(preact_resnet18: 64 as published, 16 for the quarter width).')
   if config.model.attack_bn_mode not in model_fns.BN_MODES:
     raise errors.ConfigError(f'model.attack_bn_mode={config.model.attack_bn_mode!r}; '
                      f'valid: {list(model_fns.BN_MODES)}.')

@@ -8,7 +8,7 @@ from tests import helpers
 
 
 @pytest.mark.parametrize('field,value,message', [
-    ('model.name', 'resnet9000', "valid: \\['madry_cnn'"),
+    ('model.name', 'resnet9000', "valid: \\['dm_wide_resnet', 'madry_cnn'"),
     ('data.name', 'imagenet', "valid: \\['cifar10'"),
     ('defense.name', 'magic', "defense.name='magic'; valid: \\[.*'pgd_at'"),
     ('train_attack.name', 'bim', "train_attack.name='bim' is not an attack"),

@@ -20,6 +20,7 @@ from robust_jax.models import resnets
 from robust_jax.models.cnns import MadryCNN
 from robust_jax.models.cnns import SmallCNN
 from robust_jax.models.cnns import TradesCNN
+from robust_jax.models.resnets import DMWideResNet
 from robust_jax.models.resnets import PreActResNet18
 from robust_jax.models.resnets import WideResNet
 
@@ -29,6 +30,7 @@ MODELS = {
     'trades_cnn': TradesCNN,
     'preact_resnet18': PreActResNet18,
     'wide_resnet': WideResNet,
+    'dm_wide_resnet': DMWideResNet,
 }
 
 
@@ -54,7 +56,8 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
 
   Args:
     model_cfg: anything with attributes `name` and, for 'wide_resnet', `depth` and `width`
-      (e.g. `config.model`); optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
+      (e.g. `config.model`); for 'preact_resnet18' optionally `base_width` (default 64);
+      optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
       `fast_ops` (default True: convolutions and pooling from `fast_ops`, whose input gradients
       compile to faster code; the parameters are the same either way) and `normalize` (default
       True; False ignores mean and std and feeds the [0,1] pixels as they are).
@@ -74,9 +77,13 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
   kwargs = dict(num_classes=int(num_classes), mean=tuple(float(m) for m in mean),
                 std=tuple(float(s) for s in std), dtype=dtype,
                 fast_ops=bool(getattr(model_cfg, 'fast_ops', True)))
-  if cls is WideResNet:
+  if issubclass(cls, WideResNet):
     resnets.num_blocks(model_cfg.depth)  # fail here, not at the first init, on a bad depth
     kwargs.update(depth=model_cfg.depth, width=model_cfg.width)
+  if cls is DMWideResNet:
+    kwargs.update(activation=str(getattr(model_cfg, 'activation', 'swish')))
+  if cls is PreActResNet18:
+    kwargs.update(base_width=int(getattr(model_cfg, 'base_width', 64)))
   return cls(**kwargs)
 
 

@@ -22,11 +22,21 @@ from flax import linen as nn
 from robust_jax.models import common
 
 
-def _conv(features, kernel, strides, dtype, fast, name=None):
-  """Bias-free conv with torch-style symmetric padding (k // 2 each side)."""
+ACTIVATIONS = {'relu': nn.relu, 'swish': nn.silu}
+
+
+def _conv(features, kernel, strides, dtype, fast, name=None, same_padding=False):
+  """Bias-free conv with torch-style symmetric padding (k // 2 each side).
+
+  same_padding: TensorFlow's 'SAME' instead, which for a 3x3 stride-2 conv on an even size pads
+  one row/column at the end only (DeepMind's WideResNet pads so in PyTorch too).
+  """
   pad = kernel // 2
+  pads = ((pad, pad), (pad, pad))
+  if same_padding and strides == 2 and kernel == 3:
+    pads = ((0, 1), (0, 1))
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
-                 padding=((pad, pad), (pad, pad)), use_bias=False,
+                 padding=pads, use_bias=False,
                  kernel_init=common.conv_init, dtype=dtype, name=name,
                  conv_general_dilated=common.conv_fn(fast))
 
@@ -41,18 +51,22 @@ class PreActBlock(nn.Module):
   strides: int = 1
   dtype: Any = jnp.float32
   fast_ops: bool = True
+  activation: str = 'relu'     # 'swish': DeepMind's WideResNet
+  same_padding: bool = False   # True: TF 'SAME' for the stride-2 conv, as DeepMind's
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: [B,H,W,C_in] -> [B,H/strides,W/strides,features]."""
-    out = nn.relu(common.batch_norm(train, self.dtype, name='bn1')(x))
+    act = ACTIVATIONS[self.activation]
+    out = act(common.batch_norm(train, self.dtype, name='bn1')(x))
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = _conv(self.features, 1, self.strides, self.dtype, self.fast_ops,
                        name='shortcut')(out)
     else:
       shortcut = x
-    out = _conv(self.features, 3, self.strides, self.dtype, self.fast_ops, name='conv1')(out)
-    out = nn.relu(common.batch_norm(train, self.dtype, name='bn2')(out))
+    out = _conv(self.features, 3, self.strides, self.dtype, self.fast_ops, name='conv1',
+                same_padding=self.same_padding)(out)
+    out = act(common.batch_norm(train, self.dtype, name='bn2')(out))
     out = _conv(self.features, 3, 1, self.dtype, self.fast_ops, name='conv2')(out)
     return out + shortcut
 
@@ -67,6 +81,8 @@ class _PreActNet(nn.Module):
 
   has_batch_norm: ClassVar[bool] = True
   has_dropout: ClassVar[bool] = False
+  activation: ClassVar[str] = 'relu'
+  same_padding: ClassVar[bool] = False
 
   def stages(self):
     """Returns (stem_features, ((features, strides, num_blocks), ...))."""
@@ -81,8 +97,9 @@ class _PreActNet(nn.Module):
     for i, (features, strides, num_blocks) in enumerate(stages):
       for j in range(num_blocks):
         x = PreActBlock(features, strides if j == 0 else 1, self.dtype, self.fast_ops,
+                        self.activation, self.same_padding,
                         name=f'stage{i + 1}_block{j + 1}')(x, train)
-    x = nn.relu(common.batch_norm(train, self.dtype, name='bn')(x))
+    x = ACTIVATIONS[self.activation](common.batch_norm(train, self.dtype, name='bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, kernel_init=common.logits_init, dtype=self.dtype,
                  name='logits')(x)
@@ -93,11 +110,16 @@ class PreActResNet18(_PreActNet):
   """PreAct ResNet-18 (He et al. 2016) as used by Wong et al. 2020 and Rice et al. 2020.
 
   Stem conv3x3-64, stages of 2 blocks with 64, 128, 256, 512 channels and strides 1, 2, 2, 2;
-  11.17M parameters for 10 classes.
+  11.17M parameters for 10 classes. `base_width` scales every layer: 16 is the quarter-width
+  model (0.70M parameters), 64 the published one.
   """
+  base_width: int = 64
 
   def stages(self):
-    return 64, ((64, 1, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2))
+    w = self.base_width
+    if not isinstance(w, int) or w < 1:
+      raise ValueError(f'PreActResNet18 base_width must be a positive integer; got {w!r}.')
+    return w, ((w, 1, 2), (2 * w, 2, 2), (4 * w, 2, 2), (8 * w, 2, 2))
 
 
 class WideResNet(_PreActNet):
@@ -115,6 +137,17 @@ class WideResNet(_PreActNet):
     if not isinstance(self.width, int) or self.width < 1:
       raise ValueError(f'WideResNet width must be a positive integer; got width={self.width!r}.')
     return 16, ((16 * self.width, 1, n), (32 * self.width, 2, n), (64 * self.width, 2, n))
+
+
+class DMWideResNet(WideResNet):
+  """DeepMind's WideResNet (Gowal et al. 2020/2021, Rebuffi et al. 2021, Wang et al. 2023).
+
+  The WideResNet above with Swish (SiLU) activations (`activation`, 'swish' by default) and TF
+  'SAME' padding in the stride-2 convolutions (one row and column at the end, not one each side):
+  the models of RobustBench's leaderboard from those papers, e.g. WRN-28-10 and WRN-70-16.
+  """
+  activation: str = 'swish'
+  same_padding: ClassVar[bool] = True
 
 
 def num_blocks(depth: int) -> int:

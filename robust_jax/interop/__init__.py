@@ -1,0 +1,1 @@
+"""Models and checkpoints from elsewhere: PyTorch/RobustBench files, read without torch."""
