@@ -15,10 +15,17 @@ def results_table(results, title=None):
   lines += ['| evaluation | attack spec | accuracy (%) | correct / n |',
             '|---|---|---:|---:|']
   lines += [f'| {r[0]} | {r[1]} | {100 * r[2]:.2f} | {r[3]} / {n} |' for r in rows]
+  lines += ['', f'On the {test_images(results)}.']
   caveat = worst_case_caveat(results)
   if caveat:
     lines += ['', caveat]
   return '\n'.join(lines)
+
+
+def test_images(results):
+  """Which test images ran: 'first 1,000 test images (of 10,000)' (results.json's test_split)."""
+  split = results.get('test_split')
+  return split['note'] if split else f'first {results["num_examples"]:,} test images'
 
 
 def worst_case_caveat(results):
@@ -175,9 +182,9 @@ def comparison_table(named_results):
     cells = [cell(res, row) for _, res in named_results]
     lines.append(f'| {row} | {spec(row)} | ' + ' | '.join(
         '-' if c is None else f'{100 * c:.2f}' for c in cells) + ' |')
-  n = {res['num_examples'] for _, res in named_results}
+  notes = sorted({test_images(res) for _, res in named_results})
   lines.append('')
-  lines.append(f'Accuracy in % over {", ".join(map(str, sorted(n)))} test examples.')
+  lines.append(f'Accuracy in % on the {"; ".join(notes)}.')
   return '\n'.join(lines)
 
 

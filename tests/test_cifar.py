@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from robust_jax import data
+from robust_jax import report
+from robust_jax import tables
 from robust_jax.data import cifar_builder
 from robust_jax.data import sources
 
@@ -284,6 +286,18 @@ def test_test_split_notes():
       'examples': 1000, 'of': 10_000, 'note': 'first 1,000 test images (of 10,000)'}
   assert data.test_split(10_000, 10_000)['note'] == 'all 10,000 test images'
   assert data.test_split(64, 0)['note'] == 'first 64 test images'
+
+
+def test_reports_and_tables_say_which_test_images_ran():
+  results = {'num_examples': 1000, 'clean_accuracy': 0.5, 'attacks': {},
+             'worst_case_accuracy': 0.5, 'worst_case_correct': 500,
+             'test_split': data.test_split(1000, 10_000)}
+  assert 'On the first 1,000 test images (of 10,000).' in report.results_table(results)
+  assert 'on the first 1,000 test images (of 10,000).' in report.comparison_table([('a', results)])
+  assert tables._test_cell(results) == 'first 1,000 of 10,000'  # pylint: disable=protected-access
+  older = {k: v for k, v in results.items() if k != 'test_split'}  # results.json before it
+  assert 'On the first 1,000 test images.' in report.results_table(older)
+  assert tables._test_cell(older) == '1000'  # pylint: disable=protected-access
 
 
 # The shared copy on our machines (README's checks).
