@@ -27,8 +27,10 @@ def get_config():
       name='fashion_mnist',
       # Where TFDS keeps prepared datasets; '' -> ~/tensorflow_datasets (or $TFDS_DATA_DIR).
       data_dir='',
-      # Folder with IDX files (train-images-idx3-ubyte.gz, ...); '' -> the dataset's default,
-      # /usr/share/datasets/fashion-mnist for fashion_mnist (Debian's dataset-fashion-mnist).
+      # Folder with IDX files (train-images-idx3-ubyte.gz, ...), or for cifar10 the official
+      # python version (cifar-10-batches-py) or the png copy; '' -> the dataset's default:
+      # /usr/share/datasets/fashion-mnist for fashion_mnist (Debian's dataset-fashion-mnist);
+      # for cifar10 <repo>/../shared/datasets/cifar10 where it exists (our machines, CI).
       source_dir='',
       random_crop=False,   # pad-4 random crop (CIFAR-like data)
       random_flip=False,   # random horizontal flip (CIFAR-like data)

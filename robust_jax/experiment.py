@@ -59,8 +59,11 @@ def _write_json(path, obj):
   os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
-def _finish(results, artifacts, config, workdir, title, extra):
-  results = {**results, **extra, 'config': config.to_dict(), 'code_version': version.code_version(),
+def _finish(results, artifacts, config, workdir, title, extra, dataset):
+  # Which test images ran: 'first 1,000 test images (of 10,000)' beside every figure.
+  split = data_lib.test_split(results['num_examples'], dataset.test_size)
+  results = {**results, **extra, 'test_split': split, 'config': config.to_dict(),
+             'code_version': version.code_version(),
              'source_digest': version.source_digest(), 'machine': version.machine(),
              'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
@@ -102,7 +105,7 @@ def train_and_evaluate(config, workdir, progress=True):
     extra['early_stopping'] = _evaluate_best(config, workdir, model, fitted, dataset, mesh,
                                              progress)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
-  return _finish(results, artifacts, config, workdir, title, extra)
+  return _finish(results, artifacts, config, workdir, title, extra, dataset)
 
 
 def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress):
@@ -142,7 +145,7 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
                                  dataset, mesh, progress)
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
-                 {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step})
+                 {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step}, dataset)
 
 
 def _evaluate_torch_file(config, workdir, path, progress):
@@ -201,4 +204,4 @@ def evaluate_ensemble(config, workdir, progress=True):
   title = (f'ensemble of {len(members)} ({model.combine}: '
            f'{", ".join(m["model"] for m in members)}) on {dataset.name}')
   return _finish(results, artifacts, config, workdir, title,
-                 {'ensemble': {'combine': model.combine, 'members': members}})
+                 {'ensemble': {'combine': model.combine, 'members': members}}, dataset)

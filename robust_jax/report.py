@@ -11,10 +11,22 @@ from robust_jax.eval import robust
 from robust_jax.eval import sanity
 
 
+def test_images(results):
+  """Which test images ran: 'first 1,000 test images (of 10,000)' (results.json's test_split)."""
+  split = results.get('test_split')
+  return split['note'] if split else f'first {results["num_examples"]:,} test images'
+
+
+def _accuracy(results, title=None):
+  """robust.render's accuracy table, with which test images it was measured on."""
+  table, *rest = robust.render(results, title)
+  return [f'{table}\n\nOn the {test_images(results)}.', *rest]
+
+
 # Each evaluator renders its own sections and plots; a report is them in this order. A renderer
 # takes (results, title) and returns its Markdown sections ([] when its results are absent); a
 # plotter takes (results, artifacts, workdir), writes its PNGs and returns {title: file name}.
-SECTIONS = (robust.render, detection.render, robust.render_suite, sanity.render, certify.render)
+SECTIONS = (_accuracy, detection.render, robust.render_suite, sanity.render, certify.render)
 PLOTS = (sanity.plots, robust.plots, certify.plots)
 
 
@@ -64,9 +76,9 @@ def comparison_table(named_results):
     cells = [cell(res, row) for _, res in named_results]
     lines.append(f'| {row} | {spec(row)} | ' + ' | '.join(
         '-' if c is None else f'{100 * c:.2f}' for c in cells) + ' |')
-  n = {res['num_examples'] for _, res in named_results}
+  notes = sorted({test_images(res) for _, res in named_results})
   lines.append('')
-  lines.append(f'Accuracy in % over {", ".join(map(str, sorted(n)))} test examples.')
+  lines.append(f'Accuracy in % on the {"; ".join(notes)}.')
   return '\n'.join(lines)
 
 

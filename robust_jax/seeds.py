@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from robust_jax import report
+
 
 def figures(results):
   """{label: fraction} of one results dict: clean, each attack, the suite and the worst case."""
@@ -48,7 +50,10 @@ def aggregate(seed_results):
     v = np.array([f[label] for _, f in per], np.float64)
     out[label] = {'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if len(v) > 1 else 0.0,
                   'min': float(v.min()), 'max': float(v.max()), 'per_seed': v.tolist()}
-  return {'seeds': [s for s, _ in seed_results], 'num_examples': ns.pop(), 'figures': out}
+  agg = {'seeds': [s for s, _ in seed_results], 'num_examples': ns.pop(), 'figures': out}
+  if 'test_split' in seed_results[0][1]:
+    agg['test_split'] = seed_results[0][1]['test_split']
+  return agg
 
 
 def table(agg):
@@ -60,7 +65,7 @@ def table(agg):
     lines.append(f'| {label} | {100 * f["mean"]:.2f} | {100 * f["std"]:.2f} | '
                  + ' | '.join(f'{100 * v:.2f}' for v in f['per_seed']) + ' |')
   lines += ['', f'Over {len(seeds)} seeds ({", ".join(map(str, seeds))}), '
-            f'{agg["num_examples"]} test examples each; std is the sample standard deviation.']
+            f'on the {report.test_images(agg)} each; std is the sample standard deviation.']
   return '\n'.join(lines)
 
 

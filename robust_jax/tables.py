@@ -44,6 +44,7 @@ import jax
 from absl import logging
 
 from robust_jax import errors
+from robust_jax import report
 from robust_jax import suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -478,7 +479,7 @@ def row_lines(results, code_cell=''):
   eval_s = (results.get('eval_seconds') or 0) + (
       (results.get('early_stopping') or {}).get('eval_seconds') or 0)
   head = (f'{paper["row"]} | {paper["title"]} | {_epochs(results, paper["epochs"])} | '
-          f'{results.get("num_examples")}')
+          f'{_test_cell(results)}')
   lines = []
   for i, m in enumerate(metrics):
     ours, pub = measured(results, m), published.get(m)
@@ -490,6 +491,16 @@ def row_lines(results, code_cell=''):
                  f'{_pct(ours)} | {_delta(ours, pub)} | {time_cell} | '
                  f'{code_cell if i == 0 else ""} |')
   return lines
+
+
+def _test_cell(results):
+  """The 'test images' cell: 'first 1,000 of 10,000', 'all 10,000', or (older results) n."""
+  split = results.get('test_split')
+  if not split:
+    return f'{results.get("num_examples")}'
+  if split['examples'] == split['of']:
+    return f'all {split["of"]:,}'
+  return f'first {split["examples"]:,}' + (f' of {split["of"]:,}' if split['of'] else '')
 
 
 HEADER = ('| row | setting | epochs (ours / paper) | test images | metric (as published) | '
@@ -607,7 +618,7 @@ def _zoo_layout(module, rows, results, base, code, overrides):
   for r in [r for r in rows if r in results]:
     res = results[r]
     s = summarise(res)
-    ns.add(s['n'])
+    ns.add(report.test_images(res))
     devs.update(d.split('(')[0] for d in s['devices'])
     note = module.ROWS[r]().paper.get('note')
     label = r + (f' ({note})' if note else '')
@@ -622,7 +633,7 @@ def _zoo_layout(module, rows, results, base, code, overrides):
                                   os.path.join(base, n), overrides))
            for n in with_needs(module, [r])]
     cmds.append(f'- {r}: ' + ' then '.join(f'`{c}`' for c in run))
-  lines += ['', f'Accuracy in % on the first {", ".join(map(str, sorted(ns)))} test images; '
+  lines += ['', f'Accuracy in % on the {"; ".join(sorted(ns))}; '
             f'devices: {", ".join(sorted(devs)) or "-"}.', code.footnote()]
   if partial_rows:
     lines += ['', f'† Upper bound from the attacks that ran: the full standard suite did not '

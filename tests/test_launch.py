@@ -80,7 +80,7 @@ def test_bad_config_fails_fast_with_one_clear_line(tmp_path, flag, message):
 
 def test_offline_catalogue_dataset_fails_within_seconds(tmp_path):
   t0 = time.time()
-  r = launch('--config.data.name=cifar10', f'--workdir={tmp_path}', data_dir=tmp_path,
+  r = launch('--config.data.name=cifar100', f'--workdir={tmp_path}', data_dir=tmp_path,
              timeout=120)
   assert r.returncode == 2, r.stderr[-2000:]
   assert 'fashion_mnist' in r.stderr and 'Traceback' not in r.stderr

@@ -9,6 +9,8 @@ from robust_jax.data.sources import READ_MODES
 from robust_jax.data.sources import Dataset
 from robust_jax.data.sources import DatasetUnavailableError
 from robust_jax.data.sources import load
+from robust_jax.data.sources import test_split
 
 __all__ = ['DATASETS', 'READ_MODES', 'Dataset', 'DatasetUnavailableError', 'augment',
-           'eval_batches', 'host_slice', 'load', 'steps_per_epoch', 'train_indices']
+           'eval_batches', 'host_slice', 'load', 'steps_per_epoch', 'test_split',
+           'train_indices']

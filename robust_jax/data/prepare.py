@@ -16,7 +16,8 @@ def main(argv=None):
   parser.add_argument('--name', default='fashion_mnist', choices=sorted(sources.DATASETS))
   parser.add_argument('--data_dir', default='',
                       help="'' -> $TFDS_DATA_DIR or ~/tensorflow_datasets")
-  parser.add_argument('--source_dir', default='', help="folder of IDX files; '' -> the default")
+  parser.add_argument('--source_dir', default='',
+                      help="folder of IDX files (cifar10: its files); '' -> the default")
   args = parser.parse_args(argv)
   try:
     builder = sources.prepare(args.name, args.data_dir, args.source_dir)

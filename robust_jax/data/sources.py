@@ -4,6 +4,12 @@ Everything goes through TFDS array_record files (no TensorFlow needed to read th
 
 * `fashion_mnist` (and `mnist` given `source_dir`) are prepared offline from IDX files by
   `idx_builder.IdxImages` into `<data_dir>/idx_images/<name>/`, once; later loads reuse them.
+* `cifar10` is prepared offline by `cifar_builder.CifarImages` from the folder `source_dir`
+  (the official python version, all 10,000 test images, into `<data_dir>/cifar_images/cifar10/`;
+  or the png copy, the first 1,000 test images, into `.../cifar_images/cifar10_test1000/`).
+  Without `source_dir`: an offline preparation already made, else the TFDS catalogue's if
+  prepared, else the shared png copy when this is a checkout with `../shared/datasets/cifar10`
+  beside it (our machines and CI; nothing else depends on it), else the catalogue.
 * `mnist`, `cifar10`, `cifar100`, `svhn_cropped` otherwise come from the TFDS catalogue: read
   if already prepared (array_record) in `data_dir`, else downloaded and prepared, which needs
   network (checked within seconds first) and, in TFDS 4.9.10, TensorFlow.
@@ -26,28 +32,48 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from robust_jax.data import cifar_builder
 from robust_jax.data import idx_builder
 
+# The repository's root; in a checkout (not an installed package) its parent may hold shared/.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def shared_copy(name):
+  """`<repo>/../shared/datasets/<name>` if this is a checkout with that folder beside it, else ''.
+
+  Our machines and CI keep a shared copy of CIFAR-10 there; a user's machine never needs it (an
+  explicit `source_dir` always wins).
+  """
+  folder = os.path.normpath(os.path.join(REPO_ROOT, '..', 'shared', 'datasets', name))
+  is_checkout = os.path.isfile(os.path.join(REPO_ROOT, 'pyproject.toml'))
+  return folder if is_checkout and os.path.isdir(folder) else ''
+
+
 # shape: (H, W, C); mean/std: per channel over the training set, in [0,1] pixel scale;
-# offline: can be prepared without network from IDX files (mnist only given a source_dir);
-# source_dir: default folder of IDX files; tfds_name: the TFDS catalogue name.
+# test_size: the official test split's size; offline: can be prepared without network from local
+# files (mnist only given a source_dir); source_dir: default folder of those files ('' none);
+# tfds_name: the TFDS catalogue name.
 DATASETS = {
     'fashion_mnist': dict(shape=(28, 28, 1), num_classes=10, mean=(0.2860,), std=(0.3530,),
                           offline=True, source_dir='/usr/share/datasets/fashion-mnist',
-                          tfds_name='fashion_mnist'),
+                          tfds_name='fashion_mnist', test_size=10_000),
     'mnist': dict(shape=(28, 28, 1), num_classes=10, mean=(0.1307,), std=(0.3081,),
-                  offline=True, source_dir='/usr/share/datasets/mnist', tfds_name='mnist'),
+                  offline=True, source_dir='/usr/share/datasets/mnist', tfds_name='mnist',
+                  test_size=10_000),
     'cifar10': dict(shape=(32, 32, 3), num_classes=10, mean=(0.4914, 0.4822, 0.4465),
-                    std=(0.2470, 0.2435, 0.2616), offline=False, source_dir='',
-                    tfds_name='cifar10'),
+                    std=(0.2470, 0.2435, 0.2616), offline=True,
+                    source_dir=shared_copy('cifar10'), tfds_name='cifar10', test_size=10_000),
     'cifar100': dict(shape=(32, 32, 3), num_classes=100, mean=(0.5071, 0.4865, 0.4409),
                      std=(0.2673, 0.2564, 0.2762), offline=False, source_dir='',
-                     tfds_name='cifar100'),
+                     tfds_name='cifar100', test_size=10_000),
     'svhn_cropped': dict(shape=(32, 32, 3), num_classes=10, mean=(0.4377, 0.4438, 0.4728),
                          std=(0.1980, 0.2010, 0.1970), offline=False, source_dir='',
-                         tfds_name='svhn_cropped'),
+                         tfds_name='svhn_cropped', test_size=26_032),
 }
 _CHUNK = 10_000  # records decoded per `__getitems__` call
+# Builders whose records are raw bytes, read with idx_builder.decode_records.
+RAW_BUILDERS = (idx_builder.IdxImages, cifar_builder.CifarImages)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -64,6 +90,7 @@ class Dataset:
     num_classes: number of classes.
     mean, std: per-channel training-set statistics in [0,1] pixel scale (length C).
     name: the DATASETS key.
+    test_size: the size of the official test split (test_images may hold only its first part).
   """
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -73,6 +100,7 @@ class Dataset:
   mean: tuple
   std: tuple
   name: str
+  test_size: int = 0
 
 
 READ_MODES = ('auto', 'memory', 'records')
@@ -111,7 +139,7 @@ def load(data_cfg):
   mode = read_mode(data_cfg)
   builder = prepare(data_cfg.name, data_cfg.data_dir, data_cfg.source_dir)
   info = DATASETS[data_cfg.name]
-  read = _read_idx_split if isinstance(builder, idx_builder.IdxImages) else _read_tfds_split
+  read = _read_idx_split if isinstance(builder, RAW_BUILDERS) else _read_tfds_split
   try:
     if mode == 'records':
       records = Records(builder, 'train', tuple(info['shape']))
@@ -126,7 +154,21 @@ def load(data_cfg):
     if isinstance(array, np.ndarray):
       array.flags.writeable = False  # Shared by every step; indexing returns writable copies.
   return Dataset(x_train, y_train, x_test, y_test, num_classes=info['num_classes'],
-                 mean=tuple(info['mean']), std=tuple(info['std']), name=data_cfg.name)
+                 mean=tuple(info['mean']), std=tuple(info['std']), name=data_cfg.name,
+                 test_size=info['test_size'])
+
+
+def test_split(num_examples, test_size):
+  """results.json's record of which test images an evaluation used (the first `num_examples`).
+
+  >>> test_split(1000, 10000)['note']
+  'first 1,000 test images (of 10,000)'
+  """
+  if num_examples == test_size:
+    note = f'all {test_size:,} test images'
+  else:
+    note = f'first {num_examples:,} test images' + (f' (of {test_size:,})' if test_size else '')
+  return {'examples': num_examples, 'of': test_size, 'note': note}
 
 
 def prepare(name, data_dir='', source_dir=''):
@@ -141,6 +183,8 @@ def prepare(name, data_dir='', source_dir=''):
   info = DATASETS[name]
   data_dir = data_dir or os.environ.get('TFDS_DATA_DIR') or None
   note = ''
+  if name == 'cifar10':
+    return _prepare_cifar10(data_dir, source_dir, info)
   if info['offline']:
     builder = idx_builder.IdxImages(config=name, data_dir=data_dir)
     folder = source_dir or info['source_dir']
@@ -154,6 +198,46 @@ def prepare(name, data_dir='', source_dir=''):
         raise DatasetUnavailableError(_no_fashion_mnist_message(folder, missing))
       note = f' ({folder} lacks {", ".join(missing)})'
   return _prepare_catalogue(name, info['tfds_name'], data_dir, note)
+
+
+CIFAR10_FILES = ('the official python version (cifar-10-batches-py: data_batch_1 .. '
+                 'data_batch_5, test_batch, batches.meta)')
+
+
+def _prepare_cifar10(data_dir, source_dir, info):
+  """CIFAR-10 from `source_dir` if given, else as the module docstring says."""
+  if source_dir:  # the user's folder wins over anything prepared or shared
+    return _prepare_cifar(data_dir, source_dir)
+  builder = cifar_builder.CifarImages(config='cifar10', data_dir=data_dir)
+  if _is_prepared(builder):
+    return builder
+  if _is_prepared(tfds.builder(info['tfds_name'], data_dir=data_dir)):
+    return _prepare_catalogue('cifar10', info['tfds_name'], data_dir)
+  if info['source_dir'] and os.path.isdir(info['source_dir']):
+    return _prepare_cifar(data_dir, info['source_dir'])
+  note = (f'; for CIFAR-10 without network, put {CIFAR10_FILES} in a folder and pass '
+          '--config.data.source_dir=<that folder>')
+  return _prepare_catalogue('cifar10', info['tfds_name'], data_dir, note)
+
+
+def _prepare_cifar(data_dir, folder):
+  """Prepares (once) CIFAR-10 from the files in `folder`, in whichever format they are."""
+  source_format = cifar_builder.detect_format(folder)
+  if source_format is None:
+    why = 'does not exist' if not os.path.isdir(folder) else 'holds no CIFAR-10 files'
+    raise DatasetUnavailableError(
+        f'CIFAR-10 source folder {folder} {why}. Put {CIFAR10_FILES} there (the folder itself '
+        'or the folder holding cifar-10-batches-py) and pass it as --config.data.source_dir.')
+  builder = cifar_builder.CifarImages(config=cifar_builder.FORMAT_CONFIG[source_format],
+                                      data_dir=data_dir)
+  if _is_prepared(builder):
+    return builder
+  config = tfds.download.DownloadConfig(manual_dir=folder, try_download_gcs=False)
+  try:
+    builder.download_and_prepare(download_config=config, file_format='array_record')
+  except cifar_builder.CifarFileError as e:
+    raise DatasetUnavailableError(f'Cannot prepare cifar10 from {folder}: {e}') from e
+  return builder
 
 
 def _is_prepared(builder):
@@ -278,7 +362,7 @@ class Records:
   """
 
   def __init__(self, builder, split, image_shape):
-    self._idx_format = isinstance(builder, idx_builder.IdxImages)
+    self._idx_format = isinstance(builder, RAW_BUILDERS)
     method = (tfds.decode.DeserializeMethod.RAW_BYTES if self._idx_format
               else tfds.decode.DeserializeMethod.DESERIALIZE_AND_DECODE)
     self._source = builder.as_data_source(split=split, deserialize_method=method)
