@@ -84,6 +84,17 @@ def test_every_defense_reads_the_spec_train_attack_returns(name, monkeypatch):
   assert 0.035 < size <= 0.04 + 1e-6, size
 
 
+def test_fgsm_rs_and_free_at_take_the_step_size_of_their_attack():
+  logits_fn, x, y, keys = _problem()
+  for step in (0.03, 0.125):
+    fgsm_rs = defenses.build(_config('fgsm_rs', **{'train_attack.step_size': step}))
+    want = attacks.build(dict(FGSM_RS, step_size=step))(logits_fn, x, y, keys)
+    np.testing.assert_array_equal(fgsm_rs.perturb(logits_fn, x, y, keys), want)
+    free = defenses.build(_config('free_at', **{'train_attack.step_size': step}))
+    moved = free.replay_update(jnp.zeros((1, 2)), jnp.array([[1.0, -1.0]]))
+    np.testing.assert_allclose(moved, [[min(step, EPS), -min(step, EPS)]], atol=1e-7)
+
+
 def test_the_spec_is_the_full_attack_with_its_step_set():
   f = defenses.train_attack(helpers.quick_config())
   assert f == {**attacks.validate(helpers.quick_config().train_attack), 'eps': 0.1}

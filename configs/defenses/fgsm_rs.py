@@ -7,9 +7,9 @@ rate 0 -> 5e-3 at 2/5 of training -> 0, 10 epochs, this small CNN) at eps = 0.1:
 1.25 eps. The batch stays the default's 128 (Wong: 100), which divides over 1, 2, 4 or 8 devices.
 train_attack is the FGSM-RS attack itself: one FGSM step of 0.125 from a uniform random start in
 the eps-ball (robust_jax/defenses/training_attack.py). Catastrophic overfitting (PGD accuracy on
-training data collapsing within an epoch; a smaller fgsm_step, e.g. 1.0 * eps, avoids it) is
-watched as Wong et al. do: PGD-10 accuracy on 512 held-out training images every epoch (the
-monitor's attack follows train_attack's norm and eps, with a step of eps / 4), and a
+training data collapsing within an epoch; a smaller train_attack.step_size, e.g. 1.0 * eps,
+avoids it) is watched as Wong et al. do: PGD-10 accuracy on 512 held-out training images every
+epoch (the monitor's attack follows train_attack's norm and eps, with a step of eps / 4), and a
 drop of more than 0.2 below the best ends training with the best epoch's weights (co_action
 'rollback'; robust_jax/monitor.py). Evaluation: `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2
 restarts, and AutoAttack's standard suite.
