@@ -9,6 +9,7 @@ Every field can be overridden, e.g. `--config.train.epochs=1 --config.train_atta
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def attack(name='pgd', *, norm='linf', eps=0.1, steps=10, step_size=0.025, restarts=1,
@@ -65,7 +66,8 @@ def get_config():
       name='pgd_at',
       adv_fraction=1.0,   # pgd_at: share of each batch trained on adversarially (Croce 2019: 0.5)
       beta=6.0,           # trades: weight of the KL term; mart: the paper's lambda
-      fgsm_step=0.125,    # fgsm_rs: the FGSM step (Wong et al.: 1.25 * train_attack.eps)
+      # Deprecated (fgsm_rs's step is train_attack.step_size); set, it overrides train_attack.
+      fgsm_step=config_dict.placeholder(float),
       fgsm_clip_start=True,  # fgsm_rs: clip the random start to [0,1] first (False: MNIST code)
       replays=8,          # free_at: minibatch replays m (Shafahi et al. 2019: 8 on CIFAR-10)
       awp_base='pgd_at',  # awp: the objective AWP perturbs: 'pgd_at' | 'trades' | 'mart'
@@ -86,9 +88,13 @@ def get_config():
       # them every epoch. A drop of more than co_drop below the best is a collapse; co_action
       # 'log' records it, 'stop' ends training there, 'rollback' ends it with the best epoch's
       # weights; 'best' trains on and also evaluates the best epoch's weights (early stopping,
-      # Rice et al. 2020). monitor_attack's eps should match train_attack's.
+      # Rice et al. 2020). monitor_attack is PGD-10 in train_attack's ball: its norm and eps,
+      # unset, follow train_attack's, and its step_size, unset, is eps / 4; set them to watch
+      # another ball (robust_jax/defenses/training_attack.py, monitor_spec).
       monitor_examples=0,
-      monitor_attack=attack('pgd', eps=0.1, steps=10, step_size=0.025),
+      monitor_attack=attack('pgd', norm=config_dict.placeholder(str),
+                            eps=config_dict.placeholder(float), steps=10,
+                            step_size=config_dict.placeholder(float)),
       co_action='log',
       co_drop=0.2,
   ))
@@ -108,7 +114,9 @@ def get_config():
       ema_decay=0.0,      # > 0: keep EMA weights, used for evaluation
   ))
 
-  # Madry-style PGD-AT with 7 steps of 2.5 * eps / 7, last iterate.
+  # The training attack, one full attack config read the same way by every defense (fgsm_rs:
+  # FGSM from a random start; free_at: FGSM, no random start; robust_jax/defenses/
+  # training_attack.py). Madry-style PGD-AT with 7 steps of 2.5 * eps / 7, last iterate.
   c.train_attack = attack('pgd', eps=0.1, steps=7, step_size=0.035, track_best=False)
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, max_to_keep=3))

@@ -228,8 +228,8 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
     return metrics
 
   t = costs.timed(call, b.warmup, b.repeats, b.time_budget_s)
-  ta = config.train_attack
-  steps = 0 if config.defense.name == 'standard' else ta.steps * ta.get('restarts', 1)
+  ta = defense_lib.train_attack(config)
+  steps = 0 if config.defense.name == 'standard' else ta['steps'] * ta.get('restarts', 1)
   ndev = mesh.devices.size
   local = (batch_size // ndev,) + tuple(image_shape)
   one_step = step_flops(model, variables, ta, config.model.attack_bn_mode, local) * ndev

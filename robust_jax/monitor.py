@@ -7,7 +7,8 @@ weights from before the collapse (early stopping). With `train.monitor_examples 
 
 - the last N training images are held out: training samples only the first n - N;
 - at the end of every epoch and of training, the accuracy of the weights that evaluation uses
-  (EMA if on) on them, clean and under `train.monitor_attack`, goes to metrics.jsonl and
+  (EMA if on) on them, clean and under `train.monitor_attack` (whose norm and eps, unset,
+  follow `train_attack`: robust_jax/defenses/training_attack.py), goes to metrics.jsonl and
   TensorBoard (`monitor_clean_accuracy`, `monitor_pgd_accuracy`, `monitor_best_pgd_accuracy`)
   and to WORKDIR/monitor.json, which keeps the whole history, the best epoch, any collapse and
   what was done about it;
@@ -36,6 +37,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from robust_jax import attacks
+from robust_jax import defenses
 from robust_jax import errors
 from robust_jax import rng
 from robust_jax.eval import loop
@@ -57,7 +59,7 @@ def validate(config):
   if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 < drop <= 1:
     raise errors.ConfigError(f'train.co_drop={drop!r} must be a number in (0, 1]: the drop in '
                              'monitored accuracy below the best that counts as a collapse.')
-  attacks.validate(t.monitor_attack, 'train.monitor_attack')
+  defenses.monitor_attack(config)
 
 
 def held_out(config, num_train):
@@ -88,6 +90,7 @@ class Monitor:
 
   def __init__(self, config, workdir, model, mesh, dataset, resume_step):
     t = config.train
+    attack = defenses.monitor_attack(config)
     n_all, self.num = len(dataset.train_labels), t.monitor_examples
     first = n_all - self.num
     self._images, self._labels = dataset.train_images[first:], dataset.train_labels[first:]
@@ -98,7 +101,7 @@ class Monitor:
     # An evaluation: the inference-mode model is attacked and scored (loop.BN_MODE), in the
     # evaluation loop.
     self._fns = (robust.make_eval_fn(model, None, mesh),
-                 robust.make_eval_fn(model, dict(t.monitor_attack), mesh))
+                 robust.make_eval_fn(model, attack, mesh))
     self._key = rng.root_key(config.seed, rng.MONITOR)
     self.action, self.drop = t.co_action, float(t.co_drop)
     self._path = os.path.join(workdir, 'monitor.json')
@@ -110,7 +113,7 @@ class Monitor:
       for step in self._best.all_steps():
         if step > resume_step:  # saved after the checkpoint we resume from: replayed below
           self._best.delete(step)
-    self.record = self._load(resume_step, attacks.describe(t.monitor_attack))
+    self.record = self._load(resume_step, attacks.describe(attack))
 
   def _load(self, resume_step, attack):
     record = {'examples': self.num, 'attack': attack, 'co_action': self.action,

@@ -88,7 +88,7 @@ def validate(config, num_devices=1):
   _number(o.ema_decay, 'optim.ema_decay', 0)
   if o.ema_decay >= 1:
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
-  attacks.validate(config.train_attack, 'train_attack')
+  defenses.train_attack(config)  # the fields the defense cannot honour too
   # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
   defenses.build(config, run_io.load_model)
   monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack

@@ -235,7 +235,7 @@ def test_config_files_build_and_name_their_command(name):
   validation.validate(config, num_devices=4)
   defenses.build(config)
   if name == 'fgsm_rs':
-    assert config.defense.fgsm_step == pytest.approx(1.25 * config.train_attack.eps)
+    assert config.train_attack.step_size == pytest.approx(1.25 * config.train_attack.eps)
     assert config.optim.schedule == 'cyclic'
 
 

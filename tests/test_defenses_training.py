@@ -40,6 +40,9 @@ SMALL = (8, 8, 1)
 
 def _config(name, **overrides):
   """Plain SGD (no momentum): an update is exactly params - LR * grad."""
+  if name == 'free_at':  # free AT's step: FGSM of eps, no random start (Shafahi et al.)
+    overrides = {'train_attack': dict(name='fgsm', eps=EPS, step_size=EPS, random_start=False,
+                                      track_best=False), **overrides}
   return helpers.quick_config(**{
       'defense.name': name, 'model.name': 'small_cnn', 'optim.name': 'sgd',
       'optim.learning_rate': LR, 'optim.momentum': 0.0, 'train_attack.eps': EPS,

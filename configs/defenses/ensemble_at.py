@@ -32,7 +32,6 @@ def get_config():
   c.train_attack = default.attack('fgsm', eps=0.1, steps=1, step_size=0.1, random_start=False,
                                   track_best=False)
   c.train.monitor_examples = 512
-  c.train.monitor_attack = default.attack('pgd', eps=0.1, steps=10, step_size=0.025)
   c.train.co_action = 'log'
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = ml_collections.ConfigDict(dict(

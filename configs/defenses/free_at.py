@@ -9,7 +9,8 @@ eps = 0.1 after each replay and carried across minibatches (robust_jax/defenses/
 backward passes per example each), so the two compare at equal cost. Optimiser and schedule are
 the default's (the schedule runs over all 24 epochs' worth of updates). Free AT is single-step
 adversarial training, so the catastrophic-overfitting monitor holds out 512 training images and
-rolls back to the best epoch if PGD-10 accuracy on them collapses (Wong et al. 2020). Evaluation:
+rolls back to the best epoch if PGD-10 accuracy on them collapses (Wong et al. 2020; the
+monitor's PGD-10 follows train_attack's norm and eps). Evaluation:
 `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2 restarts, and AutoAttack's standard suite.
 """
 
@@ -22,12 +23,11 @@ def get_config():
   c = default.get_config()
   c.defense.name = 'free_at'
   c.defense.replays = 8
-  # Free AT takes only norm and eps from train_attack; the rest is set to read as its step.
+  # The step after each replay: one FGSM step of eps (Shafahi et al.), no random start.
   c.train_attack = default.attack('fgsm', eps=0.1, steps=1, step_size=0.1, random_start=False,
                                   track_best=False)
   c.train.epochs = 24
   c.train.monitor_examples = 512
-  c.train.monitor_attack = default.attack('pgd', eps=0.1, steps=10, step_size=0.025)
   c.train.co_action = 'rollback'
   c.eval.attacks.naive = default.attack('pgd', eps=0.1, steps=40, step_size=0.01)
   c.eval.attacks.adaptive = ml_collections.ConfigDict(dict(

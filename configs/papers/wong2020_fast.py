@@ -45,7 +45,6 @@ DEFAULT_ROW = 'mnist_fgsm_rs_cpu'
 
 def _fgsm_rs(c, eps, step, monitor_step, co_action='rollback'):
   c.defense.name = 'fgsm_rs'
-  c.defense.fgsm_step = step
   c.train_attack = default.attack('fgsm', eps=eps, steps=1, step_size=step, random_start=True,
                                   track_best=False)
   c.train.monitor_examples = 512

@@ -25,10 +25,16 @@ _PGD = dict(norm='linf', eps=0.0, steps=1, step_size=None, restarts=1, random_st
             loss='ce', track_best=True)
 
 
+def default_step_size(f):
+  """The step of a 'pgd'/'fgsm' field dict `f` whose step_size is unset: FGSM steps the whole
+  radius; PGD defaults to 2.5 eps / steps (Madry et al.)."""
+  return f['eps'] if f['name'] == 'fgsm' else 2.5 * f['eps'] / f['steps']
+
+
 def _make_pgd(f):
   step = f['step_size']
-  if step is None:  # FGSM steps the whole radius; PGD defaults to 2.5 eps / steps (Madry).
-    step = f['eps'] if f['name'] == 'fgsm' else 2.5 * f['eps'] / f['steps']
+  if step is None:
+    step = default_step_size(f)
   return pgd.make_pgd(norm=f['norm'], eps=f['eps'], steps=f['steps'], step_size=float(step),
                       restarts=f['restarts'], random_start=bool(f['random_start']),
                       loss=f['loss'], track_best=bool(f['track_best']))

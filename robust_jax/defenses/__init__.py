@@ -28,14 +28,15 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
   pgd_at    Madry et al. 2018: cross-entropy on `train_attack`'s examples. Field:
             `adv_fraction` (1: adversarial only; Croce et al. 2019: 0.5).
   trades    Zhang et al. 2019 (trades.py): CE(x) + beta * KL(p(x) || p(x_adv)); x_adv maximises
-            the KL with `train_attack`'s norm, eps, steps and step_size. Field: `beta`.
+            the KL with `train_attack` (its norm, eps, steps and step_size). Field: `beta`.
   mart      Wang et al. 2020 (mart.py): boosted CE on `train_attack`'s examples + beta *
             KL(p(x) || p(x_adv)) * (1 - p_y(x)). Field: `beta` (the paper's lambda).
-  fgsm_rs   Wong et al. 2020 (fast_at.py): cross-entropy on FGSM from a random start in
-            `train_attack`'s eps-ball. Fields: `fgsm_step` (Wong: 1.25 * eps),
-            `fgsm_clip_start` (False: the gradient at the unclipped start, their MNIST code).
+  fgsm_rs   Wong et al. 2020 (fast_at.py): cross-entropy on `train_attack`, FGSM from a random
+            start with its own step_size (Wong: 1.25 * eps). Field: `fgsm_clip_start` (False:
+            the gradient at the unclipped start, their MNIST code).
   free_at   Shafahi et al. 2019 (free_at.py): `replays` replays of each minibatch, the input
-            perturbation stepping eps (train_attack's norm) after each. Field: `replays` (m).
+            perturbation taking `train_attack`'s FGSM step (Shafahi: eps) after each. Field:
+            `replays` (m).
   awp       Wu et al. 2020 (awp.py): adversarial weight perturbation on top of `awp_base`
             ('pgd_at', 'trades' or 'mart'). Fields: `awp_gamma`, `awp_warmup` (epochs).
   distillation  Papernot et al. 2016 (distillation.py): `teacher` '' trains a teacher with CE
@@ -49,6 +50,12 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
             `squeeze_bits`, `squeeze_median`, `calibration_examples`.
   ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields
             (ensemble_members.py): `members`, `combine`.
+
+`train_attack` has one meaning: the training attack as a full attack config, parsed once by
+`train_attack(config)` (training_attack.py) and read the same way by every defense; a field a
+defense cannot honour (TRADES with restarts > 1, FGSM-RS without a random start, ...) is a
+ConfigError naming it. The overfitting monitor's attack follows it unless set
+(`monitor_attack(config)`).
 
 Each factory, `factory(config, load_model=None) -> Defense`, validates its fields and raises
 `errors.ConfigError` naming the bad one. `load_model` (workdir -> run_io.Run) is only used to
@@ -73,7 +80,11 @@ from robust_jax.defenses import free_at
 from robust_jax.defenses import mart
 from robust_jax.defenses import squeezing
 from robust_jax.defenses import trades
+from robust_jax.defenses import training_attack
 from robust_jax.defenses import transforms
+
+train_attack = training_attack.spec
+monitor_attack = training_attack.monitor_spec
 
 
 class Defense(NamedTuple):
@@ -103,33 +114,20 @@ def _field(config, name, positive=False):
   return float(value)
 
 
-def _inner_loop(config):
-  """(norm, eps, steps, step_size) of a 'pgd'/'fgsm' train_attack, for a defense's own loop."""
-  f = attacks.validate(config.train_attack, 'train_attack')
-  name = config.defense.name
-  if f['name'] not in ('pgd', 'fgsm') or f['restarts'] != 1:
-    raise errors.ConfigError(
-        f'train_attack.name={f["name"]!r}, restarts={f["restarts"]}: defense {name} runs its own '
-        "inner loop and takes norm, eps, steps and step_size from a 'pgd' (or 'fgsm') "
-        'train_attack with restarts=1.')
-  if f['step_size'] is None:
-    raise errors.ConfigError(f'train_attack.step_size must be set for defense {name}.')
-  return f['norm'], float(f['eps']), f['steps'], float(f['step_size'])
-
-
 def standard(config, load_model=None):
   del config, load_model
   return Defense(perturb=lambda logits_fn, x, y, keys: x, loss=_ce_on(lambda x, x_adv: x))
 
 
-def _train_attack(config, load_model):
-  return attacks.build(config.train_attack, where='train_attack', load_model=load_model)
+def _built_attack(config, load_model):
+  """The training attack as it is (pgd_at, mart, ensemble_at honour every field)."""
+  return attacks.build(train_attack(config), where='train_attack', load_model=load_model)
 
 
 def pgd_at(config, load_model=None):
   """Madry et al. 2018: train on the train_attack's adversarial examples (`adv_fraction` of each
   batch; the rest stays clean, as in Croce et al. 2019's 50% adversarial batches)."""
-  attack = _train_attack(config, load_model)
+  attack = _built_attack(config, load_model)
   fraction = config.defense.get('adv_fraction', 1.0)
   ok = (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
         and 0 < fraction <= 1)
@@ -152,29 +150,29 @@ def make_trades(config, load_model=None):
   """Zhang et al. 2019; accuracy on the clean logits."""
   del load_model  # its own inner loop
   beta = _field(config, 'beta')
-  norm, eps, steps, step_size = _inner_loop(config)
+  f = train_attack(config)
   return Defense(
-      perturb=trades.make_perturb(norm=norm, eps=eps, steps=steps, step_size=step_size),
+      perturb=trades.make_perturb(norm=f['norm'], eps=f['eps'], steps=f['steps'],
+                                  step_size=float(f['step_size'])),
       loss=trades.make_loss(beta))
 
 
 def make_mart(config, load_model=None):
   """Wang et al. 2020 on the train_attack's (PGD-CE) examples; accuracy on adversarial logits."""
   beta = _field(config, 'beta')
-  return Defense(perturb=_train_attack(config, load_model),
+  return Defense(perturb=_built_attack(config, load_model),
                  loss=mart.make_loss(beta))
 
 
 def make_fgsm_rs(config, load_model=None):
-  """Wong et al. 2020: FGSM with a random start; train_attack gives only norm and eps."""
+  """Wong et al. 2020: train_attack is FGSM with a random start and its own step_size."""
   del load_model  # its own FGSM
-  step_size = _field(config, 'fgsm_step', positive=True)
   clip_start = config.defense.get('fgsm_clip_start', True)
   if not isinstance(clip_start, bool):
     raise errors.ConfigError(f'defense.fgsm_clip_start={clip_start!r} must be True or False.')
-  f = attacks.validate(config.train_attack, 'train_attack')
+  f = train_attack(config)
   return Defense(
-      perturb=fast_at.make_perturb(norm=f['norm'], eps=float(f['eps']), step_size=step_size,
+      perturb=fast_at.make_perturb(norm=f['norm'], eps=f['eps'], step_size=float(f['step_size']),
                                    clip_start=clip_start),
       loss=_ce_on(lambda x, x_adv: x_adv))
 
@@ -185,17 +183,16 @@ def _identity(logits_fn, x, y, keys):
 
 
 def make_free_at(config, load_model=None):
-  """Shafahi et al. 2019: CE on clip(x + delta); delta steps eps (train_attack's norm)."""
+  """Shafahi et al. 2019: CE on clip(x + delta); delta takes train_attack's FGSM step."""
   del load_model  # its own replays
   replays = config.defense.get('replays')
   if not isinstance(replays, int) or isinstance(replays, bool) or replays < 1:
     raise errors.ConfigError(f'defense.replays={replays!r} must be an integer >= 1 (the '
                              'minibatch replays m; Shafahi et al.: 8 on CIFAR-10).')
-  f = attacks.validate(config.train_attack, 'train_attack')
-  eps = float(f['eps'])
+  f = train_attack(config)
   return Defense(perturb=_identity, loss=_ce_on(lambda x, x_adv: x_adv), replays=replays,
-                 replay_update=free_at.make_replay_update(norm=f['norm'], eps=eps,
-                                                          step_size=eps))
+                 replay_update=free_at.make_replay_update(norm=f['norm'], eps=f['eps'],
+                                                          step_size=float(f['step_size'])))
 
 
 AWP_BASES = ('pgd_at', 'trades', 'mart')
@@ -239,7 +236,7 @@ def make_distillation(config, load_model=None):
 def make_ensemble_at(config, load_model=None):
   """Tramer et al. 2018: train_attack on a random source among current and static models."""
   static = _workdirs(config, 'static_models', allow_empty=False)  # they load in training
-  attack = _train_attack(config, load_model)
+  attack = _built_attack(config, load_model)
   return Defense(perturb=attack, loss=ensemble_at.loss,
                  load=ensemble_at.make_load(static, attack))
 
