@@ -171,7 +171,7 @@ def _evaluate_torch_file(config, workdir, path, progress):
   title = f'{config.model.name} from {os.path.basename(path)} (PyTorch) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(path), 'checkpoint_format': 'pytorch',
-                  'checkpoint_sha256': torch_files.sha256(path)})
+                  'checkpoint_sha256': torch_files.sha256(path)}, dataset)
 
 
 def _evaluator(config):

@@ -150,7 +150,7 @@ def _model(name, fast, dtype=jnp.float32):
 
 # Small inputs keep compiles short; the CNNs' flattened size follows the input.
 SHAPES = {'small_cnn': (16, 16, 1), 'madry_cnn': (16, 16, 1), 'trades_cnn': (16, 16, 1),
-          'preact_resnet18': (8, 8, 3), 'wide_resnet': (8, 8, 3)}
+          'preact_resnet18': (8, 8, 3), 'wide_resnet': (8, 8, 3), 'dm_wide_resnet': (8, 8, 3)}
 
 
 @pytest.mark.parametrize('name', [
