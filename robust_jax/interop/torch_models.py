@@ -41,44 +41,36 @@ _BN = {('params', 'scale'): 'weight', ('params', 'bias'): 'bias',
 _IGNORED = re.compile(r'(^|\.)num_batches_tracked$|^sub_block1\.')
 
 
-def _preact_resnet18_module(path):
-  """Flax module path (tuple) -> torch module name, for Wong et al.'s PreActResNet18."""
-  head = path[0]
-  m = re.fullmatch(r'stage(\d)_block(\d)', head)
+# Per PyTorch layout: the name of block `b` (from 0) of stage `s` (from 1), the names of a
+# block's modules where they differ from ours (bn1, conv1, bn2, conv2, shortcut), and the names of
+# the stem, the final BatchNorm and the classifier.
+MODULE_NAMES = {
+    # Wong et al.'s PreActResNet18.
+    'preact_resnet18': (lambda s, b: f'layer{s}.{b}', {'shortcut': 'shortcut.0'},
+                        {'stem': 'conv1', 'bn': 'bn', 'logits': 'linear'}),
+    # The Madry/TRADES WideResNet.
+    'wide_resnet': (lambda s, b: f'block{s}.layer.{b}', {'shortcut': 'convShortcut'},
+                    {'stem': 'conv1', 'bn': 'bn1', 'logits': 'fc'}),
+    # DeepMind's WideResNet.
+    'dm_wide_resnet': (lambda s, b: f'layer.{s - 1}.block.{b}',
+                       {'bn1': 'batchnorm_0', 'conv1': 'conv_0', 'bn2': 'batchnorm_1',
+                        'conv2': 'conv_1'},
+                       {'stem': 'init_conv', 'bn': 'batchnorm', 'logits': 'logits'}),
+}
+
+
+def _torch_module(name, path):
+  """Flax module path (tuple) -> the torch module name in layout `name`."""
+  block, inner, heads = MODULE_NAMES[name]
+  m = re.fullmatch(r'stage(\d+)_block(\d+)', path[0])
   if m:
-    prefix = f'layer{m[1]}.{int(m[2]) - 1}'
-    return f'{prefix}.{"shortcut.0" if path[1] == "shortcut" else path[1]}'
-  return {'stem': 'conv1', 'bn': 'bn', 'logits': 'linear'}[head]
-
-
-def _wide_resnet_module(path):
-  """Flax module path -> torch module name, for the Madry/TRADES WideResNet."""
-  head = path[0]
-  m = re.fullmatch(r'stage(\d)_block(\d+)', head)
-  if m:
-    prefix = f'block{m[1]}.layer.{int(m[2]) - 1}'
-    return f'{prefix}.{"convShortcut" if path[1] == "shortcut" else path[1]}'
-  return {'stem': 'conv1', 'bn': 'bn1', 'logits': 'fc'}[head]
-
-
-def _dm_wide_resnet_module(path):
-  """Flax module path -> torch module name, for DeepMind's WideResNet."""
-  head = path[0]
-  m = re.fullmatch(r'stage(\d)_block(\d+)', head)
-  if m:
-    inner = {'bn1': 'batchnorm_0', 'conv1': 'conv_0', 'bn2': 'batchnorm_1', 'conv2': 'conv_1',
-             'shortcut': 'shortcut'}[path[1]]
-    return f'layer.{int(m[1]) - 1}.block.{int(m[2]) - 1}.{inner}'
-  return {'stem': 'init_conv', 'bn': 'batchnorm', 'logits': 'logits'}[head]
-
-
-MODULE_NAMES = {'preact_resnet18': _preact_resnet18_module, 'wide_resnet': _wide_resnet_module,
-                'dm_wide_resnet': _dm_wide_resnet_module}
+    return f'{block(int(m[1]), int(m[2]) - 1)}.{inner.get(path[1], path[1])}'
+  return heads[path[0]]
 
 
 def _torch_key(name, collection, path):
   """The torch state-dict key of flax leaf `collection/path`, and how to lay its value out."""
-  module = MODULE_NAMES[name](path[:-1])
+  module = _torch_module(name, path[:-1])
   leaf = path[-1]
   if leaf == 'kernel':
     return f'{module}.weight', 'kernel'
