@@ -58,6 +58,12 @@ def get_config():
       # Inputs normalised by the dataset's mean and std inside the model; False feeds the [0,1]
       # pixels as they are (the MNIST papers' code does; attacks see [0,1] pixels either way).
       normalize=True,
+      # Normalisation constants used instead of the dataset's, one per channel (or one for all):
+      # e.g. a checkpoint trained with other constants, such as DeepMind's CIFAR-10 models
+      # (std 0.2471, 0.2435, 0.2616 against the dataset's 0.2470, 0.2435, 0.2616).
+      # () -> the dataset's (robust_jax/data/sources.py DATASETS).
+      mean=(),
+      std=(),
   ))
 
   c.defense = ml_collections.ConfigDict(dict(

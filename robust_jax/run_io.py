@@ -20,6 +20,7 @@ import jax
 
 from robust_jax import checkpoint
 from robust_jax import data as data_lib
+from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import models
 from robust_jax import optim
@@ -51,6 +52,10 @@ def deployed_model(config, num_classes, mean, std):
   """The network of `config.model`, behind the defense's input transformation if it has one."""
   transform = transforms.from_config(config)
   if transform is not None and transform.normalization is not None:
+    if config.model.get('mean', ()) or config.model.get('std', ()):
+      raise errors.ConfigError(
+          f'model.mean/model.std are set, but defense.name={config.defense.name!r} feeds the '
+          'network its own encoding with its own normalisation; unset model.mean and model.std.')
     mean, std = transform.normalization  # e.g. thermometer codes: not pixels
   net = models.build(config.model, num_classes=num_classes, mean=mean, std=std)
   return preprocessed.wrap(net, transform)

@@ -30,6 +30,27 @@ def _number(value, field, low=None, low_open=False):
     raise errors.ConfigError(f'{field}={value!r} must be {">" if low_open else ">="} {low}.')
 
 
+def _normalization(config):
+  """model.mean / model.std: both empty (the dataset's), or one value per channel (or one for
+  all), std > 0, and only where the network normalises its input."""
+  mean, std = tuple(config.model.get('mean', ())), tuple(config.model.get('std', ()))
+  if not mean and not std:
+    return
+  channels = data_lib.DATASETS[config.data.name]['shape'][-1]
+  for field, values in (('mean', mean), ('std', std)):
+    if len(values) not in (1, channels) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+      raise errors.ConfigError(
+          f'model.{field}={values!r} must be {channels} numbers (one per channel of '
+          f'{config.data.name}) or one for all, e.g. --config.model.{field}="(0.5, 0.5, 0.5)"; '
+          'set both model.mean and model.std, or neither for the dataset\'s constants.')
+  if min(std) <= 0:
+    raise errors.ConfigError(f'model.std={std!r} must be > 0 in every channel.')
+  if not config.model.get('normalize', True):
+    raise errors.ConfigError('model.mean/model.std are set but model.normalize=False feeds the '
+                             '[0,1] pixels unnormalised; drop one of the two.')
+
+
 def validate(config, num_devices=1):
   """Raises ValueError on the first problem found."""
   if config.data.name not in data_lib.DATASETS:
@@ -56,6 +77,7 @@ def validate(config, num_devices=1):
   for field in ('fast_ops', 'normalize'):
     if not isinstance(config.model.get(field, True), bool):
       raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be True or False.')
+  _normalization(config)
   if (config.defense.name not in defenses.DEFENSES
       and config.defense.name not in defenses.transforms.TRANSFORMS):
     raise errors.ConfigError(
