@@ -38,6 +38,12 @@ def get_config():
       # 'memory': the training split in host memory; 'records': read from disk batch by batch,
       # only the rows each host feeds; 'auto': records on several hosts, memory on one.
       train_read='auto',
+      # Additional training data mixed into every batch (robust_jax/data/extra.py): path '' (none),
+      # an .npz (image uint8[N,H,W,C], label int[N]) or .array_record file, or a folder of their
+      # shards; fraction: the share of each batch taken from it (the papers: 0.7), in [0, 1);
+      # synthetic > 0: that many synthetic images instead of path (smoke runs, not real data).
+      # An epoch stays floor(N_real / batch_size) steps.
+      extra=ml_collections.ConfigDict(dict(path='', fraction=0.7, synthetic=0)),
   ))
 
   c.model = ml_collections.ConfigDict(dict(
@@ -82,6 +88,10 @@ def get_config():
       temperature=100.0,  # distillation: softmax temperature T (Papernot et al.: 100 on MNIST)
       teacher='',         # distillation: '' trains the teacher, else the teacher's workdir
       static_models='',   # ensemble_at: comma-separated workdirs of the fixed source models
+      # Label smoothing of the training loss's cross-entropy terms (0 = off; the modern recipe:
+      # 0.1): targets (1 - a) * onehot + a / K. TRADES' KL term has no labels and is unchanged;
+      # evaluation never smooths (robust_jax/defenses/__init__.py).
+      label_smoothing=0.0,
   ))
 
   c.train = ml_collections.ConfigDict(dict(

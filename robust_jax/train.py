@@ -135,8 +135,8 @@ def make_train_step(model, tx, defense, config, mesh, steps_per_epoch=1,
 
 
 def _host_batch(dataset, config, step, host_rows, num_train):
-  idx = data_lib.train_indices(config.seed, step, config.train.batch_size, num_train)[host_rows]
-  return {'image': dataset.train_images[idx], 'label': dataset.train_labels[idx]}
+  return data_lib.host_batch(dataset, config.seed, step, config.train.batch_size, host_rows,
+                             num_train)
 
 
 def num_train_steps(config, num_examples):

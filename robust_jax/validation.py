@@ -13,6 +13,7 @@ from robust_jax import monitor
 from robust_jax import optim
 from robust_jax import run_io
 from robust_jax import suites
+from robust_jax.data import extra as extra_data
 from robust_jax.eval import certify
 
 
@@ -58,6 +59,7 @@ def validate(config, num_devices=1):
   if config.data.get('train_read', 'auto') not in data_lib.READ_MODES:
     raise errors.ConfigError(f'data.train_read={config.data.train_read!r}; valid: '
                              f'{list(data_lib.READ_MODES)}.')
+  extra_data.check_config(config.data.get('extra'), config.train.batch_size)
   if config.model.name not in models.MODELS:
     raise errors.ConfigError(f'model.name={config.model.name!r}; valid: {sorted(models.MODELS)}.')
   if config.model.name in ('wide_resnet', 'dm_wide_resnet') and (config.model.depth - 4) % 6:
