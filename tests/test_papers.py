@@ -15,6 +15,7 @@ import sys
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from robust_jax import data as data_lib
@@ -35,7 +36,8 @@ ROWS = [(p, r) for p in PAPER_FILES for r in tables.load_module(p).ROWS]
 def test_the_papers_of_the_issue_are_all_there():
   names = {tables.load_module(p).PAPER for p in PAPER_FILES}
   assert names == {'madry2018', 'wong2020_fast', 'trades2019', 'rice2020', 'croce2019',
-                   'papernot2016_distillation'}
+                   'papernot2016_distillation', 'gowal2020', 'rebuffi2021', 'gowal2021',
+                   'wang2023'}
   for p in PAPER_FILES:
     m = tables.load_module(p)
     scales = {m.ROWS[r]().paper.scale for r in m.ROWS}
@@ -47,9 +49,19 @@ def test_the_papers_of_the_issue_are_all_there():
 
 @pytest.mark.parametrize('path,row', ROWS, ids=[f'{os.path.basename(p)[:-3]}:{r}'
                                                  for p, r in ROWS])
-def test_every_row_builds_validates_and_names_metrics_it_measures(path, row):
+def test_every_row_builds_validates_and_names_metrics_it_measures(path, row, tmp_path):
   module = tables.load_module(path)
   c = module.get_config(row)
+  if c.data.extra.fraction and c.data.extra.path is None:
+    # A row on the papers' additional data, which is not shipped: it fails until given a path.
+    with pytest.raises(errors.ConfigError, match='--config.data.extra.path='):
+      validation.validate(c, 1)
+    assert c.paper.scale == 'full'
+    np.savez(tmp_path / 'extra.npz', image=np.zeros((1, 32, 32, 3), np.uint8),
+             label=np.zeros(1, np.int64))
+    c.data.extra.path = str(tmp_path / 'extra.npz')
+  if c.paper.scale == 'cpu' and c.data.extra.fraction:
+    assert c.data.extra.synthetic and 'SYNTHETIC' in c.paper.cut  # said in the table
   validation.validate(c, 1)
   if c.train.batch_size % 4 == 0:
     validation.validate(c, 4)
@@ -326,3 +338,24 @@ def test_co_action_best_evaluates_the_best_epoch_beside_the_final_weights(tmp_pa
   assert tables.measured(results, 'best_pgd') == results['attacks']['pgd']['accuracy']
   assert results['train_seconds_total'] > 0
   assert jax.process_count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not data_lib.sources.shared_copy('cifar10'),
+                    reason='no ../shared/datasets/cifar10 beside this checkout')
+def test_a_cpu_cut_of_the_modern_recipe_runs_with_its_synthetic_extra_data(tmp_path, tfds_dir):
+  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'wang2023.py'))
+  c = m.get_config('cifar10_wrn28_10_edm20m_cpu')
+  assert (c.data.name, c.model.name, c.defense.name) == ('cifar10', 'dm_wide_resnet', 'trades')
+  assert c.defense.label_smoothing == 0.1 and c.data.extra.fraction == 0.7
+  c.data.data_dir = str(tfds_dir)
+  c.train.steps, c.eval.num_examples, c.eval.sanity_examples = 3, 20, 20
+  c.eval.attacks.pgd20.steps = 2
+  results = experiment.train_and_evaluate(c, str(tmp_path / c.paper.row), progress=False)
+  assert results['train_steps'] == 3 and 0 <= results['clean_accuracy'] <= 1
+  assert os.path.exists(os.path.join(tfds_dir, 'robust_jax_extra',
+                                     'synthetic_cifar10_4000.npz'))
+  assert results['config']['data']['extra']['synthetic'] == 4000
+  text = tables.render(m, ['cifar10_wrn28_10_edm20m_cpu'], str(tmp_path))
+  assert "4,000 SYNTHETIC images (noisy copies of CIFAR-10 training images), not the paper's" \
+      in text
