@@ -61,10 +61,10 @@ def _field(extra_cfg, name, default):
 
 
 def active(extra_cfg):
-  """True when `extra_cfg` (config.data.extra, possibly absent) mixes extra data in."""
+  """True when `extra_cfg` (config.data.extra, possibly absent) mixes extra data in (an unset
+  path, None, counts: opening it then says what to pass)."""
   return bool(_field(extra_cfg, 'fraction', 0.0)) and (
-      bool(_field(extra_cfg, 'path', '')) or bool(_field(extra_cfg, 'synthetic', 0))
-      or _field(extra_cfg, 'path', '') is None)
+      _field(extra_cfg, 'path', '') != '' or bool(_field(extra_cfg, 'synthetic', 0)))
 
 
 def check_config(extra_cfg, batch_size=None):
