@@ -23,6 +23,7 @@ from robust_jax import errors
 from robust_jax import experiment
 from robust_jax import tables
 from robust_jax import validation
+from robust_jax.data import extra as extra_data
 from tests import conftest
 from tests import helpers
 from tests.test_tables import make_repo
@@ -60,7 +61,7 @@ def test_every_row_builds_validates_and_names_metrics_it_measures(path, row, tmp
     np.savez(tmp_path / 'extra.npz', image=np.zeros((1, 32, 32, 3), np.uint8),
              label=np.zeros(1, np.int64))
     c.data.extra.path = str(tmp_path / 'extra.npz')
-  if c.paper.scale == 'cpu' and c.data.extra.fraction:
+  if c.paper.scale == 'cpu' and extra_data.active(c.data.extra):
     assert c.data.extra.synthetic and 'SYNTHETIC' in c.paper.cut  # said in the table
   validation.validate(c, 1)
   if c.train.batch_size % 4 == 0:
