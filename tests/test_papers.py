@@ -350,7 +350,7 @@ def test_a_cpu_cut_of_the_modern_recipe_runs_with_its_synthetic_extra_data(tmp_p
   assert (c.data.name, c.model.name, c.defense.name) == ('cifar10', 'dm_wide_resnet', 'trades')
   assert c.defense.label_smoothing == 0.1 and c.data.extra.fraction == 0.7
   c.data.data_dir = str(tfds_dir)
-  c.train.steps, c.eval.num_examples, c.eval.sanity_examples = 3, 20, 20
+  c.train.steps, c.eval.num_examples, c.eval.sanity_checks = 3, 20, False
   c.eval.attacks.pgd20.steps = 2
   results = experiment.train_and_evaluate(c, str(tmp_path / c.paper.row), progress=False)
   assert results['train_steps'] == 3 and 0 <= results['clean_accuracy'] <= 1
