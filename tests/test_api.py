@@ -22,16 +22,20 @@ from robust_jax.eval import robust
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FGSM = dict(name='fgsm', steps=1, step_size=4 / 255, random_start=False)  # deterministic
+# Deterministic, and weaker than the suite: a quarter of the radius in one step.
+FGSM = dict(name='fgsm', steps=1, step_size=1 / 255, random_start=False)
 QUIET = dict(norm='Linf', eps=4 / 255, sanity_checks=False, verbose=False)
 
 
-def brightness_data(n=30, hw=8, seed=0):
+def brightness_data(n=30, hw=8, seed=0, near_edge=0):
   """Images whose label is their mean brightness band (10 bands of 25/255), each shifted by an
-  offset in [-15, 15]/255: about 4 in 5 are on the right side of their band's edge."""
+  offset in [-15, 15]/255 (most are on the right side of their band's edge); the first
+  `near_edge` by 12 to 13/255 either way, within a random draw of the edge."""
   r = np.random.default_rng(seed)
   y = r.integers(0, 10, n).astype(np.int64)
   offset = r.uniform(-15, 15, (n, 1, 1, 1))
+  offset[:near_edge] = r.choice([-1, 1], (near_edge, 1, 1, 1)) * r.uniform(12, 13,
+                                                                            (near_edge, 1, 1, 1))
   x = y[:, None, None, None] * 25 + 10 + offset + r.uniform(-5, 5, (n, hw, hw, 1))
   return np.clip(x / 255, 0, 1).astype(np.float32), y
 
@@ -83,6 +87,7 @@ def test_counts_and_worst_case_match_an_independent_computation():
   alone = robust_jax.evaluate(logits_fn, x, y, suite=None, attacks={'fgsm': FGSM}, **QUIET)
   suite = robust_jax.evaluate(logits_fn, x, y, suite='quick', **QUIET)
   worst = clean & alone['per_example']['attack/fgsm'] & suite['per_example']['suite']
+  assert (alone['per_example']['attack/fgsm'] & ~suite['per_example']['suite']).any()
   np.testing.assert_array_equal(per['worst_case'], worst)
   assert both['worst_case_correct'] == int(worst.sum())
   assert both['worst_case_accuracy'] == worst.sum() / len(y)
@@ -93,12 +98,17 @@ def test_counts_and_worst_case_match_an_independent_computation():
 
 @pytest.mark.multidevice
 def test_same_results_for_any_batch_size_and_device_count():
-  x, y = brightness_data(n=27)
+  x, y = brightness_data(n=27, near_edge=9)
   params, apply = brightness_model()
+  # A random point of the ball: its outcome near an edge depends on each example's own key.
+  noise = dict(name='pgd', steps=1, step_size=1e-6, random_start=True)
   run = lambda **kw: robust_jax.evaluate(  # noqa: E731
-      apply, x, y, params=params, suite='quick', attacks={'fgsm': FGSM}, **QUIET, **kw)
+      apply, x, y, params=params, suite='quick', attacks={'fgsm': FGSM, 'noise': noise},
+      **QUIET, **kw)
   four = run(batch_size=8)                                 # 4 devices, last batch padded
   assert len(jax.devices()) >= 4 and len(four['devices']) >= 4
+  broken = four['per_example']['clean'] & ~four['per_example']['attack/noise']
+  assert 0 < broken[:9].sum() < four['per_example']['clean'][:9].sum()
   for other in (run(batch_size=12), run(batch_size=5, devices=jax.devices()[:1])):
     assert _figures(other) == _figures(four)
     for k, v in four['per_example'].items():
@@ -192,7 +202,7 @@ def _good():
   return (lambda v: apply(params, v)), x, y
 
 
-@pytest.mark.parametrize('change, match', [
+_BAD = [
     (lambda f, x, y: (f, x * 255, y, {}), r'must lie in \[0,1\].*Divide 0..255'),
     (lambda f, x, y: (f, (x * 255).astype(np.int64), y, {}), 'floats in .0,1. .or uint8'),
     (lambda f, x, y: (f, x.transpose(0, 3, 1, 2), y, {}), r'NCHW.*transpose\(0, 2, 3, 1\)'),
@@ -214,7 +224,14 @@ def _good():
     (lambda f, x, y: (f, x, y, {'attacks': {'pgd': dict(name='pgd', stepz=3)}}),
      r"attacks\['pgd'\]: unknown field"),
     (lambda f, x, y: (f, x, y, {'batch_size': 0}), 'batch_size=0'),
-])
+]
+_BAD_IDS = ['0..255 floats', 'int images', 'NCHW', 'no channel axis', 'label count', 'one-hot',
+            'float labels', 'negative label', 'label beyond logits', 'logits shape',
+            'tuple output', 'not JAX', 'norm', 'eps scale', 'suite', 'num_examples',
+            'other eps', 'attack field', 'batch_size']
+
+
+@pytest.mark.parametrize('change, match', _BAD, ids=_BAD_IDS)
 def test_bad_input_is_a_clear_error_before_anything_runs(change, match):
   fn, x, y, kwargs = change(*_good())
   with pytest.raises(ValueError, match=match):
