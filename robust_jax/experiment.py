@@ -11,7 +11,6 @@ experiment and the evaluation pass to the parts that use them: the attacks and d
 import this module.
 """
 
-import json
 import os
 import time
 
@@ -52,28 +51,12 @@ def setup(config):
   return mesh, dataset, model
 
 
-def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)  # atomic: a reader never sees half a file
-
-
 def _finish(results, artifacts, config, workdir, title, extra, dataset):
   # Which test images ran: 'first 1,000 test images (of 10,000)' beside every figure.
   split = data_lib.test_split(results['num_examples'], dataset.test_size)
   results = {**results, **extra, 'test_split': split, 'config': config.to_dict(),
-             'code_version': version.code_version(),
-             'source_digest': version.source_digest(), 'machine': version.machine(),
-             'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
-             'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, 'results.json'), results)
-    text = report.full_report(results, title, report.write_plots(results, artifacts, workdir))
-    with open(os.path.join(workdir, 'report.md'), 'w') as f:
-      f.write(text + '\n')
-  print('\n' + report.full_report(results, title, console=True) + '\n', flush=True)
+             **report.provenance()}
+  print('\n' + report.write(workdir, results, artifacts, title) + '\n', flush=True)
   return results
 
 
@@ -84,7 +67,7 @@ def train_and_evaluate(config, workdir, progress=True):
   mesh, dataset, model = setup(config)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   logging.info('%s on %s: %d train / %d test examples, %d devices', config.model.name,
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
@@ -198,7 +181,7 @@ def evaluate_ensemble(config, workdir, progress=True):
   params, batch_stats = parallel.replicate((params, batch_stats), mesh)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   results, artifacts = _evaluate(config, workdir, model, params, batch_stats, dataset, mesh,
                                  progress)
   title = (f'ensemble of {len(members)} ({model.combine}: '

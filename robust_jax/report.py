@@ -1,10 +1,19 @@
 """Human-readable reports from results dicts (as written to results.json): one run's report is
 the sections its evaluators render (robust_jax/eval/), in order; `comparison_table` sets runs side
-by side.
+by side. `write` puts an evaluation's results.json, report.md and plots in its directory (the
+experiment's and robust_jax.evaluate's alike), stamped with `provenance()`.
 
+    print(report.write(workdir, {**results, **report.provenance()}, artifacts, title))
     python -m robust_jax.report WORKDIR [WORKDIR ...]
 """
 
+import json
+import os
+import time
+
+import jax
+
+from robust_jax import version
 from robust_jax.eval import certify
 from robust_jax.eval import detection
 from robust_jax.eval import robust
@@ -46,6 +55,33 @@ def write_plots(results, artifacts, workdir):
   return out
 
 
+def provenance():
+  """What produced a results dict: the code, the machine, JAX and its devices, and when."""
+  return {'code_version': version.code_version(), 'source_digest': version.source_digest(),
+          'machine': version.machine(), 'jax_version': jax.__version__,
+          'devices': [str(d) for d in jax.devices()],
+          'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+
+
+def write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def write(workdir, results, artifacts, title):
+  """Writes workdir/results.json, report.md and the plots (process 0); returns the report as
+  the console shows it (no image links)."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, 'results.json'), results)
+    text = full_report(results, title, write_plots(results, artifacts, workdir))
+    with open(os.path.join(workdir, 'report.md'), 'w') as f:
+      f.write(text + '\n')
+  return full_report(results, title, console=True)
+
+
 def comparison_table(named_results):
   """A Markdown table with one column per run: accuracy (%) per evaluation row.
 
@@ -84,8 +120,6 @@ def comparison_table(named_results):
 
 def main(argv):
   """python -m robust_jax.report WORKDIR [WORKDIR ...]: one table from their results.json files."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   named = []
   for wd in argv:
     with open(os.path.join(wd, 'results.json')) as f:

@@ -2,7 +2,11 @@
 
   loop.py       the batch loop, written once: pad the last batch, shard over devices and hosts,
                 gather, progress bar, the resumable per-batch store (WORKDIR/eval_progress)
+  target.py     the model evaluated: a robust_jax flax model with its weights, or any JAX
+                function from images to logits
   robust.py     robust accuracy: clean, each attack, an attack suite, the per-example worst case
+  api.py        robust_jax.evaluate: robust.py's evaluation of any JAX logits function on the
+                user's arrays, returning and writing what --mode=eval does
   sanity.py     the gradient-masking and consistency checks (Athalye et al. 2018)
   detector.py   the feature-squeezing detector and a detector-aware attack's view of it
   detection.py  robust accuracy with the detector in the loop (abstention)

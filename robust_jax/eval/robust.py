@@ -2,7 +2,12 @@
 and the sanity checks (sanity.py) and certification (certify.py) when the config asks for them.
 
     results, artifacts = robust.evaluate(model, params, batch_stats, dataset, config, mesh)
+    results, artifacts = robust.evaluate_target(target, images, labels, config, mesh)
     robust.render(results, title)                        # [the accuracy table], Markdown
+
+`evaluate_target` is the evaluation of any model (`target.Target`: a flax model with its weights,
+or any JAX logits function, which robust_jax.evaluate passes; api.py); `evaluate` is it on a
+robust_jax model and the first `eval.num_examples` test images, with certification.
 
 Every test example is counted exactly once (batches are padded and masked by the evaluation loop,
 loop.py); accuracies are sums of correct counts over the number of examples, never averages of
@@ -26,7 +31,6 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from robust_jax import attacks
-from robust_jax import model_fns
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
@@ -35,36 +39,48 @@ from robust_jax.attacks import threat
 from robust_jax.eval import certify
 from robust_jax.eval import loop
 from robust_jax.eval import sanity
-from robust_jax.models import preprocessed
+from robust_jax.eval import target as target_lib
 
 _SLACK = 1e-5  # relative float tolerance of the ball check
 BN_MODE = loop.BN_MODE  # evaluations attack and score the inference-mode model
 _OUTPUTS = {'correct': np.bool_, 'outside': np.bool_}
 
 
-def make_eval_fn(model, attack_cfg, mesh):
-  """Jitted `fn(params, batch_stats, images, labels, index, key) -> (correct, outside)`.
+def unit_images(images, xp=np):
+  """Images as f32 in [0,1]: uint8 ones divided by 255, float ones as they are (in f32)."""
+  x = images.astype(xp.float32)
+  return x / 255.0 if images.dtype == np.uint8 else x
 
-  `attack_cfg` None means clean accuracy. `index: int32[B]` is each example's test-set index.
-  `correct: bool[B]` is computed on the returned points; `outside: bool[B]` flags returned points
-  outside their eps-ball or [0,1].
+
+def make_eval_fn(model, attack_cfg, mesh):
+  """Jitted `fn(params, batch_stats, images, labels, index, key) -> (correct, outside)` of a
+  robust_jax model: `target_eval_fn` of `target.of_flax(model, ...)`."""
+  fn = target_eval_fn(target_lib.of_flax(model, None, None).apply, attack_cfg, mesh)
+  return lambda params, batch_stats, *args: fn((params, batch_stats), *args)
+
+
+def target_eval_fn(apply, attack_cfg, mesh):
+  """Jitted `fn(variables, images, labels, index, key) -> (correct, outside)`.
+
+  `apply`: a `target.Target`'s. `attack_cfg` None means clean accuracy. `images`: uint8 (0..255)
+  or floats in [0,1]. `index: int32[B]` is each example's test-set index. `correct: bool[B]` is
+  computed on the returned points; `outside: bool[B]` flags returned points outside their
+  eps-ball or [0,1].
   """
   spec = None if attack_cfg is None else attacks.validate(attack_cfg)
   attack = None if attack_cfg is None else attacks.build(attack_cfg, load_model=run_io.load_model)
 
-  def per_device(params, batch_stats, images, labels, index, key):
-    x = images.astype(jnp.float32) / 255.0
+  def per_device(variables, images, labels, index, key):
+    x = unit_images(images, jnp)
     x_adv = x
     if attack is not None:
       keys = rng.example_keys(key, rng.ATTACK, index)
       # A random model's draws during the attack: their own stream, per example (EOT averages
       # eot_samples of them per step); the final prediction below draws afresh.
-      seen = model_fns.eot_logits_fn(model, params, batch_stats, BN_MODE,
-                                     rng.example_keys(key, rng.MODEL_UNDER_ATTACK, index),
-                                     spec['eot_samples'], bpda=spec['bpda'])
+      seen = apply(variables, rng.example_keys(key, rng.MODEL_UNDER_ATTACK, index),
+                   spec['eot_samples'], bpda=spec['bpda'])
       x_adv = attack(seen, x, labels, keys)
-    logits = model_fns.logits_fn(model, params, batch_stats, BN_MODE,
-                                 keys=rng.example_keys(key, rng.MODEL, index))(x_adv)
+    logits = apply(variables, keys=rng.example_keys(key, rng.MODEL, index))(x_adv)
     outside = (x_adv.reshape(x.shape[0], -1).min(1) < 0) | (x_adv.reshape(x.shape[0], -1).max(1)
                                                               > 1)
     if spec is not None:
@@ -73,7 +89,7 @@ def make_eval_fn(model, attack_cfg, mesh):
     return jnp.argmax(logits, -1) == labels, outside
 
   mapped = parallel.per_device(
-      per_device, mesh, in_specs=(P(), P(), P('data'), P('data'), P('data'), P()),
+      per_device, mesh, in_specs=(P(), P('data'), P('data'), P('data'), P()),
       out_specs=(P('data'), P('data')))
   return jax.jit(mapped)
 
@@ -90,14 +106,14 @@ def _suite_cfgs(config):
   return suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
 
 
-def _phase_runner(model, params, batch_stats, images, labels, mesh, batch_size, bar, store):
+def _phase_runner(tgt, images, labels, mesh, batch_size, bar, store):
   """`phase(cfg, subset, key, name) -> (correct, outside)`, bool[len(subset)] each: attack `cfg`
   (None: clean) on the test examples `subset`, through the evaluation loop (stored as `name`)."""
   arrays = {'x': images, 'y': labels, 'i': np.arange(len(labels), dtype=np.int32)}
 
   def phase(cfg, subset, key, name):
-    fn = make_eval_fn(model, cfg, mesh)
-    out = loop.run(lambda b: fn(params, batch_stats, b['x'], b['y'], b['i'], key), arrays,
+    fn = target_eval_fn(tgt.apply, cfg, mesh)
+    out = loop.run(lambda b: fn(tgt.variables, b['x'], b['y'], b['i'], key), arrays,
                    subset, batch_size, _OUTPUTS, mesh=mesh, bar=bar, store=store, phase=name)
     return out['correct'], out['outside']
 
@@ -106,19 +122,37 @@ def _phase_runner(model, params, batch_stats, images, labels, mesh, batch_size, 
 
 def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
              progress_dir=None):
-  """Returns (results dict, artifacts dict) for `config.eval`.
+  """Returns (results dict, artifacts dict) for `config.eval` on a robust_jax model: the
+  evaluation of `evaluate_target` on the first `eval.num_examples` test images, and the
+  certification when `eval.certify` asks for it.
+
+  progress_dir: where per-batch results are kept (see `loop.Progress`); a rerun after a kill
+  skips the batches already done. None: nothing is kept.
+  """
+  t_all = time.perf_counter()
+  images, labels = _eval_set(dataset, config.eval.num_examples)
+  store = loop.store_for(progress_dir, config, params, batch_stats)
+  results, artifacts = evaluate_target(target_lib.of_flax(model, params, batch_stats), images,
+                                       labels, config, mesh, progress, store)
+  if config.eval.get('certify') and config.eval.certify.examples > 0:
+    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
+  results['eval_seconds'] = time.perf_counter() - t_all
+  return results, artifacts
+
+
+def evaluate_target(tgt, images, labels, config, mesh, progress=True, store=None):
+  """Returns (results dict, artifacts dict) for `config.eval` (and `config.seed`) on `tgt`.
+
+  tgt: a `target.Target`, its variables placed on `mesh`. images: uint8 (0..255) or floats in
+  [0,1], [n,H,W,C]; labels: int[n]; every example is evaluated. store: a `loop.Progress`, or None.
 
   artifacts: the example images for the report's plots (when the sanity checks ran) and
   'per_example': {'clean', 'attack/<name>', 'suite', 'worst_case': bool[n]} per test example.
 
-  progress_dir: where per-batch results are kept (see `loop.Progress`); a rerun after a kill
-  skips the batches already done. None: nothing is kept.
-
   results keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...}},
   suite {name, accuracy, attacks: [...]}, worst_case_accuracy, worst_case_correct,
-  sanity_checks [...], eps_curve, certify {...}, eval_seconds.
+  sanity_checks [...], eps_curve, eval_seconds.
   """
-  images, labels = _eval_set(dataset, config.eval.num_examples)
   n = len(labels)
   everyone = np.arange(n)
   named = [(k, dict(v)) for k, v in config.eval.attacks.items()]
@@ -126,9 +160,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   root = rng.root_key(config.seed, rng.EVAL)
   bar = loop.progress_bar(n * (1 + len(named)), 'eval', progress)
   t_all = time.perf_counter()
-  store = loop.store_for(progress_dir, config, params, batch_stats)
-  phase = _phase_runner(model, params, batch_stats, images, labels, mesh, config.eval.batch_size,
-                        bar, store)
+  phase = _phase_runner(tgt, images, labels, mesh, config.eval.batch_size, bar, store)
   clean, _ = phase(None, everyone, root, 'clean')
   results = {'num_examples': n, 'clean_accuracy': float(clean.mean()), 'attacks': {}}
   correct, ball = _named_attacks(phase, named, everyone, root, bar, results['attacks'])
@@ -150,10 +182,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   artifacts = {}
   if config.eval.sanity_checks:
     results['sanity_checks'], results['eps_curve'], artifacts = _sanity(
-        model, params, batch_stats, images, labels, config, named, suite, correct,
-        cascade.square, cascade.ball, root, clean, cascade.first)
-  if config.eval.get('certify') and config.eval.certify.examples > 0:
-    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
+        tgt, images, labels, config, named, suite, correct, cascade.square, cascade.ball, root,
+        clean, cascade.first)
   results['eval_seconds'] = time.perf_counter() - t_all
   return results, {**artifacts, 'per_example': per_example}
 
@@ -223,22 +253,20 @@ def _primary(named, first, correct, n):
   return best
 
 
-def _sanity(model, params, batch_stats, images, labels, config, named, suite, correct, square,
-            ball, root, clean, first):
+def _sanity(tgt, images, labels, config, named, suite, correct, square, ball, root, clean,
+            first):
   """Sanity checks on the first `eval.sanity_examples` points (single device)."""
   m = min(config.eval.sanity_examples, len(labels))
-  x = images[:m].astype(np.float32) / 255.0
+  x = unit_images(images[:m])
   y = labels[:m]
-  bn = BN_MODE
   # The model as a naive attacker sees it: masked gradients show up in these checks.
-  logits_fn = model_fns.logits_fn(model, params, batch_stats, bn)
+  logits_fn = tgt.apply(tgt.variables)
   best = _primary(named, first, correct, len(labels))
   p_cfg = None if best is None else best[1]
   primary_fn = logits_fn
   if p_cfg is not None:  # the primary attack's own view (BPDA, EOT) for its re-runs
     p_spec = attacks.validate(p_cfg)
-    primary_fn = model_fns.eot_logits_fn(model, params, batch_stats, bn,
-                                         samples=p_spec['eot_samples'], bpda=p_spec['bpda'])
+    primary_fn = tgt.apply(tgt.variables, samples=p_spec['eot_samples'], bpda=p_spec['bpda'])
   primary = None if best is None else (p_cfg, best[2][:m])
   single = [(k, c) for k, c in named if c['name'] == 'fgsm']
   single_step = (attacks.describe(single[0][1]), correct[single[0][0]][:m]) if single else None
@@ -246,18 +274,19 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   eot = [f['eot_samples'] for f in specs]
   bpda = [f['bpda'] for f in specs]
   random_fn = None
-  if model_fns.is_random(model):
-    random_fn = lambda v, k: model_fns.logits_fn(  # noqa: E731
-        model, params, batch_stats, bn, keys=jax.random.split(k, v.shape[0]))(v)
-  threat_cfg = p_cfg or (named[0][1] if named else dict(norm='linf', eps=0.1))
+  if tgt.random:
+    random_fn = lambda v, k: tgt.apply(  # noqa: E731
+        tgt.variables, keys=jax.random.split(k, v.shape[0]))(v)
+  threat_cfg = p_cfg or (named[0][1] if named else dict(norm=config.eval.suite_norm,
+                                                        eps=config.eval.suite_eps))
   checks, curve = sanity.run_checks(
       logits_fn, x, y, norm=threat_cfg.get('norm', 'linf'), eps=threat_cfg['eps'],
       key=jax.random.fold_in(root, rng.EVAL_SANITY), primary=primary, single_step=single_step,
       square=square, violations=ball[0], checked_points=ball[1],
       random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn,
       clean_correct=clean[:m], load_model=run_io.load_model)
-  if preprocessed.is_preprocessed(model):
-    t = model.transform
+  if tgt.transform is not None:
+    t = tgt.transform
     checks.append((sanity.check_transform_attacked(
         t.name, t.differentiable, t.random, any(bpda), any(e > 1 for e in eot))))
   for c in checks:
