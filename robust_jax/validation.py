@@ -9,11 +9,11 @@ from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import monitor
-from robust_jax import optim
 from robust_jax import run_io
 from robust_jax import suites
 from robust_jax.eval import certify
+from robust_jax.training import monitor
+from robust_jax.training import optim
 
 
 def _positive_int(value, field, allow_zero=False):
