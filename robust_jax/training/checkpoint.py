@@ -231,7 +231,7 @@ class Checkpointer:
   def save(self, step, **items):
     """Saves the named items of `step` (the state last); CheckpointWriteError if the disk fails.
 
-    Saving 'best' deletes the best saved before it.
+    Saving 'best' deletes the best saved before it (its manager keeps one).
     """
     step = int(step)
     for name in sorted(items, key=_SAVE_ORDER.index):
@@ -247,10 +247,6 @@ class Checkpointer:
             'free disk space (or move --workdir) and rerun the same command to resume.') from e
       if jax.process_index() == 0:
         _write_manifest(os.path.join(self._dir(name), str(step)), items[name])
-      if name == 'best':
-        for old in mngr.all_steps():
-          if old != step:
-            mngr.delete(old)
 
   def restore(self, name, step, like):
     """Item `name` of `step` shaped like `like`; None when not on disk or unreadable (set aside)."""
