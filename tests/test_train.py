@@ -1,5 +1,6 @@
 """Training step: data-parallel equivalence, learning, divergence handling, schedules."""
 
+import importlib
 import json
 import os
 
@@ -142,3 +143,14 @@ def test_ema_weights_trail_the_parameters():
                        jax.tree.leaves(state.ema_params)):
     np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, rtol=1e-5, atol=1e-7)
   assert state.eval_params() is state.ema_params
+
+
+def test_the_old_import_paths_are_deprecated_aliases():
+  from robust_jax import checkpoint as old_checkpoint  # pylint: disable=g-import-not-at-top
+  from robust_jax import train as old_train  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  for module in (old_train, old_checkpoint):
+    with pytest.warns(DeprecationWarning, match=r'use robust_jax\.training'):
+      importlib.reload(module)
+  assert old_train.fit is loop.fit and old_train.make_train_step is step_lib.make_train_step
+  assert old_train.init_state is state_lib.init_state and old_checkpoint.load is checkpoint.load
