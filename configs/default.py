@@ -99,7 +99,7 @@ def get_config():
       epochs=3,
       steps=0,            # > 0: stop after this many steps (quick runs, tests)
       log_every_steps=50,
-      # Catastrophic-overfitting monitor (Wong et al. 2020; robust_jax/monitor.py): > 0 holds the
+      # Catastrophic-overfitting monitor (Wong et al. 2020; training/monitor.py): > 0 holds the
       # last N training images out of training and logs clean and monitor_attack accuracy on
       # them every epoch. A drop of more than co_drop below the best is a collapse; co_action
       # 'log' records it, 'stop' ends training there, 'rollback' ends it with the best epoch's

@@ -9,12 +9,12 @@ from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import monitor
-from robust_jax import optim
 from robust_jax import run_io
 from robust_jax import suites
 from robust_jax.data import extra as extra_data
 from robust_jax.eval import certify
+from robust_jax.training import monitor
+from robust_jax.training import optim
 
 
 def _positive_int(value, field, allow_zero=False):
@@ -53,7 +53,21 @@ def _normalization(config):
 
 
 def validate(config, num_devices=1):
-  """Raises ValueError on the first problem found."""
+  """Raises ConfigError (a ValueError) on the first problem found."""
+  _data_and_model(config)
+  _defense_name(config)
+  _sizes(config, num_devices)
+  _optim(config.optim)
+  defenses.train_attack(config)  # the fields the defense cannot honour too
+  # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
+  defenses.build(config, run_io.load_model)
+  monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
+  _evaluation(config, num_devices)
+  _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
+  _positive_int(config.benchmark.repeats, 'benchmark.repeats')
+
+
+def _data_and_model(config):
   if config.data.name not in data_lib.DATASETS:
     raise errors.ConfigError(f'data.name={config.data.name!r}; valid: {sorted(data_lib.DATASETS)}.')
   if config.data.get('train_read', 'auto') not in data_lib.READ_MODES:
@@ -80,11 +94,18 @@ def validate(config, num_devices=1):
     if not isinstance(config.model.get(field, True), bool):
       raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be True or False.')
   _normalization(config)
+
+
+def _defense_name(config):
   if (config.defense.name not in defenses.DEFENSES
       and config.defense.name not in defenses.transforms.TRANSFORMS):
     raise errors.ConfigError(
         f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)} or an input '
         f'transformation: {sorted(defenses.transforms.TRANSFORMS)}.')
+
+
+def _sizes(config, num_devices):
+  """Seed, steps, epochs, checkpoint and batch sizes (divisible by the devices)."""
   _positive_int(config.seed, 'seed', allow_zero=True)
   for field in ('batch_size', 'log_every_steps'):
     _positive_int(config.train[field], f'train.{field}')
@@ -99,7 +120,9 @@ def validate(config, num_devices=1):
     if size % num_devices:
       raise errors.ConfigError(f'{field}={size} is not divisible by the {num_devices} devices; '
                        f'use a multiple of {num_devices}.')
-  o = config.optim
+
+
+def _optim(o):
   if o.name not in optim.OPTIMIZERS:
     raise errors.ConfigError(f'optim.name={o.name!r}; valid: {list(optim.OPTIMIZERS)}.')
   if o.schedule not in optim.SCHEDULES:
@@ -112,10 +135,10 @@ def validate(config, num_devices=1):
   _number(o.ema_decay, 'optim.ema_decay', 0)
   if o.ema_decay >= 1:
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
-  defenses.train_attack(config)  # the fields the defense cannot honour too
-  # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
-  defenses.build(config, run_io.load_model)
-  monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
+
+
+def _evaluation(config, num_devices):
+  """The attacks and the suite of `config.eval`, sanity checks, certification."""
   if not config.eval.attacks:
     raise errors.ConfigError(
         'eval.attacks is empty; name at least one attack (e.g. the default pgd20).')
@@ -128,5 +151,3 @@ def validate(config, num_devices=1):
       attacks.validate(cfg, f'eval.suite ({config.eval.suite}/{name})')
   _positive_int(config.eval.sanity_examples, 'eval.sanity_examples')
   certify.validate(config, num_devices)
-  _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
-  _positive_int(config.benchmark.repeats, 'benchmark.repeats')

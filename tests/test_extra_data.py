@@ -19,7 +19,7 @@ from robust_jax import defenses
 from robust_jax import errors
 from robust_jax import models
 from robust_jax import parallel
-from robust_jax import train
+from robust_jax.training import loop as train_loop
 from robust_jax import validation
 from robust_jax.attacks import objectives
 from robust_jax.data import batching
@@ -202,7 +202,7 @@ def test_fraction_zero_or_no_path_is_the_real_data_alone(tmp_path):
 def _fit(config, workdir, dataset):
   mesh = parallel.make_mesh()
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
-  state = train.fit(config, str(workdir), dataset, model, mesh, progress=False).state
+  state = train_loop.fit(config, str(workdir), dataset, model, mesh, progress=False).state
   return [np.asarray(a) for a in jax.tree.leaves(jax.device_get(state.params))]
 
 

@@ -3,7 +3,7 @@
 Every table config (these, and configs/zoo.py) defines PAPER (the table's name), ROWS (row name
 -> function returning the row's ConfigDict) and `get_config(row)`; optionally LAYOUT ('paper',
 the default, or 'zoo') and WORKDIRS (where its runs go; default workdirs/papers/<PAPER>). A row's
-config carries `paper`, which robust_jax/tables.py reads to run the rows and, for the paper
+config carries `paper`, which robust_jax/tables/ reads to run the rows and, for the paper
 layout, back from the run's results.json to print the table:
 
   paper.paper / row / title   which paper and row; the row's one-line title

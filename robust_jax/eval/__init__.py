@@ -12,7 +12,7 @@
   detection.py  robust accuracy with the detector in the loop (abstention)
   certify.py    randomised-smoothing prediction and certification (Cohen et al. 2019)
 
-The training loop's catastrophic-overfitting monitor (robust_jax/monitor.py) runs its held-out
+The training loop's catastrophic-overfitting monitor (training/monitor.py) runs its held-out
 batches through the same loop. Each evaluator returns its results (a dict that goes into
 results.json) and renders them: `render(results, title) -> [Markdown section, ...]` and, where it
 draws, `plots(results, artifacts, workdir) -> {title: file name}`; robust_jax/report.py iterates
