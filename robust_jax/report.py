@@ -26,10 +26,17 @@ def test_images(results):
   return split['note'] if split else f'first {results["num_examples"]:,} test images'
 
 
+def on_test_images(results):
+  """'on all 10,000 test images' or 'on the first 1,000 test images (of 10,000)'."""
+  which = test_images(results)
+  return f'on {which}' if which.startswith('all ') else f'on the {which}'
+
+
 def _accuracy(results, title=None):
   """robust.render's accuracy table, with which test images it was measured on."""
   table, *rest = robust.render(results, title)
-  return [f'{table}\n\nOn the {test_images(results)}.', *rest]
+  on = on_test_images(results)
+  return [f'{table}\n\n{on[0].upper()}{on[1:]}.', *rest]
 
 
 # Each evaluator renders its own sections and plots; a report is them in this order. A renderer
