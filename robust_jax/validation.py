@@ -34,6 +34,11 @@ def _number(value, field, low=None, low_open=False):
 def _normalization(config):
   """model.mean / model.std: both empty (the dataset's), or one value per channel (or one for
   all), std > 0, and only where the network normalises its input."""
+  for field in ('mean', 'std'):
+    if not isinstance(config.model.get(field, ()), (tuple, list)):
+      raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be a tuple of numbers, '
+                               f'e.g. --config.model.{field}="(0.5, 0.5, 0.5)", or () for the '
+                               "dataset's constants.")
   mean, std = tuple(config.model.get('mean', ())), tuple(config.model.get('std', ()))
   if not mean and not std:
     return

@@ -394,7 +394,7 @@ def test_monitor_logs_held_out_accuracy_each_epoch_and_trains_without_them(tmp_p
   model = _model(config, dataset)
   sampled = []
   real_indices = data_lib.train_indices
-  monkeypatch.setattr(data_lib, 'train_indices',
+  monkeypatch.setattr(data_lib.batching, 'train_indices',  # where host_batch looks it up
                       lambda *a: sampled.append(real_indices(*a)) or sampled[-1])
   result = loop.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False)
   # Training sampled the first 48 images only, each once an epoch (batch order as without the
