@@ -204,7 +204,8 @@ def prepare(name, data_dir='', source_dir=''):
     if folder:
       missing = _missing_idx_files(folder)
       if not missing:
-        return _prepare_idx(builder, folder)
+        return _prepare_from_folder(builder, folder, idx_builder.IdxFileError,
+                                    builder.builder_config.name)
       if name == 'fashion_mnist':
         raise DatasetUnavailableError(_no_fashion_mnist_message(folder, missing))
       note = f' ({folder} lacks {", ".join(missing)})'
@@ -243,12 +244,8 @@ def _prepare_cifar(data_dir, folder):
                                       data_dir=data_dir)
   if _is_prepared(builder):
     return builder
-  config = tfds.download.DownloadConfig(manual_dir=folder, try_download_gcs=False)
-  try:
-    builder.download_and_prepare(download_config=config, file_format='array_record')
-  except cifar_builder.CifarFileError as e:
-    raise DatasetUnavailableError(f'Cannot prepare cifar10 from {folder}: {e}') from e
-  return builder
+  return _prepare_from_folder(builder, folder, cifar_builder.CifarFileError,
+                              f'cifar10 from {folder}')
 
 
 def _is_prepared(builder):
@@ -275,12 +272,14 @@ def _no_fashion_mnist_message(folder, missing):
           'train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.')
 
 
-def _prepare_idx(builder, folder):
+def _prepare_from_folder(builder, folder, file_error, what):
+  """Prepares `builder` offline from the files in `folder`; a damaged or missing file (the
+  builder's `file_error`) becomes one DatasetUnavailableError naming `what`."""
   config = tfds.download.DownloadConfig(manual_dir=folder, try_download_gcs=False)
   try:
     builder.download_and_prepare(download_config=config, file_format='array_record')
-  except idx_builder.IdxFileError as e:
-    raise DatasetUnavailableError(f'Cannot prepare {builder.builder_config.name}: {e}') from e
+  except file_error as e:
+    raise DatasetUnavailableError(f'Cannot prepare {what}: {e}') from e
   return builder
 
 
