@@ -230,7 +230,8 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
 
   t = costs.timed(call, b.warmup, b.repeats, b.time_budget_s)
   ta = defense_lib.train_attack(config)
-  steps = 0 if config.defense.name == 'standard' else ta['steps'] * ta.get('restarts', 1)
+  runs_attack = defense_lib.facets(config).training_attack
+  steps = ta['steps'] * ta.get('restarts', 1) if runs_attack else 0
   ndev = mesh.devices.size
   local = (batch_size // ndev,) + tuple(image_shape)
   one_step = step_flops(model, variables, ta, config.model.attack_bn_mode, local) * ndev

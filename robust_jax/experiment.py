@@ -18,6 +18,7 @@ import jax
 from absl import logging
 
 from robust_jax import data as data_lib
+from robust_jax import defenses
 from robust_jax import errors
 from robust_jax import parallel
 from robust_jax import report
@@ -63,7 +64,7 @@ def _finish(results, artifacts, config, workdir, title, extra, dataset):
 
 def train_and_evaluate(config, workdir, progress=True):
   """Trains (resuming from WORKDIR's latest checkpoint), evaluates, returns the results dict."""
-  if config.defense.name == 'ensemble':  # trained members, nothing to train
+  if not defenses.facets(config).trainable:  # an ensemble: trained members, nothing to train
     return evaluate_ensemble(config, workdir, progress)
   mesh, dataset, model = setup(config)
   if jax.process_index() == 0:
@@ -114,7 +115,7 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   `checkpoint_path`: a workdir, one checkpoint step folder, or a PyTorch/safetensors file of
   `config.model`'s architecture (robust_jax/interop/torch_models.py; e.g. a RobustBench model).
   """
-  if config.defense.name == 'ensemble':  # the members are the checkpoints
+  if defenses.facets(config).deployment == 'ensemble':  # the members are the checkpoints
     return evaluate_ensemble(config, workdir, progress)
   if torch_files.is_weights_file(checkpoint_path):
     return _evaluate_torch_file(config, workdir, checkpoint_path, progress)
@@ -161,7 +162,8 @@ def _evaluate_torch_file(config, workdir, path, progress):
 def _evaluator(config):
   """detection.evaluate for a detection defense (the detector in the loop), else the robust
   evaluation (robust.evaluate; it certifies too when eval.certify says so)."""
-  return detection.evaluate if config.defense.name in detector.DETECTORS else robust.evaluate
+  detects = defenses.facets(config).deployment == 'detector'
+  return detection.evaluate if detects else robust.evaluate
 
 
 def _evaluate(config, workdir, model, params, batch_stats, dataset, mesh, progress):

@@ -60,7 +60,7 @@ def _normalization(config):
 def validate(config, num_devices=1):
   """Raises ConfigError (a ValueError) on the first problem found."""
   _data_and_model(config)
-  _defense_name(config)
+  defenses.check_name(config)
   _sizes(config, num_devices)
   _optim(config.optim)
   defenses.train_attack(config)  # the fields the defense cannot honour too
@@ -99,14 +99,6 @@ def _data_and_model(config):
     if not isinstance(config.model.get(field, True), bool):
       raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be True or False.')
   _normalization(config)
-
-
-def _defense_name(config):
-  if (config.defense.name not in defenses.DEFENSES
-      and config.defense.name not in defenses.transforms.TRANSFORMS):
-    raise errors.ConfigError(
-        f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)} or an input '
-        f'transformation: {sorted(defenses.transforms.TRANSFORMS)}.')
 
 
 def _sizes(config, num_devices):

@@ -1,4 +1,4 @@
-"""Training objectives, chosen by `config.defense.name`.
+"""Training objectives and facets of the defenses, chosen by `config.defense.name`.
 
 A defense is a pair of pure functions, used by the training step on each device's shard:
 
@@ -67,6 +67,15 @@ defense cannot honour (TRADES with restarts > 1, FGSM-RS without a random start,
 ConfigError naming it. The overfitting monitor's attack follows it unless set
 (`monitor_attack(config)`).
 
+Facets (descriptor.py): `facets(config) -> Facets` says what the defense of `config.defense.name`
+is without building it: `trainable`, `training_attack` (its step runs train_attack),
+`replays` (updates per minibatch), `deployment` ('network', 'transform', 'ensemble' or
+'detector': how it is evaluated) and `certifiable` (randomised smoothing). Each defense states
+them next to its factory (`FACETS`: trades.FACETS, squeezing.FACETS, ..., free_at.facets,
+transforms.facets). Training, evaluation and benchmarking read them; outside this package no
+code compares `config.defense.name` (tests/test_defenses_facets.py). `check_name(config)`:
+ConfigError on an unknown name.
+
 Each factory, `factory(config, load_model=None) -> Defense`, validates its fields and raises
 `errors.ConfigError` naming the bad one. `load_model` (workdir -> run_io.Run) is only used to
 build a train_attack that attacks another trained run (a transfer attack's surrogate); this
@@ -83,6 +92,7 @@ from robust_jax import attacks
 from robust_jax import errors
 from robust_jax.attacks import objectives
 from robust_jax.defenses import awp
+from robust_jax.defenses import descriptor
 from robust_jax.defenses import distillation
 from robust_jax.defenses import ensemble_at
 from robust_jax.defenses import ensemble_members
@@ -275,6 +285,34 @@ DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart
             'distillation': make_distillation, 'ensemble_at': make_ensemble_at,
             'feature_squeezing': feature_squeezing, 'ensemble': ensemble}
 
+Facets = descriptor.Facets
+# Each defense's facets (descriptor.py): a Facets, or `f(config) -> Facets` where a field of
+# config.defense sets one; input transformations: transforms.facets.
+FACETS = {'standard': descriptor.STANDARD, 'pgd_at': descriptor.ADVERSARIAL,
+          'trades': trades.FACETS, 'mart': mart.FACETS, 'fgsm_rs': fast_at.FACETS,
+          'free_at': free_at.facets, 'awp': awp.FACETS, 'distillation': distillation.FACETS,
+          'ensemble_at': ensemble_at.FACETS, 'feature_squeezing': squeezing.FACETS,
+          'ensemble': ensemble_members.FACETS}
+
+
+def check_name(config):
+  """ConfigError unless `config.defense.name` is a defense or an input transformation."""
+  name = config.defense.name
+  if name not in DEFENSES and name not in transforms.TRANSFORMS:
+    raise errors.ConfigError(
+        f'defense.name={name!r}; valid: {sorted(DEFENSES)} or an input '
+        f'transformation: {sorted(transforms.TRANSFORMS)}.')
+
+
+def facets(config):
+  """The Facets of `config.defense.name`, read from the config: nothing is built or validated
+  but the name (ConfigError on an unknown one)."""
+  check_name(config)
+  if config.defense.name in transforms.TRANSFORMS:
+    return transforms.facets(config)
+  f = FACETS[config.defense.name]
+  return f if isinstance(f, Facets) else f(config)
+
 
 def _transformed(config, load_model=None):
   """An input-transformation defense (transforms.py): cross-entropy through the transform."""
@@ -325,12 +363,10 @@ def _smoothed(defense, amount):
 
 def build(config, load_model=None):
   """The Defense of `config.defense.name`; `load_model`: see the module docstring."""
+  check_name(config)
   name = config.defense.name
   if name in transforms.TRANSFORMS:
     defense = _transformed(config, load_model)
-  elif name not in DEFENSES:
-    raise errors.ConfigError(
-        f'defense.name={name!r}; valid: {sorted(set(DEFENSES) | set(transforms.TRANSFORMS))}.')
   else:
     defense = DEFENSES[name](config, load_model)
   amount = _label_smoothing(config)

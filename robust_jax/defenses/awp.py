@@ -23,6 +23,11 @@ authors' TRADES-AWP script waits 10 epochs (of 200); PGD-AT-AWP starts at once.
 import jax
 import jax.numpy as jnp
 
+from robust_jax.defenses import descriptor
+
+# Every awp_base (pgd_at, trades, mart) runs train_attack; the weight perturbation is on top.
+FACETS = descriptor.ADVERSARIAL
+
 _TINY = 1e-20  # as the reference, so a zero gradient gives a zero perturbation
 
 

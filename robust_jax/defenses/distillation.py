@@ -26,6 +26,10 @@ import jax
 from absl import logging
 
 from robust_jax.attacks import objectives
+from robust_jax.defenses import descriptor
+
+# Teacher and student train on clean inputs (the student on soft labels): no attack.
+FACETS = descriptor.STANDARD
 
 
 def soft_labels(teacher_logits, temperature):

@@ -28,6 +28,10 @@ import jax.numpy as jnp
 
 from robust_jax import rng
 from robust_jax.attacks import objectives
+from robust_jax.defenses import descriptor
+
+# Its training step runs train_attack on the current model or a static one.
+FACETS = descriptor.ADVERSARIAL
 
 
 def source_index(key, num_sources):

@@ -8,6 +8,10 @@ import json
 import os
 
 from robust_jax import errors
+from robust_jax.defenses import descriptor
+
+# The average of trained runs: nothing to train, the members are the checkpoints.
+FACETS = descriptor.Facets(trainable=False, deployment='ensemble')
 
 COMBINE = ('logits', 'probs')
 

@@ -18,6 +18,10 @@ import jax.numpy as jnp
 from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
 from robust_jax.attacks import threat
+from robust_jax.defenses import descriptor
+
+# Its training step runs train_attack (FGSM from a random start).
+FACETS = descriptor.ADVERSARIAL
 
 
 def make_perturb(*, norm, eps, step_size, clip_start=True):

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks import threat
+from robust_jax.defenses import descriptor
 
 
 def make_replay_update(*, norm, eps, step_size):
@@ -49,6 +50,14 @@ def make_replay_update(*, norm, eps, step_size):
     return threat.project(delta + step_size * threat.ascent_direction(grad, norm), norm, eps)
 
   return update
+
+
+def facets(config):
+  """Its training step runs train_attack's FGSM step after each of `defense.replays` replays.
+
+  Read, not validated (the factory checks `replays`); a missing field reads as 1.
+  """
+  return descriptor.ADVERSARIAL._replace(replays=config.defense.get('replays', 1))
 
 
 def num_steps(epochs, steps_per_epoch, replays):

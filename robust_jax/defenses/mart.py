@@ -18,7 +18,11 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax.attacks import objectives
+from robust_jax.defenses import descriptor
 from robust_jax.defenses import trades
+
+# Its training step runs train_attack (PGD on cross-entropy).
+FACETS = descriptor.ADVERSARIAL
 
 
 def boosted_cross_entropy(logits, onehot):

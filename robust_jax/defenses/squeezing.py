@@ -7,8 +7,11 @@ fields are checked here so that `defenses.build` validates them without importin
 import math
 
 from robust_jax import errors
+from robust_jax.defenses import descriptor
 
-DETECTORS = ('feature_squeezing',)
+# Trained like standard; deployed with the detector, which the evaluation runs in the loop.
+FACETS = descriptor.Facets(deployment='detector')
+
 # config.defense fields of the detector and their defaults (Xu et al.: 1-bit depth and 2x2
 # median for MNIST; 0 switches a squeezer off).
 DEFAULTS = dict(fpr=0.05, squeeze_bits=1, squeeze_median=2, calibration_examples=1000)

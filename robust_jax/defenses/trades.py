@@ -17,6 +17,10 @@ import jax.numpy as jnp
 from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
 from robust_jax.attacks import threat
+from robust_jax.defenses import descriptor
+
+# Its training step runs train_attack (its norm, eps, steps, step_size) on the KL.
+FACETS = descriptor.ADVERSARIAL
 
 
 def kl_divergence(p_logits, q_logits):

@@ -19,8 +19,9 @@ A `Transform` says which it is:
                           so that BPDA is the meaningful attack.
 
 `TRANSFORMS[name] = (defaults, factory(fields) -> Transform)`; a defense of the same name trains
-and deploys the network behind that transform (see `robust_jax.defenses`). The transforms and
-their `config.defense` fields:
+and deploys the network behind that transform (see `robust_jax.defenses`; `facets(config)`: its
+deployment is 'transform', certifiable for those in CERTIFIABLE). The transforms and their
+`config.defense` fields:
 
   bit_depth       Xu et al. 2018 (feature squeezing): round to `bits` bits. Masks gradients; BPDA
                   with the identity.
@@ -44,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import errors
+from robust_jax.defenses import descriptor
 from robust_jax.defenses import jpeg
 
 
@@ -226,8 +228,18 @@ TRANSFORMS = {
 }
 
 
+# Transforms whose network is the base classifier of randomised smoothing (eval.certify).
+CERTIFIABLE = ('gaussian_noise',)
+
+
 def register(name, defaults, factory):
   TRANSFORMS[name] = (dict(defaults), factory)
+
+
+def facets(config):
+  """The network trained and deployed behind the transform of `config.defense.name`."""
+  return descriptor.Facets(deployment='transform',
+                           certifiable=config.defense.name in CERTIFIABLE)
 
 
 def fields(config):

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.stats
 from jax.sharding import PartitionSpec as P
 
+from robust_jax import defenses
 from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import parallel
@@ -156,7 +157,7 @@ def validate(config, num_devices=1):
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise errors.ConfigError(f'eval.certify.{field}={v!r} must be an integer >= 1'
                                + (' (0 turns certification off).' if field == 'examples' else '.'))
-  if config.defense.name != 'gaussian_noise':
+  if not defenses.facets(config).certifiable:
     raise errors.ConfigError(
         f'eval.certify.examples={c.examples} needs defense.name=\'gaussian_noise\' (the base '
         f'classifier and sigma of randomised smoothing come from it), not '

@@ -37,13 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robust_jax import defenses
 from robust_jax import errors
 from robust_jax.attacks import wrappers
 from robust_jax.defenses import squeezing
 from robust_jax.defenses import transforms
 
 # The detector's config fields live with the defenses (defenses/squeezing.py); kept here too.
-DETECTORS = squeezing.DETECTORS
 DEFAULTS = squeezing.DEFAULTS
 fields = squeezing.fields
 _LIFT = 0.01  # how far a rejected point's true logit is put above the others in z'
@@ -128,7 +128,7 @@ def calibration_set(config, dataset):
 
 def training_data(config, dataset):
   """The dataset to train on: without the calibration images for a detector, else `dataset`."""
-  if config.defense.name not in DETECTORS:
+  if defenses.facets(config).deployment != 'detector':
     return dataset
   n = len(calibration_set(config, dataset)[1])
   return dataclasses.replace(dataset, train_images=dataset.train_images[:-n],

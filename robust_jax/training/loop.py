@@ -41,8 +41,10 @@ def num_train_steps(config, num_examples):
     return config.train.steps
   n = num_examples - monitor_lib.held_out(config, num_examples)
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
-  if config.defense.name == 'free_at':  # read, not built: evaluation-only defenses build no step
-    return free_at.num_steps(config.train.epochs, spe, config.defense.replays)
+  # Read, not built: evaluation-only defenses build no step. Free AT divides by its replays.
+  replays = defense_lib.facets(config).replays
+  if replays != 1:
+    return free_at.num_steps(config.train.epochs, spe, replays)
   return config.train.epochs * spe
 
 
