@@ -3,6 +3,12 @@
 XLA's CPU backend spends seconds optimising each conv net; unit tests need correctness only, so
 they compile with backend optimisation off. End-to-end runs in subprocesses get `SUBPROCESS_ENV`,
 which keeps the fake devices but compiles normally.
+
+Compiling is most of the suite's time, and many tests compile the same programs (a fresh `jax.jit`
+of the same evaluation step is a new in-memory cache entry): one JAX persistent compilation cache
+per test run, shared by the pytest-xdist workers, the in-process tests and the subprocesses,
+compiles each program once. The pytest process that loads this file first (xdist's controller)
+creates it and passes it on in the environment; it removes it at the end.
 """
 
 import os
@@ -15,12 +21,14 @@ FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_
 # instead, to check the accelerator path; tests marked `multidevice` then need enough devices.
 PLATFORM = os.environ.get('ROBUST_JAX_TEST_PLATFORM', 'cpu')
 
-# Subprocesses (launch.py end to end) share one JAX persistent compilation cache per test run:
-# the same programs (model, attack, shapes) compile once, not in every test that launches them.
-COMPILE_CACHE = tempfile.mkdtemp(prefix='robust_jax_test_jit_cache_')
+_CACHE_VAR = 'ROBUST_JAX_TEST_JIT_CACHE'
+_OWNS_CACHE = _CACHE_VAR not in os.environ
+COMPILE_CACHE = os.environ.setdefault(_CACHE_VAR,
+                                      tempfile.mkdtemp(prefix='robust_jax_test_jit_cache_'))
+CACHE_MIN_COMPILE_S = 0.2  # smaller programs compile faster than they load
 SUBPROCESS_ENV = {**os.environ, 'XLA_FLAGS': FAKE_DEVICES, 'JAX_PLATFORMS': 'cpu',
                   'JAX_COMPILATION_CACHE_DIR': COMPILE_CACHE,
-                  'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.2'}
+                  'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': str(CACHE_MIN_COMPILE_S)}
 if PLATFORM == 'cpu':
   os.environ['XLA_FLAGS'] = f'{FAKE_DEVICES} {FAST_COMPILE}'
 os.environ['JAX_PLATFORMS'] = PLATFORM
@@ -30,11 +38,14 @@ import pytest  # noqa: E402
 
 if PLATFORM == 'cpu':
   jax.config.update('jax_num_cpu_devices', 4)
+jax.config.update('jax_compilation_cache_dir', COMPILE_CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', CACHE_MIN_COMPILE_S)
 
 
 def pytest_sessionfinish(session, exitstatus):
-  del session, exitstatus
-  shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
+  del exitstatus
+  if _OWNS_CACHE and not hasattr(session.config, 'workerinput'):  # not an xdist worker
+    shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):
