@@ -14,8 +14,10 @@ Runs (target x restart) are scanned, so a restart can start within half the smal
 far (capped at eps/2); the step loop is a `lax.fori_loop`. Robust accuracy is measured at radius
 eps, so each example gets its smallest adversarial example if that is within eps, else x itself.
 
-The projections onto a hyperplane intersected with the box are exact and sort-based (one sort of
-the D coordinates per projection), written as a water-filling problem: see `project_hyperplane`.
+The projections onto a hyperplane intersected with the box are exact and sort-free: a water-filling
+(L-inf, L2) or knapsack (L1) problem whose breakpoint is found by bisection on float32 bit patterns
+(32 passes over the D coordinates), then the linear piece through it solved in closed form; see
+`project_hyperplane`.
 """
 
 import functools
@@ -42,22 +44,62 @@ def lp_norm(v, norm):
   raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
 
 
+_BISECTIONS = 32  # halvings of [0, 2^31) float32 bit patterns: down to adjacent floats
+
+
+def _last_true(pred, hi):
+  """The largest float32 s in [0, hi] with pred(s), by bisection on the bit patterns.
+
+  pred: f32[] -> bool[], true on [0, s*] and false above (true at 0); hi: f32[] >= 0. Non-negative
+  float32s are ordered like their int32 bit patterns, so 32 halvings of [0, bits(hi) + 1) end at
+  the exact s* (or hi). Each halving evaluates pred once (O(D) element-wise work): no sort, which
+  XLA's CPU backend runs as a slow comparator sort.
+  """
+  def halve(_, bounds):
+    lo, hi = bounds  # pred(lo) holds; pred fails at hi, or hi is past the range
+    mid = lo + (hi - lo) // 2
+    ok = pred(jax.lax.bitcast_convert_type(mid, jnp.float32))
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  end = jax.lax.bitcast_convert_type(jnp.maximum(hi, 0.0), jnp.int32) + 1
+  lo, _ = jax.lax.fori_loop(0, _BISECTIONS, halve, (jnp.int32(0), end))
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+
 def _water_level(weight, cap, need):
   """Smallest s >= 0 with sum_i weight_i * min(s, cap_i) >= need, or inf if there is none.
 
-  weight, cap: f32[D] >= 0; need: f32[] >= 0. The left side is piecewise linear and
-  non-decreasing in s with kinks at the caps: sort them, evaluate it at every kink, and solve the
-  linear piece that crosses `need`.
+  weight, cap: f32[D] >= 0; need: f32[] >= 0. The left side F(s) is piecewise linear and
+  non-decreasing in s with kinks at the caps. Bisection (`_last_true`) finds the last float lo
+  with F(lo) < need; the caps <= lo are then exactly those saturated at the level, and the linear
+  piece through them is solved in closed form (the same piece a sort of the caps would pick).
   """
-  cap_s, weight_s = jax.lax.sort((cap, weight), num_keys=1)
-  cum_w = jnp.cumsum(weight_s)
-  cum_wc = jnp.cumsum(weight_s * cap_s)
-  at_kinks = cum_wc + cap_s * (cum_w[-1] - cum_w)
-  k = jnp.sum(at_kinks < need)  # the first kink reaching `need`
-  below_wc = jnp.where(k > 0, cum_wc[k - 1], 0.0)
-  below_w = jnp.where(k > 0, cum_w[k - 1], 0.0)
-  level = (need - below_wc) / jnp.maximum(cum_w[-1] - below_w, _TINY)
-  return jnp.where(k == cap.shape[0], jnp.inf, jnp.maximum(level, 0.0))
+  total = jnp.sum(weight * cap)
+  lo = _last_true(lambda s: jnp.sum(weight * jnp.minimum(s, cap)) < need, jnp.max(cap))
+  full = cap <= lo
+  below_wc = jnp.sum(jnp.where(full, weight * cap, 0.0))
+  free_w = jnp.sum(jnp.where(full, 0.0, weight))
+  level = (need - below_wc) / jnp.maximum(free_w, _TINY)
+  level = jnp.where(need > 0, jnp.maximum(level, 0.0), 0.0)
+  return jnp.where(total < need, jnp.inf, level)
+
+
+def _knapsack(mag, cap, need):
+  """Fractional knapsack: amounts a_i in [0, cap_i] filling coordinates in decreasing mag (ties
+  by index) until sum_i mag_i a_i reaches need; all at their caps if it never does. f32[D].
+
+  The last coordinate filled has the largest magnitude m with G(m) = sum_{mag_i >= m} mag_i cap_i
+  >= need (bisection, `_last_true`); larger ones fill to their caps and the ties at m share the
+  rest in index order.
+  """
+  total = jnp.sum(mag * cap)
+  m = _last_true(lambda v: jnp.sum(jnp.where(mag >= v, mag * cap, 0.0)) >= need, jnp.max(mag))
+  full = mag > m
+  tied = jnp.where(mag == m, mag * cap, 0.0)
+  rest = need - jnp.sum(jnp.where(full, mag * cap, 0.0)) - (jnp.cumsum(tied) - tied)
+  amount = jnp.where(full, cap, jnp.where(mag == m, jnp.clip(rest / jnp.maximum(m, _TINY), 0.0,
+                                                                cap), 0.0))
+  return jnp.where(total < need, cap, amount)
 
 
 def project_hyperplane(t, w, b, norm):
@@ -88,15 +130,7 @@ def project_hyperplane(t, w, b, norm):
     ratio = jnp.where(live, cap / jnp.where(live, mag, 1.0), 0.0)
     return jnp.where(live, w, 0.0) * jnp.minimum(_water_level(w * w, ratio, need), ratio)
   if norm == 'l1':
-    dim = t.shape[0]
-    order = jnp.argsort(-mag)
-    gain = jnp.cumsum(mag[order] * cap[order])
-    k = jnp.sum(gain < need)  # coordinates before rank k move to their caps, rank k partially
-    rank = jnp.zeros((dim,), jnp.int32).at[order].set(jnp.arange(dim, dtype=jnp.int32))
-    below = jnp.where(k > 0, gain[k - 1], 0.0)
-    partial = (need - below) / jnp.maximum(mag[order[jnp.minimum(k, dim - 1)]], _TINY)
-    amount = jnp.where(rank < k, cap, jnp.where(rank == k, jnp.clip(partial, 0.0, cap), 0.0))
-    return jnp.sign(w) * amount
+    return jnp.sign(w) * _knapsack(mag, cap, need)
   raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
 
 
