@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from scipy import optimize
 
+from robust_jax.attacks import apgd
 from robust_jax.attacks import fab
 from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
 from robust_jax.attacks import square
+from robust_jax.attacks import stages
 
 _SHAPE = (4, 4, 2)
 _K1, _K2 = jax.random.split(jax.random.key(0))
@@ -379,3 +381,32 @@ def test_defaults_list_every_field_of_the_builder(module, name, make):
   for field, value in defaults.items():
     if params[field].default is not inspect.Parameter.empty:
       assert params[field].default == value
+
+
+@pytest.mark.parametrize('which, eps', [('fab_t', 0.03), ('fab_t', 0.08), ('apgd_t', 0.1),
+                                        ('square', 0.1)])
+def test_a_done_example_keeps_its_verdict_through_the_later_stages(which, eps):
+  # The evaluation drops an example once `done` says no later stage can change its verdict
+  # (robust_jax/eval/loop.py run_staged). Run every stage on every example: the verdict of an
+  # example when it became done must be its verdict after the last stage, and the stages
+  # together are the whole attack.
+  make = {'fab_t': lambda: fab.make_fab_staged(norm='linf', eps=eps, steps=6, num_targets=4),
+          'apgd_t': lambda: apgd.make_apgd_staged(norm='linf', eps=eps, steps=4, num_targets=4),
+          'square': lambda: square.make_square_staged(norm='linf', eps=eps, steps=40)}[which]
+  staged = make()
+  x, y = _data(5, 64)
+  keys = pgd.per_example_keys(jax.random.key(1), 64)
+  verdict = lambda c: np.asarray(jnp.argmax(mlp_logits(staged.finish(mlp_logits, x, y, keys, c)),
+                                            -1) == y)
+  carry = staged.init(mlp_logits, x, y, keys)
+  settled = np.zeros(64, bool)
+  at_done = np.zeros(64, bool)
+  for s in range(staged.num_stages(5)):
+    newly = np.asarray(staged.done(carry)) & ~settled
+    at_done[newly], settled = verdict(carry)[newly], settled | newly
+    carry = staged.stage(mlp_logits, x, y, keys, carry, jnp.int32(s))
+  final = verdict(carry)
+  assert 0 < settled.sum() and 0 < final.sum() < 64
+  np.testing.assert_array_equal(at_done[settled], final[settled])
+  whole = stages.as_attack(staged)(mlp_logits, x, y, keys)
+  np.testing.assert_array_equal(np.asarray(jnp.argmax(mlp_logits(whole), -1) == y), final)
