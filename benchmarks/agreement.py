@@ -42,16 +42,17 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from configs import default  # noqa: E402
-from robust_jax import checkpoint  # noqa: E402
 from robust_jax import data as data_lib  # noqa: E402
 from robust_jax import model_fns  # noqa: E402
 from robust_jax import models  # noqa: E402
-from robust_jax import optim  # noqa: E402
 from robust_jax import parallel  # noqa: E402
-from robust_jax import train  # noqa: E402
 from robust_jax.attacks import apgd  # noqa: E402
 from robust_jax.attacks import fab  # noqa: E402
 from robust_jax.attacks import square  # noqa: E402
+from robust_jax.training import checkpoint  # noqa: E402
+from robust_jax.training import loop  # noqa: E402
+from robust_jax.training import optim  # noqa: E402
+from robust_jax.training import state as state_lib  # noqa: E402
 
 # torch is development-only (requirements-ref.txt). Without it this module still imports, so that
 # its torch-free parts (Settings, jax_attacks, out_of_ball) serve tests/test_agreement_reference.py.
@@ -146,9 +147,9 @@ def load_params(model, checkpoint_path, image_shape, num_train, seed=0):
     v = model_fns.init_variables(model, jax.random.key(seed), image_shape)
     return v['params'], v.get('batch_stats', {}), f'random init (seed {seed})'
   cfg = _saved_config(checkpoint_path) or default.get_config()
-  tx, _ = optim.make_optimizer(cfg.optim, train.num_train_steps(cfg, num_train),
+  tx, _ = optim.make_optimizer(cfg.optim, loop.num_train_steps(cfg, num_train),
                                data_lib.steps_per_epoch(num_train, cfg.train.batch_size))
-  template = train.init_state(model, tx, jax.random.key(0), image_shape, cfg.optim.ema_decay)
+  template = state_lib.init_state(model, tx, jax.random.key(0), image_shape, cfg.optim.ema_decay)
   state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, parallel.make_mesh()))
   return state.eval_params(), state.batch_stats, f'{checkpoint_path} (step {step})'
 
@@ -244,14 +245,15 @@ def _eval_setup(model, params, dataset, n, s, batch_size):
   """(config, phase) for robust_jax's evaluation of the first n test images: the standard suite
   at radius s.eps, and `robust._phase_runner`'s phase(cfg, subset, key, name)."""
   from robust_jax.eval import robust  # pylint: disable=g-import-not-at-top
+  from robust_jax.eval import target  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.seed = s.seed
   config.eval.update(num_examples=n, batch_size=batch_size, suite='standard', suite_norm='linf',
                      suite_eps=s.eps, sanity_checks=False)
   config.eval.attacks = {}
-  phase = robust._phase_runner(model, params, {}, dataset.test_images[:n],  # pylint: disable=protected-access
-                               dataset.test_labels[:n], parallel.make_mesh(), batch_size, None,
-                               None)
+  phase = robust._phase_runner(target.of_flax(model, params, {}),  # pylint: disable=protected-access
+                               dataset.test_images[:n], dataset.test_labels[:n],
+                               parallel.make_mesh(), batch_size, None, None)
   return config, phase
 
 

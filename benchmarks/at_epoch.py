@@ -4,8 +4,8 @@ Both train the same model from the same initial weights with Adam (lr 1e-3, the 
 on the same Fashion-MNIST batches (`data.train_indices`), each step attacking the batch with
 PGD-k L-inf (random start, cross-entropy, signed steps, the attack seeing the model in eval mode)
 and taking one optimiser step on the cross-entropy of the adversarial batch. Batches come from
-host memory every step in both (as `train.fit` feeds them). Steps run in interleaved blocks
-(jax block, torch block, ...); the epoch time is the median step time x steps per epoch
+host memory every step in both (as `training.loop.fit` feeds them). Steps run in interleaved
+blocks (jax block, torch block, ...); the epoch time is the median step time x steps per epoch
 (60,000 // batch), an extrapolation that is labelled as such. Used by side_by_side.py.
 """
 
@@ -57,10 +57,11 @@ def compare(args, device, build, log=print):
   from configs import default  # pylint: disable=g-import-not-at-top
   from robust_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from robust_jax import defenses  # pylint: disable=g-import-not-at-top
-  from robust_jax import optim  # pylint: disable=g-import-not-at-top
   from robust_jax import parallel  # pylint: disable=g-import-not-at-top
   from robust_jax import rng  # pylint: disable=g-import-not-at-top
-  from robust_jax import train  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import optim  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   images, labels, source = _data(args.seed)
   c = default.get_config()
@@ -70,14 +71,14 @@ def compare(args, device, build, log=print):
   spec = peers.Spec(eps=ta.eps, step_size=ta.step_size, steps=ta.steps)
   model = build(args.at_model)
   tx, _ = optim.make_optimizer(c.optim, 1000, 100)
-  state = train.init_state(model, tx, jax.random.key(args.seed), images.shape[1:])
+  state = state_lib.init_state(model, tx, jax.random.key(args.seed), images.shape[1:])
   net = torch_ports.port(args.at_model, {'params': jax.device_get(state.params),
                                          'batch_stats': jax.device_get(state.batch_stats)},
                          images.shape[1:], (0.2860,), (0.3530,)).to(device)
   opt = torch.optim.Adam(net.parameters(), lr=c.optim.learning_rate)
   mesh = parallel.make_mesh(jax.devices()[:1])
   state = parallel.replicate(state, mesh)
-  step_fn = jax.jit(train.make_train_step(model, tx, defenses.build(c), c, mesh),
+  step_fn = jax.jit(step_lib.make_train_step(model, tx, defenses.build(c), c, mesh),
                     donate_argnums=0)
   idx = [data_lib.train_indices(args.seed, i, args.at_batch, len(labels))
          for i in range(args.at_steps + 1)]

@@ -7,8 +7,8 @@ A, B, C, ... A, B, C (see benchmarks/peers.py for each implementation), and prin
 per second (median of the timed rounds), GFLOP/s (hand count: 4 x forward multiply-adds per
 image-step), the percentage of the float32 matmul ceiling measured in the same run, and the ratio
 robust_jax / each peer. Then a PGD-AT comparison (Madry et al. 2018's training) on Fashion-MNIST:
-robust_jax's `train.make_train_step` against a plain PyTorch loop of the same model, optimiser
-(Adam) and PGD, in interleaved blocks of steps, extrapolated to one epoch.
+robust_jax's `training.step.make_train_step` against a plain PyTorch loop of the same model,
+optimiser (Adam) and PGD, in interleaved blocks of steps, extrapolated to one epoch.
 
 torch lives in .venv-ref (requirements-ref.txt), so on this machine:
 

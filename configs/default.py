@@ -38,6 +38,12 @@ def get_config():
       # 'memory': the training split in host memory; 'records': read from disk batch by batch,
       # only the rows each host feeds; 'auto': records on several hosts, memory on one.
       train_read='auto',
+      # Additional training data mixed into every batch (robust_jax/data/extra.py): path '' (none),
+      # an .npz (image uint8[N,H,W,C], label int[N]) or .array_record file, or a folder of their
+      # shards; fraction: the share of each batch taken from it (the papers: 0.7), in [0, 1);
+      # synthetic > 0: that many synthetic images instead of path (smoke runs, not real data).
+      # An epoch stays floor(N_real / batch_size) steps.
+      extra=ml_collections.ConfigDict(dict(path='', fraction=0.7, synthetic=0)),
   ))
 
   c.model = ml_collections.ConfigDict(dict(
@@ -58,6 +64,12 @@ def get_config():
       # Inputs normalised by the dataset's mean and std inside the model; False feeds the [0,1]
       # pixels as they are (the MNIST papers' code does; attacks see [0,1] pixels either way).
       normalize=True,
+      # Normalisation constants used instead of the dataset's, one per channel (or one for all):
+      # e.g. a checkpoint trained with other constants, such as DeepMind's CIFAR-10 models
+      # (std 0.2471, 0.2435, 0.2616 against the dataset's 0.2470, 0.2435, 0.2616).
+      # () -> the dataset's (robust_jax/data/sources.py DATASETS).
+      mean=(),
+      std=(),
   ))
 
   c.defense = ml_collections.ConfigDict(dict(
@@ -76,6 +88,10 @@ def get_config():
       temperature=100.0,  # distillation: softmax temperature T (Papernot et al.: 100 on MNIST)
       teacher='',         # distillation: '' trains the teacher, else the teacher's workdir
       static_models='',   # ensemble_at: comma-separated workdirs of the fixed source models
+      # Label smoothing of the training loss's cross-entropy terms (0 = off; the modern recipe:
+      # 0.1): targets (1 - a) * onehot + a / K. TRADES' KL term has no labels and is unchanged;
+      # evaluation never smooths (robust_jax/defenses/__init__.py).
+      label_smoothing=0.0,
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -83,7 +99,7 @@ def get_config():
       epochs=3,
       steps=0,            # > 0: stop after this many steps (quick runs, tests)
       log_every_steps=50,
-      # Catastrophic-overfitting monitor (Wong et al. 2020; robust_jax/monitor.py): > 0 holds the
+      # Catastrophic-overfitting monitor (Wong et al. 2020; training/monitor.py): > 0 holds the
       # last N training images out of training and logs clean and monitor_attack accuracy on
       # them every epoch. A drop of more than co_drop below the best is a collapse; co_action
       # 'log' records it, 'stop' ends training there, 'rollback' ends it with the best epoch's

@@ -15,7 +15,7 @@ Each row is its configs/defenses/ config evaluated on the first 1,000 test image
 distillation student after its teacher, the ensemble after its three members, ensemble AT after
 the first two members as its static models. Those prerequisites (`paper.prerequisite`) are
 standard-trained runs evaluated cheaply (naive PGD only, no suite, no sanity checks) and are not
-rows of the table. robust_jax/tables.py renders the table (layout 'zoo'): clean accuracy, the
+rows of the table. robust_jax/tables/ renders the table (layout 'zoo'): clean accuracy, the
 naive PGD (`eval.attacks.naive`), the adaptive attack (`eval.attacks.adaptive`, or the attack
 suite where there is none), the per-example worst case, the sanity checks, training time and the
 code version of each row's results.json, with the command of each row.
@@ -48,7 +48,7 @@ from configs.defenses import trades
 from configs.papers import common
 
 PAPER = 'zoo'
-LAYOUT = 'zoo'  # robust_jax/tables.py: the defense table, not published-vs-measured
+LAYOUT = 'zoo'  # robust_jax/tables/: the defense table, not published-vs-measured
 WORKDIRS = 'workdirs/zoo'
 DEFAULT_ROW = 'pgd_at'
 EXAMPLES = 1000

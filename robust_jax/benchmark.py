@@ -8,8 +8,8 @@ For each model and batch size it measures, on random data of the dataset's image
     XLA's cost analysis (normalised for while loops, see robust_jax/costs.py) and by hand
     (4 x forward multiply-adds), achieved GFLOP/s and its percentage of the float32 matmul
     ceiling measured in the same run, and peak memory;
-  * one full training step (`train.make_train_step` with `config.defense`, by default PGD-AT,
-    and `config.train_attack`): the same figures, per training image.
+  * one full training step (`training.step.make_train_step` with `config.defense`, by default
+    PGD-AT, and `config.train_attack`): the same figures, per training image.
 
     python launch.py --mode=benchmark --config.model.name=madry_cnn \
         --config.benchmark.batch_size=256 --workdir=workdirs/bench
@@ -40,12 +40,13 @@ from robust_jax import defenses as defense_lib
 from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
-from robust_jax import train
 from robust_jax.attacks import objectives
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
+from robust_jax.training import step as step_lib
 
 
 def _names(text, field):
@@ -203,17 +204,17 @@ def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack
 
 
 def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
-  """Times one `train.make_train_step` step (config.defense, config.train_attack)."""
+  """Times one `training.step.make_train_step` step (config.defense, config.train_attack)."""
   b = config.benchmark
   tx, _ = optim.make_optimizer(config.optim, 1000, 100)
   defense = defense_lib.build(config, run_io.load_model)
-  state = train.init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
-                           config.optim.ema_decay,
-                           **_carry(train, defense, config, image_shape, batch_size))
+  state = state_lib.init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
+                               config.optim.ema_decay,
+                               **_carry(step_lib, defense, config, image_shape, batch_size))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   state = parallel.replicate(state, mesh)
   # jit of the (possibly already jitted) step, so that it can be lowered and compiled here.
-  step_fn = jax.jit(train.make_train_step(model, tx, defense, config, mesh), donate_argnums=0)
+  step_fn = jax.jit(step_lib.make_train_step(model, tx, defense, config, mesh), donate_argnums=0)
   images, labels = _random_batch(config.seed, batch_size, image_shape)
   batch = parallel.shard_batch({'image': images, 'label': labels}, mesh)
   keys = [rng.step_key(config.seed, i) for i in range(b.warmup + b.repeats + 2)]

@@ -11,22 +11,17 @@ experiment and the evaluation pass to the parts that use them: the attacks and d
 import this module.
 """
 
-import json
 import os
 import time
 
 import jax
 from absl import logging
 
-from robust_jax import checkpoint
 from robust_jax import data as data_lib
 from robust_jax import errors
-from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import report
 from robust_jax import run_io
-from robust_jax import train
-from robust_jax import train_io
 from robust_jax import validation
 from robust_jax import version
 from robust_jax.eval import detection
@@ -35,6 +30,11 @@ from robust_jax.eval import robust
 from robust_jax.interop import torch_files
 from robust_jax.interop import torch_models
 from robust_jax.models import ensemble
+from robust_jax.training import checkpoint
+from robust_jax.training import loop
+from robust_jax.training import metrics as train_metrics
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
 
 
 code_version = version.code_version  # kept here for callers of experiment.code_version
@@ -52,28 +52,12 @@ def setup(config):
   return mesh, dataset, model
 
 
-def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)  # atomic: a reader never sees half a file
-
-
 def _finish(results, artifacts, config, workdir, title, extra, dataset):
   # Which test images ran: 'first 1,000 test images (of 10,000)' beside every figure.
   split = data_lib.test_split(results['num_examples'], dataset.test_size)
   results = {**results, **extra, 'test_split': split, 'config': config.to_dict(),
-             'code_version': version.code_version(),
-             'source_digest': version.source_digest(), 'machine': version.machine(),
-             'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
-             'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, 'results.json'), results)
-    text = report.full_report(results, title, report.write_plots(results, artifacts, workdir))
-    with open(os.path.join(workdir, 'report.md'), 'w') as f:
-      f.write(text + '\n')
-  print('\n' + report.full_report(results, title, console=True) + '\n', flush=True)
+             **report.provenance()}
+  print('\n' + report.write(workdir, results, artifacts, title) + '\n', flush=True)
   return results
 
 
@@ -84,13 +68,13 @@ def train_and_evaluate(config, workdir, progress=True):
   mesh, dataset, model = setup(config)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   logging.info('%s on %s: %d train / %d test examples, %d devices', config.model.name,
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
   t0 = time.perf_counter()
-  fitted = train.fit(config, workdir, detector.training_data(config, dataset), model, mesh,
-                     progress=progress, load_model=load_model)
+  fitted = loop.fit(config, workdir, detector.training_data(config, dataset), model, mesh,
+                    progress=progress, load_model=load_model)
   state = fitted.state
   train_seconds = time.perf_counter() - t0
   records = getattr(dataset.train_images, 'records', None)
@@ -100,7 +84,7 @@ def train_and_evaluate(config, workdir, progress=True):
   results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
                                  dataset, mesh, progress)
   extra = {'train_steps': int(jax.device_get(state.step)), 'train_seconds_this_run': train_seconds,
-           'train_seconds_total': train_io.train_seconds(workdir), 'monitor': fitted.monitor}
+           'train_seconds_total': train_metrics.train_seconds(workdir), 'monitor': fitted.monitor}
   if fitted.best_state is not None:  # co_action 'best': the best epoch's weights too
     extra['early_stopping'] = _evaluate_best(config, workdir, model, fitted, dataset, mesh,
                                              progress)
@@ -136,10 +120,10 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
     return _evaluate_torch_file(config, workdir, checkpoint_path, progress)
   mesh, dataset, model = setup(config)
   n = len(dataset.train_labels)
-  tx, _ = optim.make_optimizer(config.optim, train.num_train_steps(config, n),
+  tx, _ = optim.make_optimizer(config.optim, loop.num_train_steps(config, n),
                                data_lib.steps_per_epoch(n, config.train.batch_size))
-  template = train.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
-                              config.optim.ema_decay)
+  template = state_lib.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
+                                  config.optim.ema_decay)
   state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
   results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
                                  dataset, mesh, progress)
@@ -198,7 +182,7 @@ def evaluate_ensemble(config, workdir, progress=True):
   params, batch_stats = parallel.replicate((params, batch_stats), mesh)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   results, artifacts = _evaluate(config, workdir, model, params, batch_stats, dataset, mesh,
                                  progress)
   title = (f'ensemble of {len(members)} ({model.combine}: '

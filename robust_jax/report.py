@@ -1,10 +1,19 @@
 """Human-readable reports from results dicts (as written to results.json): one run's report is
 the sections its evaluators render (robust_jax/eval/), in order; `comparison_table` sets runs side
-by side.
+by side. `write` puts an evaluation's results.json, report.md and plots in its directory (the
+experiment's and robust_jax.evaluate's alike), stamped with `provenance()`.
 
+    print(report.write(workdir, {**results, **report.provenance()}, artifacts, title))
     python -m robust_jax.report WORKDIR [WORKDIR ...]
 """
 
+import json
+import os
+import time
+
+import jax
+
+from robust_jax import version
 from robust_jax.eval import certify
 from robust_jax.eval import detection
 from robust_jax.eval import robust
@@ -17,10 +26,17 @@ def test_images(results):
   return split['note'] if split else f'first {results["num_examples"]:,} test images'
 
 
+def on_test_images(results):
+  """'on all 10,000 test images' or 'on the first 1,000 test images (of 10,000)'."""
+  which = test_images(results)
+  return f'on {which}' if which.startswith('all ') else f'on the {which}'
+
+
 def _accuracy(results, title=None):
   """robust.render's accuracy table, with which test images it was measured on."""
   table, *rest = robust.render(results, title)
-  return [f'{table}\n\nOn the {test_images(results)}.', *rest]
+  on = on_test_images(results)
+  return [f'{table}\n\n{on[0].upper()}{on[1:]}.', *rest]
 
 
 # Each evaluator renders its own sections and plots; a report is them in this order. A renderer
@@ -44,6 +60,33 @@ def write_plots(results, artifacts, workdir):
   for plot in PLOTS:
     out.update(plot(results, artifacts, workdir))
   return out
+
+
+def provenance():
+  """What produced a results dict: the code, the machine, JAX and its devices, and when."""
+  return {'code_version': version.code_version(), 'source_digest': version.source_digest(),
+          'machine': version.machine(), 'jax_version': jax.__version__,
+          'devices': [str(d) for d in jax.devices()],
+          'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+
+
+def write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def write(workdir, results, artifacts, title):
+  """Writes workdir/results.json, report.md and the plots (process 0); returns the report as
+  the console shows it (no image links)."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, 'results.json'), results)
+    text = full_report(results, title, write_plots(results, artifacts, workdir))
+    with open(os.path.join(workdir, 'report.md'), 'w') as f:
+      f.write(text + '\n')
+  return full_report(results, title, console=True)
 
 
 def comparison_table(named_results):
@@ -84,8 +127,6 @@ def comparison_table(named_results):
 
 def main(argv):
   """python -m robust_jax.report WORKDIR [WORKDIR ...]: one table from their results.json files."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   named = []
   for wd in argv:
     with open(os.path.join(wd, 'results.json')) as f:

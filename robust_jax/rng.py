@@ -6,6 +6,10 @@ derives from `config.seed`:
   root_key(seed, EVAL)                       evaluation, then per attack and per test example
   root_key(seed, MONITOR)                    the catastrophic-overfitting monitor's attack
 
+The training data's order is drawn with numpy (robust_jax/data/batching.py), per epoch of each
+stream: the real training set from `default_rng([seed, epoch])`, the additional data
+(config.data.extra) from `default_rng([seed, EXTRA_DATA, epoch])`.
+
 The values are part of every stored result: changing one changes the numbers a seed gives.
 Streams of different levels may share a value (they fold into different keys).
 """
@@ -34,6 +38,9 @@ EVAL_ATTACKS, EVAL_SUITE, EVAL_SANITY, EVAL_SAMPLES, CERTIFY = 0, 1000, 2000, 30
 # n0 selection votes and of the n estimation votes.
 CERTIFY_EXAMPLES = 0
 CERTIFY_SELECT, CERTIFY_ESTIMATE = 0, 1
+
+# The additional training data's order (numpy entropy, see the module docstring).
+EXTRA_DATA = 0xE7A
 
 # Not a stream: the key of a random model's draws when the caller gives none.
 DEFAULT_MODEL_SEED = 7

@@ -18,14 +18,15 @@ from typing import Any, NamedTuple
 
 import jax
 
-from robust_jax import checkpoint
 from robust_jax import data as data_lib
+from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import optim
-from robust_jax import train_state
 from robust_jax.defenses import transforms
 from robust_jax.models import preprocessed
+from robust_jax.training import checkpoint
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
 
 
 class Run(NamedTuple):
@@ -51,6 +52,10 @@ def deployed_model(config, num_classes, mean, std):
   """The network of `config.model`, behind the defense's input transformation if it has one."""
   transform = transforms.from_config(config)
   if transform is not None and transform.normalization is not None:
+    if config.model.get('mean', ()) or config.model.get('std', ()):
+      raise errors.ConfigError(
+          f'model.mean/model.std are set, but defense.name={config.defense.name!r} feeds the '
+          'network its own encoding with its own normalisation; unset model.mean and model.std.')
     mean, std = transform.normalization  # e.g. thermometer codes: not pixels
   net = models.build(config.model, num_classes=num_classes, mean=mean, std=std)
   return preprocessed.wrap(net, transform)
@@ -71,7 +76,7 @@ def load_model(run_dir, checkpoint_path=None):
   info = data_lib.DATASETS[config.data.name]
   model = deployed_model(config, info['num_classes'], info['mean'], info['std'])
   tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  template = train_state.init_state(model, tx, jax.random.key(0), info['shape'],
-                                    config.optim.ema_decay)
+  template = state_lib.init_state(model, tx, jax.random.key(0), info['shape'],
+                                  config.optim.ema_decay)
   state, step = checkpoint.load(checkpoint_path or run_dir, template)
   return Run(model, state.eval_params(), state.batch_stats, config, step)

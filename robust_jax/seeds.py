@@ -65,7 +65,7 @@ def table(agg):
     lines.append(f'| {label} | {100 * f["mean"]:.2f} | {100 * f["std"]:.2f} | '
                  + ' | '.join(f'{100 * v:.2f}' for v in f['per_seed']) + ' |')
   lines += ['', f'Over {len(seeds)} seeds ({", ".join(map(str, seeds))}), '
-            f'on the {report.test_images(agg)} each; std is the sample standard deviation.']
+            f'{report.on_test_images(agg)} each; std is the sample standard deviation.']
   return '\n'.join(lines)
 
 

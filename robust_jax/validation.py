@@ -9,11 +9,12 @@ from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import monitor
-from robust_jax import optim
 from robust_jax import run_io
 from robust_jax import suites
+from robust_jax.data import extra as extra_data
 from robust_jax.eval import certify
+from robust_jax.training import monitor
+from robust_jax.training import optim
 
 
 def _positive_int(value, field, allow_zero=False):
@@ -30,13 +31,54 @@ def _number(value, field, low=None, low_open=False):
     raise errors.ConfigError(f'{field}={value!r} must be {">" if low_open else ">="} {low}.')
 
 
+def _normalization(config):
+  """model.mean / model.std: both empty (the dataset's), or one value per channel (or one for
+  all), std > 0, and only where the network normalises its input."""
+  for field in ('mean', 'std'):
+    if not isinstance(config.model.get(field, ()), (tuple, list)):
+      raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be a tuple of numbers, '
+                               f'e.g. --config.model.{field}="(0.5, 0.5, 0.5)", or () for the '
+                               "dataset's constants.")
+  mean, std = tuple(config.model.get('mean', ())), tuple(config.model.get('std', ()))
+  if not mean and not std:
+    return
+  channels = data_lib.DATASETS[config.data.name]['shape'][-1]
+  for field, values in (('mean', mean), ('std', std)):
+    if len(values) not in (1, channels) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+      raise errors.ConfigError(
+          f'model.{field}={values!r} must be {channels} numbers (one per channel of '
+          f'{config.data.name}) or one for all, e.g. --config.model.{field}="(0.5, 0.5, 0.5)"; '
+          'set both model.mean and model.std, or neither for the dataset\'s constants.')
+  if min(std) <= 0:
+    raise errors.ConfigError(f'model.std={std!r} must be > 0 in every channel.')
+  if not config.model.get('normalize', True):
+    raise errors.ConfigError('model.mean/model.std are set but model.normalize=False feeds the '
+                             '[0,1] pixels unnormalised; drop one of the two.')
+
+
 def validate(config, num_devices=1):
-  """Raises ValueError on the first problem found."""
+  """Raises ConfigError (a ValueError) on the first problem found."""
+  _data_and_model(config)
+  _defense_name(config)
+  _sizes(config, num_devices)
+  _optim(config.optim)
+  defenses.train_attack(config)  # the fields the defense cannot honour too
+  # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
+  defenses.build(config, run_io.load_model)
+  monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
+  _evaluation(config, num_devices)
+  _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
+  _positive_int(config.benchmark.repeats, 'benchmark.repeats')
+
+
+def _data_and_model(config):
   if config.data.name not in data_lib.DATASETS:
     raise errors.ConfigError(f'data.name={config.data.name!r}; valid: {sorted(data_lib.DATASETS)}.')
   if config.data.get('train_read', 'auto') not in data_lib.READ_MODES:
     raise errors.ConfigError(f'data.train_read={config.data.train_read!r}; valid: '
                              f'{list(data_lib.READ_MODES)}.')
+  extra_data.check_config(config.data.get('extra'), config.train.batch_size)
   if config.model.name not in models.MODELS:
     raise errors.ConfigError(f'model.name={config.model.name!r}; valid: {sorted(models.MODELS)}.')
   if config.model.name in ('wide_resnet', 'dm_wide_resnet') and (config.model.depth - 4) % 6:
@@ -56,11 +98,19 @@ def validate(config, num_devices=1):
   for field in ('fast_ops', 'normalize'):
     if not isinstance(config.model.get(field, True), bool):
       raise errors.ConfigError(f'model.{field}={config.model[field]!r} must be True or False.')
+  _normalization(config)
+
+
+def _defense_name(config):
   if (config.defense.name not in defenses.DEFENSES
       and config.defense.name not in defenses.transforms.TRANSFORMS):
     raise errors.ConfigError(
         f'defense.name={config.defense.name!r}; valid: {sorted(defenses.DEFENSES)} or an input '
         f'transformation: {sorted(defenses.transforms.TRANSFORMS)}.')
+
+
+def _sizes(config, num_devices):
+  """Seed, steps, epochs, checkpoint and batch sizes (divisible by the devices)."""
   _positive_int(config.seed, 'seed', allow_zero=True)
   for field in ('batch_size', 'log_every_steps'):
     _positive_int(config.train[field], f'train.{field}')
@@ -75,7 +125,9 @@ def validate(config, num_devices=1):
     if size % num_devices:
       raise errors.ConfigError(f'{field}={size} is not divisible by the {num_devices} devices; '
                        f'use a multiple of {num_devices}.')
-  o = config.optim
+
+
+def _optim(o):
   if o.name not in optim.OPTIMIZERS:
     raise errors.ConfigError(f'optim.name={o.name!r}; valid: {list(optim.OPTIMIZERS)}.')
   if o.schedule not in optim.SCHEDULES:
@@ -88,10 +140,10 @@ def validate(config, num_devices=1):
   _number(o.ema_decay, 'optim.ema_decay', 0)
   if o.ema_decay >= 1:
     raise errors.ConfigError(f'optim.ema_decay={o.ema_decay} must be < 1 (0 disables EMA).')
-  defenses.train_attack(config)  # the fields the defense cannot honour too
-  # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
-  defenses.build(config, run_io.load_model)
-  monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
+
+
+def _evaluation(config, num_devices):
+  """The attacks and the suite of `config.eval`, sanity checks, certification."""
   if not config.eval.attacks:
     raise errors.ConfigError(
         'eval.attacks is empty; name at least one attack (e.g. the default pgd20).')
@@ -104,5 +156,3 @@ def validate(config, num_devices=1):
       attacks.validate(cfg, f'eval.suite ({config.eval.suite}/{name})')
   _positive_int(config.eval.sanity_examples, 'eval.sanity_examples')
   certify.validate(config, num_devices)
-  _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
-  _positive_int(config.benchmark.repeats, 'benchmark.repeats')

@@ -2,7 +2,7 @@ r"""Deprecated: the defense zoo is the table config configs/zoo.py, run and rend
 
     python launch.py --mode=table --config=configs/zoo.py [--table_jobs=2] [--table_rows=mart]
 
-(robust_jax/tables.py, the runner of the paper tables). The old commands still work:
+(robust_jax/tables/, the runner of the paper tables). The old commands still work:
 
     python -m robust_jax.zoo run [--jobs=2] [--only=trades,mart] [--examples=1000] [--epochs=1]
                                  [--rerun_stale] [--workdirs=workdirs/zoo] [-- LAUNCH FLAGS]
@@ -23,9 +23,9 @@ import shlex
 import subprocess
 import sys
 
-from robust_jax import tables
+from robust_jax.tables import runner
 
-ROOT = tables.ROOT
+ROOT = runner.ROOT
 CONFIG = 'configs/zoo.py'
 WORKDIRS = 'workdirs/zoo'
 EXAMPLES = 1000  # configs/zoo.py's eval.num_examples
@@ -54,7 +54,7 @@ def launch_args(a):
     args.append('--table_run=false')
   if a.rerun_stale:
     args.append('--table_rerun_stale')
-  return args + [tables.override_flag(k, v) for k, v in _overrides(a).items()] + a.extra
+  return args + [runner.override_flag(k, v) for k, v in _overrides(a).items()] + a.extra
 
 
 def main(argv=None):
@@ -79,12 +79,12 @@ def main(argv=None):
           'results.json).', file=sys.stderr)
     return 2
   if a.action == 'commands':
-    module = tables.load_module(os.path.join(ROOT, CONFIG))
+    module = runner.load_module(os.path.join(ROOT, CONFIG))
     rows = [n for n in a.only.split(',') if n] or list(module.ROWS)
     overrides = _overrides(a)
-    for r in tables.with_needs(module, rows):
-      config = tables.row_config(module, r, overrides, a.workdirs.rstrip('/'))
-      print(shlex.join(tables.row_command(CONFIG, config, os.path.join(a.workdirs.rstrip('/'), r),
+    for r in runner.with_needs(module, rows):
+      config = runner.row_config(module, r, overrides, a.workdirs.rstrip('/'))
+      print(shlex.join(runner.row_command(CONFIG, config, os.path.join(a.workdirs.rstrip('/'), r),
                                           overrides) + a.extra))
     return 0
   args = launch_args(a)

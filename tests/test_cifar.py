@@ -11,7 +11,7 @@ import pytest
 
 from robust_jax import data
 from robust_jax import report
-from robust_jax import tables
+from robust_jax.tables import layouts
 from robust_jax.data import cifar_builder
 from robust_jax.data import sources
 
@@ -294,10 +294,12 @@ def test_reports_and_tables_say_which_test_images_ran():
              'test_split': data.test_split(1000, 10_000)}
   assert 'On the first 1,000 test images (of 10,000).' in report.full_report(results)
   assert 'on the first 1,000 test images (of 10,000).' in report.comparison_table([('a', results)])
-  assert tables._test_cell(results) == 'first 1,000 of 10,000'  # pylint: disable=protected-access
+  assert layouts._test_cell(results) == 'first 1,000 of 10,000'  # pylint: disable=protected-access
+  everything = {**results, 'num_examples': 10_000, 'test_split': data.test_split(10_000, 10_000)}
+  assert 'On all 10,000 test images.' in report.full_report(everything)
   older = {k: v for k, v in results.items() if k != 'test_split'}  # results.json before it
   assert 'On the first 1,000 test images.' in report.full_report(older)
-  assert tables._test_cell(older) == '1000'  # pylint: disable=protected-access
+  assert layouts._test_cell(older) == '1000'  # pylint: disable=protected-access
 
 
 # The shared copy on our machines (README's checks).

@@ -318,7 +318,7 @@ def test_training_from_records_matches_training_from_memory(tmp_path):
   """Same batches, same parameters bit for bit, whichever way the training split is read."""
   from robust_jax import models  # pylint: disable=g-import-not-at-top
   from robust_jax import parallel  # pylint: disable=g-import-not-at-top
-  from robust_jax import train  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import loop  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
   _write_idx_dataset(tmp_path / 'src')
   config = helpers.quick_config(**{'model.name': 'small_cnn', 'defense.name': 'standard'})
@@ -329,8 +329,8 @@ def test_training_from_records_matches_training_from_memory(tmp_path):
       cfg.train_read = mode
     ds = data.load(cfg)
     model = models.build(config.model, num_classes=10, mean=ds.mean, std=ds.std)
-    fitted = train.fit(config, str(tmp_path / mode), ds, model, parallel.make_mesh(),
-                       progress=False)
+    fitted = loop.fit(config, str(tmp_path / mode), ds, model, parallel.make_mesh(),
+                      progress=False)
     params[mode] = jax.tree.leaves(jax.device_get(fitted.state.params))
   assert ds.train_images.records.reads == config.train.steps * config.train.batch_size
   for a, b in zip(params['memory'], params['records']):

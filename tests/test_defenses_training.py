@@ -13,23 +13,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_jax import checkpoint
 from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import monitor
-from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
-from robust_jax import train
 from robust_jax import validation
 from robust_jax.attacks import objectives
 from robust_jax.defenses import awp
 from robust_jax.defenses import distillation
 from robust_jax.defenses import ensemble_at
+from robust_jax.training import checkpoint
+from robust_jax.training import loop
+from robust_jax.training import monitor
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
+from robust_jax.training import step as step_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,8 +57,8 @@ def _model(config, dataset):
 
 def _fresh(config, dataset, model, mesh, carry_shape=None):
   tx, _ = optim.make_optimizer(config.optim, 100, 10)
-  state = train.init_state(model, tx, rng.root_key(config.seed, rng.INIT),
-                           dataset.train_images.shape[1:], carry_shape=carry_shape)
+  state = state_lib.init_state(model, tx, rng.root_key(config.seed, rng.INIT),
+                               dataset.train_images.shape[1:], carry_shape=carry_shape)
   return tx, parallel.replicate(state, mesh)
 
 
@@ -71,7 +73,7 @@ def _steps(config, dataset, devices, num_steps, carry_shape=None):
   mesh = parallel.make_mesh(devices)
   model = _model(config, dataset)
   tx, state = _fresh(config, dataset, model, mesh, carry_shape)
-  step_fn = train.make_train_step(model, tx, defenses.build(config), config, mesh)
+  step_fn = step_lib.make_train_step(model, tx, defenses.build(config), config, mesh)
   for step in range(num_steps):
     images, labels = _batch(config, dataset, step)
     batch = parallel.shard_batch({'image': images, 'label': labels}, mesh)
@@ -144,11 +146,11 @@ def test_free_at_matches_the_replay_loop_and_carries_delta_across_batches(num_de
 
 def test_free_at_divides_the_epochs_by_the_replays():
   config = _config('free_at', **{'defense.replays': 4, 'train.steps': 0, 'train.epochs': 3})
-  assert train.num_train_steps(config, 64) == 6  # 3 epochs x 8 batches / 4 replays
+  assert loop.num_train_steps(config, 64) == 6  # 3 epochs x 8 batches / 4 replays
   config.train.monitor_examples = 16
-  assert train.num_train_steps(config, 64) == 5  # ceil(3 x 6 / 4): held-out images excluded
+  assert loop.num_train_steps(config, 64) == 5  # ceil(3 x 6 / 4): held-out images excluded
   config.defense.replays = 1
-  assert train.num_train_steps(config, 64) == 18
+  assert loop.num_train_steps(config, 64) == 18
 
 
 def test_free_at_resumes_exactly_and_its_checkpoints_load_as_plain_states(tmp_path):
@@ -157,18 +159,18 @@ def test_free_at_resumes_exactly_and_its_checkpoints_load_as_plain_states(tmp_pa
   half = _config('free_at', **{'defense.replays': 2, 'train.steps': 2})
   mesh = parallel.make_mesh()
   model = _model(config, dataset)
-  straight = train.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False).state
-  train.fit(half, str(tmp_path / 'b'), dataset, model, mesh, progress=False)
-  resumed = train.fit(config, str(tmp_path / 'b'), dataset, model, mesh, progress=False).state
+  straight = loop.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False).state
+  loop.fit(half, str(tmp_path / 'b'), dataset, model, mesh, progress=False)
+  resumed = loop.fit(config, str(tmp_path / 'b'), dataset, model, mesh, progress=False).state
   assert np.abs(np.asarray(straight.carry)).max() > 0
   for a, b in zip(jax.tree.leaves(jax.device_get(straight)), jax.tree.leaves(
       jax.device_get(resumed))):
     np.testing.assert_array_equal(a, b)
   # What loaders (evaluation, load_model) build: a plain TrainState.
   tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  plain, step = checkpoint.load(str(tmp_path / 'b'), train.init_state(
+  plain, step = checkpoint.load(str(tmp_path / 'b'), state_lib.init_state(
       model, tx, jax.random.key(0), SMALL))
-  assert step == 4 and type(plain) is train.TrainState
+  assert step == 4 and type(plain) is state_lib.TrainState
   _close(plain.params, jax.device_get(straight.params), atol=0)
 
 
@@ -259,12 +261,12 @@ def _saved_run(path, config, seed, logit_scale=1.0):
   info = data_lib.DATASETS[config.data.name]
   model = models.build(config.model, num_classes=10, mean=info['mean'], std=info['std'])
   tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  state = train.init_state(model, tx, jax.random.key(seed), info['shape'])
+  state = state_lib.init_state(model, tx, jax.random.key(seed), info['shape'])
   params = {**state.params, 'logits': jax.tree.map(lambda w: w * logit_scale,
                                                    state.params['logits'])}
   state = state.replace(params=params)
-  saver = checkpoint.Checkpointer(str(path), 1)
-  saver.save(1, state, force=True)
+  saver = checkpoint.Checkpointer(str(path))
+  saver.save(1, state=state)
   saver.close()
   with open(path / 'config.json', 'w') as f:
     json.dump(config.to_dict(), f)
@@ -356,7 +358,7 @@ def test_ensemble_step_trains_on_the_static_models_examples(tmp_path):
   mesh = parallel.make_mesh()
   model = _model(config, dataset)
   tx, state = _fresh(config, dataset, model, mesh)
-  step_fn = train.make_train_step(model, tx, defenses.build(config), config, mesh)
+  step_fn = step_lib.make_train_step(model, tx, defenses.build(config), config, mesh)
   images, y = _batch(config, dataset, step)
   batch = parallel.shard_batch({'image': images, 'label': y}, mesh)
   _, metrics = step_fn(state, batch, rng.step_key(config.seed, step))
@@ -392,9 +394,9 @@ def test_monitor_logs_held_out_accuracy_each_epoch_and_trains_without_them(tmp_p
   model = _model(config, dataset)
   sampled = []
   real_indices = data_lib.train_indices
-  monkeypatch.setattr(data_lib, 'train_indices',
+  monkeypatch.setattr(data_lib.batching, 'train_indices',  # where host_batch looks it up
                       lambda *a: sampled.append(real_indices(*a)) or sampled[-1])
-  result = train.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False)
+  result = loop.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False)
   # Training sampled the first 48 images only, each once an epoch (batch order as without the
   # monitor on those 48).
   assert len(sampled) == 12 and np.concatenate(sampled).max() == 47
@@ -410,9 +412,9 @@ def test_monitor_logs_held_out_accuracy_each_epoch_and_trains_without_them(tmp_p
   assert logged[12]['monitor_clean_accuracy'] == history[-1]['clean_accuracy']
   assert 0 <= logged[12]['monitor_pgd_accuracy'] <= logged[12]['monitor_clean_accuracy']
   # A resumed run monitors and trains exactly as the uninterrupted one.
-  train.fit(_monitored(**{'train.epochs': 1}), str(tmp_path / 'c'), dataset, model, mesh,
-            progress=False)
-  resumed = train.fit(config, str(tmp_path / 'c'), dataset, model, mesh, progress=False)
+  loop.fit(_monitored(**{'train.epochs': 1}), str(tmp_path / 'c'), dataset, model, mesh,
+           progress=False)
+  resumed = loop.fit(config, str(tmp_path / 'c'), dataset, model, mesh, progress=False)
   assert resumed.monitor['history'] == history
   assert [r['step'] for r in _records(tmp_path / 'c')] == list(range(1, 13))
 
@@ -430,11 +432,11 @@ def test_monitor_acts_on_a_planted_collapse(tmp_path, monkeypatch, action):
   config = _monitored(**{'train.epochs': 6, 'train.co_action': action, 'train.co_drop': 0.2})
   model = _model(config, dataset)
   _plant(monkeypatch, [0.5, 0.6, 0.45, 0.3, 0.3, 0.3])  # epoch 4: 0.6 - 0.3 > 0.2, a collapse
-  result = train.fit(config, str(tmp_path), dataset, model, mesh, progress=False)
+  result = loop.fit(config, str(tmp_path), dataset, model, mesh, progress=False)
   records = _records(tmp_path)
   collapses = [r['step'] for r in records if r.get('co_collapse')]
   assert result.monitor['collapses'][0]['best_step'] == 12
-  ckpt = checkpoint.Checkpointer(str(tmp_path), 1)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
   latest = ckpt.latest_step()
   ckpt.close()
   if action in ('log', 'best'):  # recorded at every collapsed epoch, training goes on
@@ -446,8 +448,8 @@ def test_monitor_acts_on_a_planted_collapse(tmp_path, monkeypatch, action):
     # 'best' (Rice et al.'s early stopping) also hands back the best epoch's weights.
     assert int(result.best_state.step) == 12
     _plant(monkeypatch, [0.5, 0.6])
-    reference = train.fit(_monitored(), str(tmp_path / 'ref'), dataset, model, mesh,
-                          progress=False)  # 12 steps on the same batches
+    reference = loop.fit(_monitored(), str(tmp_path / 'ref'), dataset, model, mesh,
+                         progress=False)  # 12 steps on the same batches
     for a, b in zip(jax.tree.leaves(jax.device_get(result.best_state.params)),
                     jax.tree.leaves(jax.device_get(reference.state.params))):
       np.testing.assert_array_equal(a, b)
@@ -460,17 +462,17 @@ def test_monitor_acts_on_a_planted_collapse(tmp_path, monkeypatch, action):
     assert int(result.state.step) == 12 and result.monitor['rolled_back_to'] == 12
     assert records[-1]['rolled_back_to_step'] == 12
     _plant(monkeypatch, [0.5, 0.6])
-    reference = train.fit(_monitored(), str(tmp_path / 'ref'), dataset, model, mesh,
-                          progress=False)  # 12 steps on the same batches
+    reference = loop.fit(_monitored(), str(tmp_path / 'ref'), dataset, model, mesh,
+                         progress=False)  # 12 steps on the same batches
     for a, b in zip(jax.tree.leaves(jax.device_get(result.state.params)),
                     jax.tree.leaves(jax.device_get(reference.state.params))):
       np.testing.assert_array_equal(a, b)
     tx, _ = optim.make_optimizer(config.optim, 1, 1)
     on_disk, step = checkpoint.load(str(tmp_path),
-                                    train.init_state(model, tx, jax.random.key(0), SMALL))
+                                    state_lib.init_state(model, tx, jax.random.key(0), SMALL))
     assert step == 24 and int(on_disk.step) == 12  # evaluation reads the rolled-back weights
   # Running the same command again trains no further.
-  again = train.fit(config, str(tmp_path), dataset, model, mesh, progress=False)
+  again = loop.fit(config, str(tmp_path), dataset, model, mesh, progress=False)
   assert again.monitor['stopped_at'] == 24 and int(again.state.step) == int(result.state.step)
   assert _records(tmp_path) == records
   with open(tmp_path / 'monitor.json') as f:

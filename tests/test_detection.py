@@ -286,13 +286,13 @@ def test_config_validates_and_launching_trains_without_the_calibration_images(tm
                                      detector_penalty=2.0)}
   dataset = helpers.tiny_dataset(n_train=64, n_test=8)
   monkeypatch.setattr(experiment.data_lib, 'load', lambda cfg: dataset)
-  trained_on, fit = [], experiment.train.fit
+  trained_on, fit = [], experiment.loop.fit
 
   def recording_fit(config, workdir, data, *args, **kwargs):
     trained_on.append(len(data.train_labels))
     return fit(config, workdir, data, *args, **kwargs)
 
-  monkeypatch.setattr(experiment.train, 'fit', recording_fit)
+  monkeypatch.setattr(experiment.loop, 'fit', recording_fit)
   results = experiment.train_and_evaluate(c, str(tmp_path), progress=False)
   assert trained_on == [48]  # the last 16 training images calibrate the detector
   assert results['detection']['calibration_examples'] == 16

@@ -7,15 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_jax import checkpoint
 from robust_jax import errors
 from robust_jax import experiment
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import optim
-from robust_jax import train
 from robust_jax import validation
 from robust_jax.models import ensemble
+from robust_jax.training import checkpoint
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
 from tests import helpers
 
 
@@ -25,10 +25,10 @@ def _save_member(workdir, model_name, seed, data='fashion_mnist'):
                                    'defense.name': 'standard'})
   model = models.build(config.model, num_classes=10, mean=(0.2860,), std=(0.3530,))
   tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  state = train.init_state(model, tx, jax.random.key(seed), (28, 28, 1))
+  state = state_lib.init_state(model, tx, jax.random.key(seed), (28, 28, 1))
   workdir.mkdir(parents=True, exist_ok=True)
-  ckpt = checkpoint.Checkpointer(str(workdir), every_steps=1)
-  ckpt.save(5, state)
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  ckpt.save(5, state=state)
   ckpt.close()
   (workdir / 'config.json').write_text(json.dumps(config.to_dict()))
   return model, state.params

@@ -1,5 +1,6 @@
 """A training run killed with SIGKILL at several moments and restarted with the same command ends
-bitwise equal to an uninterrupted run, with every step logged exactly once."""
+bitwise equal to an uninterrupted run, with every step logged exactly once; with additional data
+mixed into every batch too (its stream resumes from the checkpointed step)."""
 
 import json
 import os
@@ -25,11 +26,12 @@ ARGS = [f'--config.train.steps={STEPS}', '--config.train.batch_size=32',
         '--progress=false']
 
 
-def _start(workdir, data_dir):
+def _start(workdir, data_dir, more=()):
   env = dict(conftest.SUBPROCESS_ENV, TFDS_DATA_DIR=str(data_dir),
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  return subprocess.Popen([sys.executable, 'launch.py', f'--workdir={workdir}', *ARGS], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen([sys.executable, 'launch.py', f'--workdir={workdir}', *ARGS, *more],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
 
 
 def _logged_steps(workdir):
@@ -48,16 +50,18 @@ def _leaves(workdir):
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_sigkill_at_several_moments_then_resume_is_exact(tmp_path, tfds_dir):
+@pytest.mark.parametrize('more', [(), ('--config.data.extra.synthetic=300',)],
+                         ids=['real', 'extra_data'])
+def test_sigkill_at_several_moments_then_resume_is_exact(tmp_path, tfds_dir, more):
   data_dir = tfds_dir
-  ref = _start(tmp_path / 'ref', data_dir)
+  ref = _start(tmp_path / 'ref', data_dir, more)
   out, _ = ref.communicate(timeout=600)
   assert ref.returncode == 0, out[-3000:]
 
   wd = tmp_path / 'killed'
   kills = []
   for kill_after in (2, 7, 11):  # logged steps seen before the SIGKILL
-    proc = _start(wd, data_dir)
+    proc = _start(wd, data_dir, more)
     deadline = time.time() + 300
     while len(_logged_steps(wd)) < kill_after and proc.poll() is None:
       assert time.time() < deadline
@@ -66,7 +70,7 @@ def test_sigkill_at_several_moments_then_resume_is_exact(tmp_path, tfds_dir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kills.append(len(_logged_steps(wd)))
-  final = _start(wd, data_dir)
+  final = _start(wd, data_dir, more)
   out, _ = final.communicate(timeout=600)
   assert final.returncode == 0, out[-3000:]
 

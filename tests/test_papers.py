@@ -1,4 +1,4 @@
-"""Paper tables (robust_jax/tables.py, configs/papers/*.py, launch.py --mode=table).
+"""Paper tables (robust_jax/tables/, configs/papers/*.py, launch.py --mode=table).
 
 Every row of every paper config builds and validates and its table metadata points at metrics
 the row measures; the table renders from sample results.json files (published and measured
@@ -15,6 +15,7 @@ import sys
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from robust_jax import data as data_lib
@@ -22,6 +23,10 @@ from robust_jax import errors
 from robust_jax import experiment
 from robust_jax import tables
 from robust_jax import validation
+from robust_jax.data import extra as extra_data
+from robust_jax.tables import layouts
+from robust_jax.tables import provenance
+from robust_jax.tables import runner
 from tests import conftest
 from tests import helpers
 from tests.test_tables import make_repo
@@ -29,15 +34,16 @@ from tests.test_tables import make_repo
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', 'papers', '*.py'))
                      if os.path.basename(p) not in ('__init__.py', 'common.py'))
-ROWS = [(p, r) for p in PAPER_FILES for r in tables.load_module(p).ROWS]
+ROWS = [(p, r) for p in PAPER_FILES for r in runner.load_module(p).ROWS]
 
 
 def test_the_papers_of_the_issue_are_all_there():
-  names = {tables.load_module(p).PAPER for p in PAPER_FILES}
+  names = {runner.load_module(p).PAPER for p in PAPER_FILES}
   assert names == {'madry2018', 'wong2020_fast', 'trades2019', 'rice2020', 'croce2019',
-                   'papernot2016_distillation'}
+                   'papernot2016_distillation', 'gowal2020', 'rebuffi2021', 'gowal2021',
+                   'wang2023'}
   for p in PAPER_FILES:
-    m = tables.load_module(p)
+    m = runner.load_module(p)
     scales = {m.ROWS[r]().paper.scale for r in m.ROWS}
     assert scales == {'cpu', 'full'}
     for r in m.ROWS:  # every full row has a CPU-sized cut
@@ -47,9 +53,19 @@ def test_the_papers_of_the_issue_are_all_there():
 
 @pytest.mark.parametrize('path,row', ROWS, ids=[f'{os.path.basename(p)[:-3]}:{r}'
                                                  for p, r in ROWS])
-def test_every_row_builds_validates_and_names_metrics_it_measures(path, row):
-  module = tables.load_module(path)
+def test_every_row_builds_validates_and_names_metrics_it_measures(path, row, tmp_path):
+  module = runner.load_module(path)
   c = module.get_config(row)
+  if c.data.extra.fraction and c.data.extra.path is None:
+    # A row on the papers' additional data, which is not shipped: it fails until given a path.
+    with pytest.raises(errors.ConfigError, match='--config.data.extra.path='):
+      validation.validate(c, 1)
+    assert c.paper.scale == 'full'
+    np.savez(tmp_path / 'extra.npz', image=np.zeros((1, 32, 32, 3), np.uint8),
+             label=np.zeros(1, np.int64))
+    c.data.extra.path = str(tmp_path / 'extra.npz')
+  if c.paper.scale == 'cpu' and extra_data.active(c.data.extra):
+    assert c.data.extra.synthetic and 'SYNTHETIC' in c.paper.cut  # said in the table
   validation.validate(c, 1)
   if c.train.batch_size % 4 == 0:
     validation.validate(c, 4)
@@ -79,17 +95,17 @@ def test_every_row_builds_validates_and_names_metrics_it_measures(path, row):
 
 
 def test_rows_are_selected_by_scale_or_name_with_what_they_need():
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
-  assert tables.select_rows(m, 'cpu') == ['mnist_teacher_cpu', 'mnist_student_cpu']
-  assert tables.select_rows(m, 'mnist_student') == ['mnist_student']
-  assert tables.with_needs(m, ['mnist_student_cpu']) == ['mnist_teacher_cpu',
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
+  assert runner.select_rows(m, 'cpu') == ['mnist_teacher_cpu', 'mnist_student_cpu']
+  assert runner.select_rows(m, 'mnist_student') == ['mnist_student']
+  assert runner.with_needs(m, ['mnist_student_cpu']) == ['mnist_teacher_cpu',
                                                          'mnist_student_cpu']
   with pytest.raises(errors.ConfigError, match='--table_rows'):
-    tables.select_rows(m, 'nope')
-  c = tables.row_config(m, 'mnist_student_cpu', {'train.epochs': 2}, '/base')
+    runner.select_rows(m, 'nope')
+  c = runner.row_config(m, 'mnist_student_cpu', {'train.epochs': 2}, '/base')
   assert c.train.epochs == 2 and c.defense.teacher == '/base/mnist_teacher_cpu'
   with pytest.raises(errors.ConfigError, match='does not apply to row'):
-    tables.row_config(m, 'mnist_student_cpu', {'eval.attacks.pgd50x10.steps': 2}, '/base')
+    runner.row_config(m, 'mnist_student_cpu', {'eval.attacks.pgd50x10.steps': 2}, '/base')
 
 
 def _sample_results(module, row, clean, attacks, suite=None, early=None):
@@ -113,7 +129,7 @@ def _write(base, row, results):
 
 
 def test_table_renders_published_measured_and_delta_from_results_files(tmp_path):
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'wong2020_fast.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'wong2020_fast.py'))
   base = str(tmp_path)
   _write(base, 'mnist_fgsm_rs_cpu',
          _sample_results(m, 'mnist_fgsm_rs_cpu', 0.9812, {'pgd50x10': 0.8734}, suite=0.8203))
@@ -121,10 +137,10 @@ def test_table_renders_published_measured_and_delta_from_results_files(tmp_path)
   co['monitor'] = {'co_action': 'log', 'stopped_at': None, 'collapses': [
       {'epoch': 8.0, 'pgd_accuracy': 0.453, 'best_pgd_accuracy': 0.723}]}
   _write(base, 'fmnist_co_cpu', co)
-  rows = tables.select_rows(m, 'cpu')
-  text = tables.render(m, rows, base, skipped={'cifar10_fgsm_rs_cpu': 'no CIFAR-10 here'})
+  rows = runner.select_rows(m, 'cpu')
+  text = layouts.render(m, rows, base, skipped={'cifar10_fgsm_rs_cpu': 'no CIFAR-10 here'})
   lines = text.splitlines()
-  assert tables.HEADER in lines
+  assert layouts.HEADER in lines
   clean = next(line for line in lines if line.startswith('| mnist_fgsm_rs_cpu |'))
   assert '| 98.50 | 98.12 | -0.38 |' in clean and '2m05s + 1m01s' in clean
   assert '| 10 / 10 | 1000 |' in clean  # 5940 steps of 100 over 59,488 images: 10 epochs
@@ -142,12 +158,12 @@ def test_table_renders_published_measured_and_delta_from_results_files(tmp_path)
 
 
 def test_table_reads_the_best_checkpoint_figures_of_early_stopping(tmp_path):
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'rice2020.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'rice2020.py'))
   early = {'clean_accuracy': 0.81, 'step': 4100, 'attacks': {
       'pgd10': {'accuracy': 0.52, 'metric': 'pgd10_linf'}}}
   _write(str(tmp_path), 'cifar10_pgd10',
          _sample_results(m, 'cifar10_pgd10', 0.84, {'pgd10': 0.46}, early=early))
-  text = tables.render(m, ['cifar10_pgd10'], str(tmp_path))
+  text = layouts.render(m, ['cifar10_pgd10'], str(tmp_path))
   best = next(line for line in text.splitlines() if 'best checkpoint' in line)
   assert '| 53.49 | 52.00 | -1.49 |' in best and 'weights of step 4100' in best
   final = next(line for line in text.splitlines() if 'final checkpoint' in line)
@@ -155,7 +171,7 @@ def test_table_reads_the_best_checkpoint_figures_of_early_stopping(tmp_path):
 
 
 def test_epochs_column_shows_the_trained_length_and_the_epoch_of_the_weights(tmp_path):
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'wong2020_fast.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'wong2020_fast.py'))
   base = str(tmp_path)
   # (60,000 - 512 monitored) // 100 = 594 steps an epoch. The rollback row trained 8 epochs
   # (stopped at step 4752) and returned the weights of step 1782, epoch 3: train_steps is the
@@ -167,7 +183,7 @@ def test_epochs_column_shows_the_trained_length_and_the_epoch_of_the_weights(tmp
                                   'best_pgd_accuracy': 0.723}]}
   _write(base, 'fmnist_co_rollback_cpu', rb)
   _write(base, 'fmnist_co_cpu', _sample_results(m, 'fmnist_co_cpu', 0.829, {'pgd50x10': 0.196}))
-  text = tables.render(m, ['fmnist_co_cpu', 'fmnist_co_rollback_cpu'], base)
+  text = layouts.render(m, ['fmnist_co_cpu', 'fmnist_co_rollback_cpu'], base)
   lines = text.splitlines()
   line = next(x for x in lines if x.startswith('| fmnist_co_rollback_cpu |'))
   assert '| 8 / 10 (weights of epoch 3) | 1000 |' in line, line
@@ -175,14 +191,14 @@ def test_epochs_column_shows_the_trained_length_and_the_epoch_of_the_weights(tmp
   assert '| 10 / 10 | 1000 |' in line, line  # trained to the end: one figure
   assert 'stopped at step 4752, weights of step 1782' in text
   # co_action 'best': the final weights are the table's; the best epoch's weights are noted.
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'rice2020.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'rice2020.py'))
   spe = (50000 - 1000) // 128
   best = _sample_results(m, 'cifar10_pgd10', 0.84, {'pgd10': 0.46},
                          early={'clean_accuracy': 0.81, 'step': 103 * spe, 'epoch': 103.0,
                                 'attacks': {'pgd10': {'accuracy': 0.52, 'metric': 'pgd10'}}})
   best['train_steps'] = 200 * spe
   _write(base, 'cifar10_pgd10', best)
-  line = next(x for x in tables.render(m, ['cifar10_pgd10'], base).splitlines()
+  line = next(x for x in layouts.render(m, ['cifar10_pgd10'], base).splitlines()
               if x.startswith('| cifar10_pgd10 |'))
   assert '| 200 / 200 (best-epoch rows: weights of epoch 103) | 1000 |' in line, line
 
@@ -190,22 +206,22 @@ def test_epochs_column_shows_the_trained_length_and_the_epoch_of_the_weights(tmp
 def test_table_shows_each_rows_code_version_and_flags_stale_rows(tmp_path):
   repo, base = tmp_path / 'repo', str(tmp_path / 'runs')
   commits = make_repo(str(repo))
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
   fresh = _sample_results(m, 'fmnist_plain_cpu', 0.91, {'pgd40x10': 0.02}, suite=0.01)
   fresh['code_version'] = commits['after']
   old = _sample_results(m, 'fmnist_at_cpu', 0.88, {'pgd40x10': 0.74}, suite=0.73)
   old['code_version'] = commits['old']
   _write(base, 'fmnist_plain_cpu', fresh)
   _write(base, 'fmnist_at_cpu', old)
-  text = tables.render(m, ['fmnist_plain_cpu', 'fmnist_at_cpu'], base,
-                       code=tables.CodeCheck(str(repo)))
+  text = layouts.render(m, ['fmnist_plain_cpu', 'fmnist_at_cpu'], base,
+                       code=provenance.CodeCheck(str(repo)))
   lines = text.splitlines()
-  assert tables.HEADER in lines and tables.HEADER.endswith('| code |')
+  assert layouts.HEADER in lines and layouts.HEADER.endswith('| code |')
   plain = next(x for x in lines if x.startswith('| fmnist_plain_cpu |'))
   assert plain.endswith(f'| 2m05s + 1m01s | {commits["after"][:7]} |'), plain
   at = next(x for x in lines if x.startswith('| fmnist_at_cpu |'))
   assert at.endswith(f'| {commits["old"][:7]} (stale) |'), at
-  assert all(x.count('|') == tables.HEADER.count('|') for x in lines if x.startswith('| '))
+  assert all(x.count('|') == layouts.HEADER.count('|') for x in lines if x.startswith('| '))
   assert (f'- fmnist_at_cpu: stale, older than the last change to the evaluation code '
           f'({commits["change"][:7]}).') in lines
   assert not any(x.startswith('- fmnist_plain_cpu: stale') for x in lines)
@@ -216,14 +232,14 @@ def test_table_shows_each_rows_code_version_and_flags_stale_rows(tmp_path):
     fresh['code_version'] = version
     with open(os.path.join(base, 'fmnist_plain_cpu', 'results.json'), 'w') as f:
       json.dump(fresh, f)
-    text = tables.render(m, ['fmnist_plain_cpu'], base, code=tables.CodeCheck(str(repo)))
+    text = layouts.render(m, ['fmnist_plain_cpu'], base, code=provenance.CodeCheck(str(repo)))
     assert f'| {cell} |' in text and '- fmnist_plain_cpu: stale, ' in text
 
 
 def test_rerun_stale_runs_the_flagged_rows_again_and_keeps_the_others(tmp_path, monkeypatch):
   repo, base = tmp_path / 'repo', str(tmp_path / 'runs')
   commits = make_repo(str(repo))
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
   for row, version in [('fmnist_plain_cpu', commits['after']), ('fmnist_at_cpu', commits['old'])]:
     r = _sample_results(m, row, 0.9, {'pgd40x10': 0.5}, suite=0.4)
     r['code_version'] = version
@@ -239,15 +255,15 @@ def test_rerun_stale_runs_the_flagged_rows_again_and_keeps_the_others(tmp_path, 
 
   rows = ['fmnist_plain_cpu', 'fmnist_at_cpu']
   validate = lambda c: validation.validate(c, 1)  # noqa: E731
-  code = tables.CodeCheck(str(repo))
-  tables.run_rows(m, rows, base, {}, validate, fake_run, code=code)
+  code = provenance.CodeCheck(str(repo))
+  runner.run_rows(m, rows, base, {}, validate, fake_run, code=code)
   assert not calls  # without the option, stale rows are collected as they are
-  tables.run_rows(m, rows, base, {}, validate, fake_run, rerun_stale=True, code=code)
+  runner.run_rows(m, rows, base, {}, validate, fake_run, rerun_stale=True, code=code)
   assert calls == ['fmnist_at_cpu']
   # Through run_table (what launch.py --table_rerun_stale calls), against the repository
-  # tables.ROOT names: the rerun row is no longer flagged.
+  # runner.ROOT names: the rerun row is no longer flagged.
   calls.clear()
-  monkeypatch.setattr(tables, 'ROOT', str(repo))
+  monkeypatch.setattr(provenance, 'ROOT', str(repo))
   old = _sample_results(m, 'fmnist_at_cpu', 0.9, {'pgd40x10': 0.5}, suite=0.4)
   old['code_version'] = commits['old']
   with open(os.path.join(base, 'fmnist_at_cpu', 'results.json'), 'w') as f:
@@ -262,7 +278,7 @@ def test_rerun_stale_runs_the_flagged_rows_again_and_keeps_the_others(tmp_path, 
 
 
 def test_rows_run_after_their_needs_and_skip_missing_data_and_finished_rows(tmp_path):
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'papernot2016_distillation.py'))
   base = str(tmp_path)
   calls = []
 
@@ -272,28 +288,28 @@ def test_rows_run_after_their_needs_and_skip_missing_data_and_finished_rows(tmp_
       raise data_lib.DatasetUnavailableError('no MNIST here')
     _write(base, config.paper.row, {'config': config.to_dict()})
 
-  skipped = tables.run_rows(m, tables.with_needs(m, ['mnist_student', 'mnist_student_cpu']),
+  skipped = runner.run_rows(m, runner.with_needs(m, ['mnist_student', 'mnist_student_cpu']),
                             base, {}, lambda c: validation.validate(c, 1), fake_run)
   assert [c[0] for c in calls] == ['mnist_teacher', 'mnist_teacher_cpu', 'mnist_student_cpu']
   assert calls[2][2] == os.path.join(base, 'mnist_teacher_cpu')
   assert skipped == {'mnist_teacher': 'no MNIST here',
                      'mnist_student': 'needs mnist_teacher, which did not run'}
   calls.clear()
-  tables.run_rows(m, ['mnist_teacher_cpu', 'mnist_student_cpu'], base, {},
+  runner.run_rows(m, ['mnist_teacher_cpu', 'mnist_student_cpu'], base, {},
                   lambda c: validation.validate(c, 1), fake_run)
   assert not calls  # both have results.json: collected, not rerun
 
 
 def test_a_bad_override_stops_the_table_before_any_row_runs(tmp_path):
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
   with pytest.raises(errors.ConfigError, match='train.epochs'):
-    tables.run_rows(m, ['fmnist_plain_cpu', 'fmnist_at_cpu'], str(tmp_path),
+    runner.run_rows(m, ['fmnist_plain_cpu', 'fmnist_at_cpu'], str(tmp_path),
                     {'train.epochs': -1}, lambda c: validation.validate(c, 1),
                     lambda c, w: pytest.fail('ran a row'))
 
 
 def test_launch_table_mode_collects_without_running(tmp_path):
-  m = tables.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'croce2019.py'))
   _write(str(tmp_path), 'fmnist_plain_cpu',
          _sample_results(m, 'fmnist_plain_cpu', 0.91, {'pgd40x10': 0.02}, suite=0.01))
   out = subprocess.run(
@@ -323,6 +339,27 @@ def test_co_action_best_evaluates_the_best_epoch_beside_the_final_weights(tmp_pa
   # One monitored epoch: the best weights are the final ones, so the figures agree.
   assert early['clean_accuracy'] == results['clean_accuracy']
   assert early['attacks']['pgd']['accuracy'] == results['attacks']['pgd']['accuracy']
-  assert tables.measured(results, 'best_pgd') == results['attacks']['pgd']['accuracy']
+  assert layouts.measured(results, 'best_pgd') == results['attacks']['pgd']['accuracy']
   assert results['train_seconds_total'] > 0
   assert jax.process_count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not data_lib.sources.shared_copy('cifar10'),
+                    reason='no ../shared/datasets/cifar10 beside this checkout')
+def test_a_cpu_cut_of_the_modern_recipe_runs_with_its_synthetic_extra_data(tmp_path, tfds_dir):
+  m = runner.load_module(os.path.join(ROOT, 'configs', 'papers', 'wang2023.py'))
+  c = m.get_config('cifar10_wrn28_10_edm20m_cpu')
+  assert (c.data.name, c.model.name, c.defense.name) == ('cifar10', 'dm_wide_resnet', 'trades')
+  assert c.defense.label_smoothing == 0.1 and c.data.extra.fraction == 0.7
+  c.data.data_dir = str(tfds_dir)
+  c.train.steps, c.eval.num_examples, c.eval.sanity_checks = 3, 20, False
+  c.eval.attacks.pgd20.steps = 2
+  results = experiment.train_and_evaluate(c, str(tmp_path / c.paper.row), progress=False)
+  assert results['train_steps'] == 3 and 0 <= results['clean_accuracy'] <= 1
+  assert os.path.exists(os.path.join(tfds_dir, 'robust_jax_extra',
+                                     'synthetic_cifar10_4000.npz'))
+  assert results['config']['data']['extra']['synthetic'] == 4000
+  text = layouts.render(m, ['cifar10_wrn28_10_edm20m_cpu'], str(tmp_path))
+  assert "4,000 SYNTHETIC images (noisy copies of CIFAR-10 training images), not the paper's" \
+      in text

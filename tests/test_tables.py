@@ -1,16 +1,16 @@
-"""The code-version check of table rows (robust_jax/tables.py CodeCheck): which results.json
-`code_version`s are stale against the evaluation code's git history."""
+"""The code-version check of table rows (robust_jax/tables/provenance.py CodeCheck): which
+results.json `code_version`s are stale against the evaluation code's git history."""
 
 import os
 import subprocess
 
-from robust_jax import tables
+from robust_jax.tables import provenance
 
 
 def make_repo(root):
   """A git repo at `root` with four commits: 'old', then 'change' (the last change to the
-  evaluation code, tables.EVAL_CODE), then 'after' (a README edit), then 'refactor' (an edit of the
-  evaluation code marked `Results-unchanged:`). Returns their full hashes."""
+  evaluation code, provenance.EVAL_CODE), then 'after' (a README edit), then 'refactor' (an edit
+  of the evaluation code marked `Results-unchanged:`). Returns their full hashes."""
 
   def git(*args):
     return subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', '-c',
@@ -35,7 +35,7 @@ def make_repo(root):
 
 def test_code_check_flags_older_dirty_unknown_and_foreign_versions(tmp_path):
   commits = make_repo(str(tmp_path))
-  code = tables.CodeCheck(str(tmp_path))
+  code = provenance.CodeCheck(str(tmp_path))
   assert code.last_change == commits['change'] and not code.eval_code_dirty
   assert code.stale(commits['after']) is None and code.stale(commits['change']) is None
   assert code.stale(commits['refactor']) is None
@@ -51,9 +51,9 @@ def test_code_check_flags_older_dirty_unknown_and_foreign_versions(tmp_path):
   # An uncommitted edit of the evaluation code here is said under the table.
   with open(tmp_path / 'robust_jax' / 'evaluate.py', 'w') as f:
     f.write('# new\n')
-  assert 'uncommitted changes' in tables.CodeCheck(str(tmp_path)).footnote()
+  assert 'uncommitted changes' in provenance.CodeCheck(str(tmp_path)).footnote()
   # Without git history nothing can be checked: every row is flagged.
   elsewhere = tmp_path.parent / (tmp_path.name + '_nogit')
   os.makedirs(elsewhere)
-  nogit = tables.CodeCheck(str(elsewhere))
+  nogit = provenance.CodeCheck(str(elsewhere))
   assert nogit.last_change is None and nogit.stale(commits['after'])

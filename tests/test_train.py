@@ -1,5 +1,6 @@
 """Training step: data-parallel equivalence, learning, divergence handling, schedules."""
 
+import importlib
 import json
 import os
 
@@ -10,10 +11,12 @@ import pytest
 from robust_jax import data as data_lib
 from robust_jax import defenses
 from robust_jax import models
-from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
-from robust_jax import train
+from robust_jax.training import loop
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
+from robust_jax.training import step as step_lib
 from tests import helpers
 
 
@@ -21,10 +24,10 @@ def _run_steps(config, dataset, devices, num_steps):
   mesh = parallel.make_mesh(devices)
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
   tx, _ = optim.make_optimizer(config.optim, 100, 10)
-  state = train.init_state(model, tx, rng.root_key(config.seed, rng.INIT),
-                           dataset.train_images.shape[1:])
+  state = state_lib.init_state(model, tx, rng.root_key(config.seed, rng.INIT),
+                               dataset.train_images.shape[1:])
   state = parallel.replicate(state, mesh)
-  step_fn = train.make_train_step(model, tx, defenses.build(config), config, mesh)
+  step_fn = step_lib.make_train_step(model, tx, defenses.build(config), config, mesh)
   n = len(dataset.train_labels)
   metrics = None
   for step in range(num_steps):
@@ -83,7 +86,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
   mesh = parallel.make_mesh()
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
   with pytest.raises(FloatingPointError, match=r'at step \d+'):
-    train.fit(config, str(tmp_path), dataset, model, mesh, progress=False)
+    loop.fit(config, str(tmp_path), dataset, model, mesh, progress=False)
   saved = sorted(int(p) for p in os.listdir(tmp_path / 'checkpoints') if p.isdigit())
   assert saved, 'the checkpoints written before divergence must stay on disk'
   with open(tmp_path / 'metrics.jsonl') as f:
@@ -96,10 +99,10 @@ def test_fit_resumes_exactly(tmp_path):
   dataset = helpers.tiny_dataset()
   mesh = parallel.make_mesh()
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
-  straight = train.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False).state
+  straight = loop.fit(config, str(tmp_path / 'a'), dataset, model, mesh, progress=False).state
   half = helpers.quick_config(**{'train.steps': 2, 'checkpoint.every_steps': 2})
-  train.fit(half, str(tmp_path / 'b'), dataset, model, mesh, progress=False)
-  resumed = train.fit(config, str(tmp_path / 'b'), dataset, model, mesh, progress=False).state
+  loop.fit(half, str(tmp_path / 'b'), dataset, model, mesh, progress=False)
+  resumed = loop.fit(config, str(tmp_path / 'b'), dataset, model, mesh, progress=False).state
   for a, b in zip(jax.tree.leaves(jax.device_get(straight.params)),
                   jax.tree.leaves(jax.device_get(resumed.params))):
     np.testing.assert_array_equal(a, b)
@@ -128,10 +131,10 @@ def test_ema_weights_trail_the_parameters():
   mesh = parallel.make_mesh()
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
   tx, _ = optim.make_optimizer(config.optim, 10, 10)
-  state = train.init_state(model, tx, rng.root_key(0, rng.INIT), (28, 28, 1), ema_decay=0.5)
+  state = state_lib.init_state(model, tx, rng.root_key(0, rng.INIT), (28, 28, 1), ema_decay=0.5)
   init = jax.tree.map(np.array, state.params)  # a copy: the step donates the state
   state = parallel.replicate(state, mesh)
-  step_fn = train.make_train_step(model, tx, defenses.build(config), config, mesh)
+  step_fn = step_lib.make_train_step(model, tx, defenses.build(config), config, mesh)
   batch = parallel.shard_batch({'image': dataset.train_images[:8],
                                 'label': dataset.train_labels[:8]}, mesh)
   state, _ = step_fn(state, batch, rng.step_key(0, 0))
@@ -140,3 +143,14 @@ def test_ema_weights_trail_the_parameters():
                        jax.tree.leaves(state.ema_params)):
     np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, rtol=1e-5, atol=1e-7)
   assert state.eval_params() is state.ema_params
+
+
+def test_the_old_import_paths_are_deprecated_aliases():
+  from robust_jax import checkpoint as old_checkpoint  # pylint: disable=g-import-not-at-top
+  from robust_jax import train as old_train  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  for module in (old_train, old_checkpoint):
+    with pytest.warns(DeprecationWarning, match=r'use robust_jax\.training'):
+      importlib.reload(module)
+  assert old_train.fit is loop.fit and old_train.make_train_step is step_lib.make_train_step
+  assert old_train.init_state is state_lib.init_state and old_checkpoint.load is checkpoint.load

@@ -19,10 +19,11 @@ from ml_collections import config_flags
 from robust_jax import attacks
 from robust_jax import defenses
 from robust_jax import errors
-from robust_jax import monitor
 from robust_jax import rng
 from robust_jax import validation
 from robust_jax.defenses import training_attack
+from robust_jax.training import checkpoint
+from robust_jax.training import monitor
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,6 +210,6 @@ def test_the_monitor_records_the_attack_it_runs(tmp_path):
   from robust_jax import parallel  # pylint: disable=g-import-not-at-top
   model = models.build(config.model, num_classes=10, mean=dataset.mean, std=dataset.std)
   m = monitor.Monitor(config, str(tmp_path), model, parallel.make_mesh(jax.devices()[:1]),
-                      dataset, 0)
+                      dataset, checkpoint.Checkpointer(str(tmp_path)), 0)
   assert m.record['attack'] == attacks.describe(training_attack.monitor_spec(config))
   assert m.record['attack'] == 'pgd10_linf_0.2_ce'

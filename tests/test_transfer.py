@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from robust_jax import attacks
-from robust_jax import checkpoint
 from robust_jax import errors
 from robust_jax import experiment
 from robust_jax import model_fns
 from robust_jax import models
-from robust_jax import optim
 from robust_jax import run_io
-from robust_jax import train
+from robust_jax.training import checkpoint
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
 from tests import helpers
 
 
@@ -23,9 +23,9 @@ def _save_surrogate(workdir):
   config = helpers.quick_config()
   info_model = models.build(config.model, num_classes=10, mean=(0.2860,), std=(0.3530,))
   tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  state = train.init_state(info_model, tx, jax.random.key(3), (28, 28, 1))
-  ckpt = checkpoint.Checkpointer(str(workdir), every_steps=1)
-  ckpt.save(1, state)
+  state = state_lib.init_state(info_model, tx, jax.random.key(3), (28, 28, 1))
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  ckpt.save(1, state=state)
   ckpt.close()
   (workdir / 'config.json').write_text(json.dumps(config.to_dict()))
   return info_model, state

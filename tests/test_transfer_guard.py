@@ -9,10 +9,11 @@ import pytest
 
 from robust_jax import defenses
 from robust_jax import models
-from robust_jax import optim
 from robust_jax import parallel
 from robust_jax import rng
-from robust_jax import train
+from robust_jax.training import optim
+from robust_jax.training import state as state_lib
+from robust_jax.training import step as step_lib
 from tests import helpers
 
 SHAPE = (28, 28, 1)
@@ -25,8 +26,8 @@ def test_train_steps_run_under_disallowing_transfer_guard(defense, model_name):
   model = models.build(config.model, num_classes=10, mean=(0.5,), std=(0.25,))
   mesh = parallel.make_mesh()
   tx, _ = optim.make_optimizer(config.optim, 10, 5)
-  state = parallel.replicate(train.init_state(model, tx, jax.random.key(0), SHAPE), mesh)
-  step = train.make_train_step(model, tx, defenses.build(config), config, mesh)
+  state = parallel.replicate(state_lib.init_state(model, tx, jax.random.key(0), SHAPE), mesh)
+  step = step_lib.make_train_step(model, tx, defenses.build(config), config, mesh)
   r = np.random.default_rng(0)
   batches = [parallel.shard_batch({'image': r.integers(0, 256, (8,) + SHAPE).astype(np.uint8),
                                    'label': r.integers(0, 10, 8).astype(np.int32)}, mesh)

@@ -21,6 +21,8 @@ from tests import helpers
     ('optim.ema_decay', 1.0, 'must be < 1'),
     ('model.attack_bn_mode', 'frozen', "valid: \\['eval', 'train'\\]"),
     ('eval.num_examples', -5, 'eval.num_examples=-5'),
+    ('model.mean', (0.5, 0.5), r'model.mean=\(0.5, 0.5\) must be 1 numbers'),
+    ('model.std', (0.0,), 'set both model.mean and model.std'),
 ])
 def test_bad_values_are_named(field, value, message):
   config = helpers.quick_config(**{field: value})
@@ -49,3 +51,14 @@ def test_wide_resnet_depth():
 
 def test_default_config_is_valid():
   validation.validate(helpers.quick_config(), num_devices=4)
+
+
+def test_normalisation_constants():
+  config = helpers.quick_config(**{'model.mean': (0.3,), 'model.std': (0.0,)})
+  with pytest.raises(errors.ConfigError, match='must be > 0'):
+    validation.validate(config, num_devices=1)
+  config = helpers.quick_config(**{'model.mean': (0.3,), 'model.std': (0.3,),
+                                   'model.normalize': False})
+  with pytest.raises(errors.ConfigError, match='model.normalize=False'):
+    validation.validate(config, num_devices=1)
+  validation.validate(helpers.quick_config(**{'model.mean': (0.3,), 'model.std': (0.3,)}), 1)

@@ -1,4 +1,4 @@
-"""The defense zoo (configs/zoo.py, run and rendered by robust_jax/tables.py): its rows and their
+"""The defense zoo (configs/zoo.py, run and rendered by robust_jax/tables/): its rows and their
 prerequisites, dependency order, commands, failure propagation, the table, and the deprecated
 `python -m robust_jax.zoo` alias."""
 
@@ -13,14 +13,17 @@ from robust_jax import errors
 from robust_jax import tables
 from robust_jax import validation
 from robust_jax import zoo
+from robust_jax.tables import layouts
+from robust_jax.tables import provenance
+from robust_jax.tables import runner
 from tests import conftest
 from tests.test_tables import make_repo
 
 # ml_collections' config_flags loads config files with importlib's deprecated load_module.
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 CONFIG = 'configs/zoo.py'
-CONFIG_PATH = os.path.join(tables.ROOT, CONFIG)  # the tests run in tmp_path
-ZOO = tables.load_module(CONFIG_PATH)
+CONFIG_PATH = os.path.join(runner.ROOT, CONFIG)  # the tests run in tmp_path
+ZOO = runner.load_module(CONFIG_PATH)
 BASE = 'workdirs/zoo'  # relative, as launch.py takes it: the tests run in tmp_path
 
 
@@ -48,16 +51,16 @@ def test_every_config_exists_and_prerequisites_come_first():
   names = list(ZOO.ROWS)
   for r in names:
     c = ZOO.get_config(r)  # every row builds and validates (but an ensemble: its members first)
-    if not tables.needs(c.paper):
+    if not runner.needs(c.paper):
       validation.validate(c, 1)
-    for n in tables.needs(c.paper):
+    for n in runner.needs(c.paper):
       assert names.index(n) < names.index(r)
-  order = tables.with_needs(ZOO, ['distillation'])
+  order = runner.with_needs(ZOO, ['distillation'])
   assert order == ['distillation_teacher', 'distillation']
   with pytest.raises(ValueError, match='no row'):
     ZOO.get_config('nope')
   with pytest.raises(errors.ConfigError, match='--table_rows'):
-    tables.select_rows(ZOO, 'nope')
+    runner.select_rows(ZOO, 'nope')
 
 
 def test_table_reads_results_and_names_failed_checks(tmp_path, monkeypatch):
@@ -65,7 +68,7 @@ def test_table_reads_results_and_names_failed_checks(tmp_path, monkeypatch):
   for name, res in [('standard', _results(0.9, 0.05, None, 0.04)),
                     ('bit_depth', _results(0.88, 0.7, 0.02, 0.02, ('PASS', 'FAIL', 'WARN')))]:
     _write(tmp_path, name, res)
-  text = tables.render(ZOO, tables.select_rows(ZOO, 'cpu'), BASE)
+  text = layouts.render(ZOO, runner.select_rows(ZOO, 'cpu'), BASE)
   assert ('| standard (baseline) | 90.0 | 5.0 | 50.0 | standard suite | 4.0 | 3/3 PASS | 12 |'
           in text)
   assert '| bit_depth | 88.0 | 70.0 | 2.0 | pgd40_linf_0.1_ce_bpda | 2.0 | 1/3 PASS; FAIL: c1; ' \
@@ -81,7 +84,7 @@ def test_run_skips_dependents_of_a_failed_run(tmp_path, monkeypatch):
   def fake_call(args, cwd, stdout, stderr):
     calls.append(args)
     return 1  # every run fails
-  monkeypatch.setattr(tables.subprocess, 'call', fake_call)
+  monkeypatch.setattr(runner.subprocess, 'call', fake_call)
   # What launch.py --mode=table --config=configs/zoo.py --table_rows=distillation
   # --table_jobs=2 --config.eval.num_examples=10 does.
   _, skipped = tables.run_table(CONFIG_PATH, 'distillation', BASE, {'eval.num_examples': 10},
@@ -105,7 +108,7 @@ def test_table_shows_each_rows_code_version_and_flags_stale_rows(tmp_path, monke
   for name, version in [('standard', commits['after']), ('pgd_at', commits['old']),
                         ('trades', commits['after'] + '+dirty'), ('mart', None)]:
     _write_zoo_results(tmp_path, name, version)
-  text = tables.render(ZOO, list(ZOO.ROWS), BASE, code=tables.CodeCheck(str(tmp_path)))
+  text = layouts.render(ZOO, list(ZOO.ROWS), BASE, code=provenance.CodeCheck(str(tmp_path)))
   lines = text.splitlines()
   assert lines[0].endswith('| train (s) | code |')
   assert f'| 12 | {commits["after"][:7]} |' in next(x for x in lines if x.startswith('| standard'))
@@ -130,17 +133,17 @@ def test_run_reruns_stale_rows_only_when_asked(tmp_path, monkeypatch):
   def fake_call(args, cwd, stdout, stderr):
     calls.append(next(a for a in args if a.startswith('--workdir=')))
     return 0
-  monkeypatch.setattr(tables.subprocess, 'call', fake_call)
-  code = tables.CodeCheck(str(tmp_path))
-  run = tables.launcher(CONFIG_PATH, {})
-  assert tables.run_rows(ZOO, ['standard', 'pgd_at'], BASE, {}, _validate, run, code=code) == {}
+  monkeypatch.setattr(runner.subprocess, 'call', fake_call)
+  code = provenance.CodeCheck(str(tmp_path))
+  run = runner.launcher(CONFIG_PATH, {})
+  assert runner.run_rows(ZOO, ['standard', 'pgd_at'], BASE, {}, _validate, run, code=code) == {}
   assert not calls  # both have results: kept
-  assert tables.run_rows(ZOO, ['standard', 'pgd_at'], BASE, {}, _validate, run,
+  assert runner.run_rows(ZOO, ['standard', 'pgd_at'], BASE, {}, _validate, run,
                          rerun_stale=True, code=code) == {}
   assert calls == ['--workdir=workdirs/zoo/pgd_at']
   # What launch.py --mode=table --config=configs/zoo.py --table_rows=standard,pgd_at
-  # --table_rerun_stale --table_jobs=2 does, against the repository tables.ROOT names.
-  monkeypatch.setattr(tables, 'ROOT', str(tmp_path))
+  # --table_rerun_stale --table_jobs=2 does, against the repository runner.ROOT names.
+  monkeypatch.setattr(provenance, 'ROOT', str(tmp_path))
   _, skipped = tables.run_table(CONFIG_PATH, 'standard,pgd_at', BASE, {}, run=True,
                                 validate=_validate, run_fn=None, rerun_stale=True, jobs=2)
   assert skipped == {}
@@ -156,10 +159,10 @@ def test_the_old_zoo_command_runs_the_table_command(monkeypatch, capsys):
   monkeypatch.setattr(zoo.subprocess, 'call', fake_call)
   assert zoo.main(['run', '--only=standard,pgd_at', '--rerun_stale',
                    '--workdirs=workdirs/zoo']) == 0
-  launch = [sys.executable, os.path.join(tables.ROOT, 'launch.py'), '--mode=table',
+  launch = [sys.executable, os.path.join(runner.ROOT, 'launch.py'), '--mode=table',
             '--config=configs/zoo.py']
   assert calls == [(launch + ['--table_rows=standard,pgd_at', '--table_rerun_stale'],
-                    tables.ROOT)]
+                    runner.ROOT)]
   assert 'python launch.py --mode=table --config=configs/zoo.py' in capsys.readouterr().err
   # RESULTS.md's commands: the cuts become overrides, the flags after -- go to launch.py.
   calls.clear()
@@ -178,9 +181,9 @@ ADVERSARIALLY_TRAINED = ('pgd_at', 'fgsm_rs', 'free_at', 'trades', 'mart', 'awp'
 
 @pytest.mark.parametrize('name', ADVERSARIALLY_TRAINED)
 def test_adversarially_trained_rows_run_the_full_standard_suite(name):
-  config = tables.row_config(ZOO, name, {}, BASE)
+  config = runner.row_config(ZOO, name, {}, BASE)
   assert config.eval.suite == 'standard'
-  command = tables.row_command(CONFIG, config, f'{BASE}/{name}', {})
+  command = runner.row_command(CONFIG, config, f'{BASE}/{name}', {})
   assert not [f for f in command if f.startswith('--config.eval.suite')]
 
 
@@ -190,7 +193,7 @@ def test_rows_without_the_full_suite_are_marked_as_upper_bounds(tmp_path, monkey
     res = _results(0.9, 0.6, 0.5, 0.4)
     res['suite'] = {'name': suite, 'accuracy': 0.4} if suite else None
     _write(tmp_path, name, res)
-  text = tables.render(ZOO, ['pgd_at', 'jpeg'], BASE, code=tables.CodeCheck(str(tmp_path)))
+  text = layouts.render(ZOO, ['pgd_at', 'jpeg'], BASE, code=provenance.CodeCheck(str(tmp_path)))
   rows = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
   assert '40.0 †' in rows['jpeg'] and '†' not in rows['pgd_at']
   assert 'Upper bound' in text and 'jpeg' in text.split('Upper bound')[1]
@@ -222,7 +225,7 @@ def _parse(args, monkeypatch):
   """The config launch.py builds from the --config flags of `args` (run from the repo root)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  monkeypatch.chdir(tables.ROOT)
+  monkeypatch.chdir(runner.ROOT)
   argv = ['launch.py'] + [a for a in args if a.startswith('--config')]
   monkeypatch.setattr(sys, 'argv', argv)  # config_flags reads the overrides from sys.argv
   fv = flags.FlagValues()
@@ -242,30 +245,30 @@ def test_rows_are_the_defense_configs_with_the_old_zoo_flags(cut, monkeypatch):
                   f'--config.eval.num_examples={examples}'] +
                  ([f'--config.train.epochs={passes * (per_pass or [1])[0]}'] if passes else []),
                  monkeypatch).to_dict()
-    new = tables.row_config(ZOO, name, cut, BASE).to_dict()
+    new = runner.row_config(ZOO, name, cut, BASE).to_dict()
     del new['paper']
     assert new == old, (name, [k for k in new if new[k] != old.get(k)])
   assert importlib.import_module('configs.zoo').EXAMPLES == 1000
 
 
 def test_the_table_rows_are_the_defenses_and_prerequisites_run_first(tmp_path, monkeypatch):
-  files = sorted(f[:-3] for f in os.listdir(os.path.join(tables.ROOT, 'configs', 'defenses'))
+  files = sorted(f[:-3] for f in os.listdir(os.path.join(runner.ROOT, 'configs', 'defenses'))
                  if f.endswith('.py') and f != '__init__.py')
   shown = [r for r in ZOO.ROWS if not ZOO.get_config(r).paper.prerequisite]
   assert len(shown) == 17 and sorted(shown) == [f for f in files if f != 'distillation_teacher']
   prerequisites = [r for r in ZOO.ROWS if r not in shown]
   assert prerequisites == ['distillation_teacher', 'ensemble_member_1', 'ensemble_member_2',
                            'ensemble_member_3']
-  assert tables.with_needs(ZOO, ['ensemble_at', 'distillation', 'ensemble']) == [
+  assert runner.with_needs(ZOO, ['ensemble_at', 'distillation', 'ensemble']) == [
       'ensemble_member_1', 'ensemble_member_2', 'ensemble_at', 'distillation_teacher',
       'distillation', 'ensemble_member_3', 'ensemble']
   # Every row is a CPU row: the default selection runs them all, prerequisites included.
-  assert tables.select_rows(ZOO, 'cpu') == list(ZOO.ROWS)
+  assert runner.select_rows(ZOO, 'cpu') == list(ZOO.ROWS)
   # The table leaves the prerequisites out even where they have results.
   monkeypatch.chdir(tmp_path)
   for name in ('distillation_teacher', 'distillation'):
     _write(tmp_path, name, _results(0.9, 0.5, 0.4, 0.4))
-  text = tables.render(ZOO, list(ZOO.ROWS), BASE, code=tables.CodeCheck(str(tmp_path)))
+  text = layouts.render(ZOO, list(ZOO.ROWS), BASE, code=provenance.CodeCheck(str(tmp_path)))
   assert not any(x.startswith('| distillation_teacher') for x in text.splitlines())
   assert 'Not run yet: standard, ' in text and 'ensemble_member' not in text.split('Not run')[1]
   # The row's command runs the teacher first, in the workdir the student reads it from.
@@ -280,14 +283,14 @@ def test_each_rows_command_line_gives_the_rows_config(monkeypatch):
   # Under another base and with the cuts as overrides, as run_table runs the rows.
   cut = {'eval.num_examples': 500, 'paper.passes': 1, 'eval.sanity_examples': 100}
   for name in ZOO.ROWS:
-    config = tables.row_config(ZOO, name, cut, 'elsewhere')
-    command = tables.row_command(CONFIG, config, f'elsewhere/{name}', cut)
+    config = runner.row_config(ZOO, name, cut, 'elsewhere')
+    command = runner.row_command(CONFIG, config, f'elsewhere/{name}', cut)
     assert command[:5] == ['python', 'launch.py', f'--config=configs/zoo.py:{name}',
                            f'--workdir=elsewhere/{name}', '--progress=false']
     assert _parse(command, monkeypatch).to_dict() == config.to_dict(), name
-  free_at = tables.row_config(ZOO, 'free_at', cut, 'elsewhere')
-  assert free_at.train.epochs == 8 and tables.row_config(ZOO, 'fgsm_rs', cut, '.').train.epochs == 1
-  assert tables.row_config(ZOO, 'ensemble', cut, 'elsewhere').defense.members == (
+  free_at = runner.row_config(ZOO, 'free_at', cut, 'elsewhere')
+  assert free_at.train.epochs == 8 and runner.row_config(ZOO, 'fgsm_rs', cut, '.').train.epochs == 1
+  assert runner.row_config(ZOO, 'ensemble', cut, 'elsewhere').defense.members == (
       'elsewhere/ensemble_member_1,elsewhere/ensemble_member_2,elsewhere/ensemble_member_3')
 
 
@@ -309,10 +312,10 @@ def test_launch_table_mode_renders_the_zoo_without_running(tmp_path):
   out = subprocess.run(
       [sys.executable, 'launch.py', '--mode=table', f'--config={CONFIG}',
        f'--workdir={tmp_path / BASE}', '--table_run=false', '--config.paper.passes=1',
-       '--config.eval.num_examples=500'], cwd=tables.ROOT, env=conftest.SUBPROCESS_ENV,
+       '--config.eval.num_examples=500'], cwd=runner.ROOT, env=conftest.SUBPROCESS_ENV,
       capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert tables.ZOO_HEADER in out.stdout
+  assert layouts.ZOO_HEADER in out.stdout
   assert '| pgd_at | 80.0 | 60.0 | 55.0 | pgd40_linf_0.1_ce_bpda | 50.0 | 3/3 PASS | 12 |' \
       in out.stdout
   assert (f'--workdir={tmp_path / BASE}/pgd_at --progress=false --config.paper.passes=1 '
@@ -338,7 +341,7 @@ def test_rows_run_in_parallel_after_what_they_need_and_the_ensemble_is_checked_t
       with open(os.path.join(workdir, name), 'w') as f:
         json.dump(content, f)
     return 0
-  monkeypatch.setattr(tables.subprocess, 'call', fake_call)
+  monkeypatch.setattr(runner.subprocess, 'call', fake_call)
   checked = []
 
   def validate(c):

@@ -11,7 +11,7 @@ training data collapsing within an epoch; a smaller train_attack.step_size, e.g.
 avoids it) is watched as Wong et al. do: PGD-10 accuracy on 512 held-out training images every
 epoch (the monitor's attack follows train_attack's norm and eps, with a step of eps / 4), and a
 drop of more than 0.2 below the best ends training with the best epoch's weights (co_action
-'rollback'; robust_jax/monitor.py). Evaluation: `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2
+'rollback'; training/monitor.py). Evaluation: `naive` PGD-40 (CE), `adaptive` APGD-DLR with 2
 restarts, and AutoAttack's standard suite.
 """
 

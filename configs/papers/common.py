@@ -3,7 +3,7 @@
 Every table config (these, and configs/zoo.py) defines PAPER (the table's name), ROWS (row name
 -> function returning the row's ConfigDict) and `get_config(row)`; optionally LAYOUT ('paper',
 the default, or 'zoo') and WORKDIRS (where its runs go; default workdirs/papers/<PAPER>). A row's
-config carries `paper`, which robust_jax/tables.py reads to run the rows and, for the paper
+config carries `paper`, which robust_jax/tables/ reads to run the rows and, for the paper
 layout, back from the run's results.json to print the table:
 
   paper.paper / row / title   which paper and row; the row's one-line title
@@ -27,6 +27,7 @@ layout, back from the run's results.json to print the table:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import default
 
@@ -100,3 +101,62 @@ def select(rows, row, path):
   if row not in rows:
     raise ValueError(f'{path}: no row {row!r}; rows: {", ".join(rows)}.')
   return rows[row]()
+
+
+def modern_recipe(c, *, depth, width, batch_size, epochs, lr, beta, extra_fraction,
+                  label_smoothing=0.1, ema_decay=0.995, weight_decay=5e-4, warmup_epochs=10):
+  """The modern recipe on CIFAR-10, L-inf 8/255 (Gowal et al. 2020/2021, Rebuffi et al. 2021,
+  Wang et al. 2023): DeepMind's Swish WideResNet (mean/std inside), TRADES with a 10-step
+  inner attack of step 2/255, label smoothing, EMA weights (evaluated), SGD with Nesterov
+  momentum 0.9 on a cosine schedule after a linear warm-up, crop + flip; AutoAttack and PGD-40.
+
+  extra_fraction > 0: that share of every batch comes from additional data, whose path the
+  row leaves unset (the papers' data is not shipped): it fails until given
+  --config.data.extra.path (robust_jax/data/extra.py).
+  """
+  c = cifar10(c)
+  c.model.name, c.model.depth, c.model.width, c.model.activation = (
+      'dm_wide_resnet', depth, width, 'swish')
+  c.defense.name, c.defense.beta, c.defense.label_smoothing = 'trades', beta, label_smoothing
+  c.train_attack = default.attack('pgd', eps=8 / 255, steps=10, step_size=2 / 255,
+                                  track_best=False)
+  c.train.batch_size, c.train.epochs = batch_size, epochs
+  sgd(c, lr, weight_decay, nesterov=True, schedule='cosine')
+  c.optim.warmup_epochs, c.optim.ema_decay = warmup_epochs, ema_decay
+  c.data.extra.fraction = extra_fraction
+  c.data.extra.path = config_dict.placeholder(str) if extra_fraction else ''
+  c.eval.attacks = ml_collections.ConfigDict({'pgd40': pgd(8 / 255, 40, 2 / 255)})
+  c.eval.suite = 'standard'
+  c.eval.batch_size = 500
+  return c
+
+
+def modern_cpu_cut(c, row, *, steps=40, batch_size=64, synthetic=4000, examples=200):
+  """A CPU cut of a `modern_recipe` row: the same recipe on a WRN-10-1 (dm_wide_resnet, depth
+  10, width 1; a PreAct ResNet-18 row: base_width 8) for `steps` steps of `batch_size`, the
+  warm-up the same share of training, EMA decay 0.9 (0.995 would keep the EMA weights near
+  their initialisation over so few steps), PGD-20 on the first `examples` test images and no
+  suite. Extra data, where the row takes some: `synthetic` SYNTHETIC images (noisy copies of
+  CIFAR-10 training images, made here), NOT the paper's generated or unlabeled data."""
+  full = c.paper.row
+  real_epochs = c.train.epochs
+  preact = c.model.name == 'preact_resnet18'
+  model = 'PreAct ResNet-18 at 1/8 width' if preact else 'WRN-10-1'
+  warmup_share = c.optim.warmup_epochs / real_epochs
+  extra = f'; extra data: {synthetic:,} SYNTHETIC images (noisy copies of CIFAR-10 training ' \
+          "images), not the paper's" if c.data.extra.fraction else ''
+  c = cpu_cut(c, row, steps=steps, examples=examples, suite='',
+              attacks={'pgd20': pgd(8 / 255, 20, 2 / 255)},
+              cut=f'{model}, {steps} steps of {batch_size} (not {real_epochs} epochs of '
+                  f'{c.train.batch_size}), EMA 0.9; first {examples} test images, PGD-20, no '
+                  f'AutoAttack{extra} (a smoke run)')
+  assert c.paper.of == full
+  c.model.depth, c.model.width, c.model.base_width = 10, 1, 8 if preact else 64
+  c.train.batch_size = batch_size
+  c.optim.ema_decay = 0.9
+  # The warm-up keeps its share of training (an epoch: 50,000 // batch_size steps).
+  c.optim.warmup_epochs = warmup_share * steps / (50_000 // batch_size)
+  if c.data.extra.fraction:
+    c.data.extra.path, c.data.extra.synthetic = '', synthetic
+  c.eval.batch_size = 200
+  return c

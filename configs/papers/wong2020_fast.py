@@ -17,7 +17,7 @@ Rows (`--config=configs/papers/wong2020_fast.py:ROW`):
                      Hein 2020). Catastrophic overfitting (PGD accuracy collapsing to ~0 within an
                      epoch, seed-dependent) is watched as the authors advise, with PGD-10 on 512
                      held-out training images each epoch; a collapse rolls back to the best epoch
-                     (robust_jax/monitor.py).
+                     (robust_jax/training/monitor.py).
   mnist_fgsm_rs_cpu  the same training (10 epochs run on a CPU in minutes), evaluated on the
                      first 1,000 test images: PGD-50 x 10 and the full AutoAttack suite.
   cifar10_fgsm_rs    MNIST's recipe's CIFAR-10 counterpart (CIFAR10/train_fgsm.py): PreAct

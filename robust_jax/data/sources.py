@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from robust_jax.data import cifar_builder
+from robust_jax.data import extra as extra_lib
 from robust_jax.data import idx_builder
 
 # The repository's root; in a checkout (not an installed package) its parent may hold shared/.
@@ -91,6 +92,7 @@ class Dataset:
     mean, std: per-channel training-set statistics in [0,1] pixel scale (length C).
     name: the DATASETS key.
     test_size: the size of the official test split (test_images may hold only its first part).
+    extra: the additional training data mixed into every batch (extra.ExtraSet), or None.
   """
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -101,6 +103,7 @@ class Dataset:
   std: tuple
   name: str
   test_size: int = 0
+  extra: object = None
 
 
 READ_MODES = ('auto', 'memory', 'records')
@@ -125,9 +128,11 @@ def load(data_cfg):
       'memory' reads the whole training split into host memory; 'records' keeps it on disk and
       reads, for each batch, only the rows it is indexed with (`RecordColumn`), so each host of a
       multi-host run reads only its share of every batch; 'auto' (default): 'records' on
-      several hosts, else 'memory'. The test split is always read whole.
+      several hosts, else 'memory'. The test split is always read whole. Optionally `extra`:
+      additional training data (robust_jax/data/extra.py), opened into `Dataset.extra`.
   Raises:
     ValueError: unknown name (lists the valid ones).
+    extra.ExtraDataError: the additional data is missing or malformed (the message says how).
     DatasetUnavailableError: the data cannot be had here (offline, missing or corrupt files).
   """
   if jax.process_count() > 1:
@@ -153,9 +158,15 @@ def load(data_cfg):
   for array in (x_train, y_train, x_test, y_test):
     if isinstance(array, np.ndarray):
       array.flags.writeable = False  # Shared by every step; indexing returns writable copies.
-  return Dataset(x_train, y_train, x_test, y_test, num_classes=info['num_classes'],
-                 mean=tuple(info['mean']), std=tuple(info['std']), name=data_cfg.name,
-                 test_size=info['test_size'])
+  dataset = Dataset(x_train, y_train, x_test, y_test, num_classes=info['num_classes'],
+                    mean=tuple(info['mean']), std=tuple(info['std']), name=data_cfg.name,
+                    test_size=info['test_size'])
+  if not extra_lib.active(data_cfg.get('extra')):
+    return dataset
+  cache_dir = (data_cfg.data_dir or os.environ.get('TFDS_DATA_DIR')
+               or os.path.expanduser('~/tensorflow_datasets'))
+  return dataclasses.replace(dataset, extra=extra_lib.open_extra(data_cfg.extra, dataset,
+                                                                 cache_dir))
 
 
 def test_split(num_examples, test_size):
@@ -193,7 +204,8 @@ def prepare(name, data_dir='', source_dir=''):
     if folder:
       missing = _missing_idx_files(folder)
       if not missing:
-        return _prepare_idx(builder, folder)
+        return _prepare_from_folder(builder, folder, idx_builder.IdxFileError,
+                                    builder.builder_config.name)
       if name == 'fashion_mnist':
         raise DatasetUnavailableError(_no_fashion_mnist_message(folder, missing))
       note = f' ({folder} lacks {", ".join(missing)})'
@@ -232,12 +244,8 @@ def _prepare_cifar(data_dir, folder):
                                       data_dir=data_dir)
   if _is_prepared(builder):
     return builder
-  config = tfds.download.DownloadConfig(manual_dir=folder, try_download_gcs=False)
-  try:
-    builder.download_and_prepare(download_config=config, file_format='array_record')
-  except cifar_builder.CifarFileError as e:
-    raise DatasetUnavailableError(f'Cannot prepare cifar10 from {folder}: {e}') from e
-  return builder
+  return _prepare_from_folder(builder, folder, cifar_builder.CifarFileError,
+                              f'cifar10 from {folder}')
 
 
 def _is_prepared(builder):
@@ -264,12 +272,14 @@ def _no_fashion_mnist_message(folder, missing):
           'train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.')
 
 
-def _prepare_idx(builder, folder):
+def _prepare_from_folder(builder, folder, file_error, what):
+  """Prepares `builder` offline from the files in `folder`; a damaged or missing file (the
+  builder's `file_error`) becomes one DatasetUnavailableError naming `what`."""
   config = tfds.download.DownloadConfig(manual_dir=folder, try_download_gcs=False)
   try:
     builder.download_and_prepare(download_config=config, file_format='array_record')
-  except idx_builder.IdxFileError as e:
-    raise DatasetUnavailableError(f'Cannot prepare {builder.builder_config.name}: {e}') from e
+  except file_error as e:
+    raise DatasetUnavailableError(f'Cannot prepare {what}: {e}') from e
   return builder
 
 

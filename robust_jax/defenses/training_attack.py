@@ -137,7 +137,7 @@ def spec(config):
 
 
 def monitor_spec(config):
-  """`train.monitor_attack` as a full field dict: the monitor's attack (robust_jax/monitor.py).
+  """`train.monitor_attack` as a full field dict: the monitor's attack (training/monitor.py).
 
   Its norm and eps, unset (None), follow train_attack's (`spec`); a 'pgd' monitor's step_size,
   unset, is eps / 4 (2.5 * eps over the default 10 steps, Madry et al.'s rule). Set fields are

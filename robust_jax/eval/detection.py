@@ -152,20 +152,9 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   accepted_ok = clean_ok & ~clean_rejected
   results = {'num_examples': n, 'clean_accuracy': float(accepted_ok.mean()), 'attacks': {}}
   det = _detection_block(config, squeeze, t, f['fpr'], cal_scores, clean_ok, clean_rejected)
-  classifier_ok, defended, violations = {}, {}, 0
-  for a_i, (name, cfg) in enumerate(named):
-    bar.set_description(f'eval {name}')
-    t0 = time.perf_counter()
-    # The same key as the robust evaluation's: a naive attack returns the same points there.
-    ok, s, out = run(make_eval_fn(model, cfg, bn, mesh, fns, t), images, labels,
-                     jax.random.fold_in(root, rng.EVAL_ATTACKS + a_i), f'detector-attack-{name}')
-    classifier_ok[name], violations = ok, violations + int(out.sum())
-    defended[name], det['attacks'][name] = abstention(clean_ok, clean_rejected, ok,
-                                                      s > np.float32(t))
-    det['attacks'][name]['detector_aware'] = specs[name]['detector_penalty'] > 0
-    results['attacks'][name] = {
-        'accuracy': float(defended[name].mean()), 'correct': int(defended[name].sum()),
-        'metric': metric(cfg), 'seconds': time.perf_counter() - t0, **specs[name]}
+  classifier_ok, defended, violations = _run_attacks(
+      run, lambda cfg: make_eval_fn(model, cfg, bn, mesh, fns, t), named, specs, images, labels,
+      (clean_ok, clean_rejected), t, root, bar, results['attacks'], det['attacks'])
   bar.close()
   # Per example: accepted and right on the clean input, and defended under every attack.
   worst = np.logical_and.reduce([accepted_ok] + list(defended.values()))
@@ -179,6 +168,31 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
     results['sanity_checks'] = checks + detection_checks(results, specs, n)
   results['eval_seconds'] = time.perf_counter() - t_all
   return results, {}
+
+
+def _run_attacks(run, make_fn, named, specs, images, labels, clean, t, root, bar, out, det):
+  """Each attack of `named` on the test images, the detector in the loop.
+
+  Fills `out` (results['attacks']) and `det` (results['detection']['attacks']) per attack;
+  `clean` = (clean_ok, clean_rejected), bool[n]. Returns (classifier correct {name: bool[n]},
+  defended {name: bool[n]}, points outside their ball).
+  """
+  clean_ok, clean_rejected = clean
+  classifier_ok, defended, violations = {}, {}, 0
+  for a_i, (name, cfg) in enumerate(named):
+    bar.set_description(f'eval {name}')
+    t0 = time.perf_counter()
+    # The same key as the robust evaluation's: a naive attack returns the same points there.
+    ok, s, outside = run(make_fn(cfg), images, labels,
+                         jax.random.fold_in(root, rng.EVAL_ATTACKS + a_i),
+                         f'detector-attack-{name}')
+    classifier_ok[name], violations = ok, violations + int(outside.sum())
+    defended[name], det[name] = abstention(clean_ok, clean_rejected, ok, s > np.float32(t))
+    det[name]['detector_aware'] = specs[name]['detector_penalty'] > 0
+    out[name] = {
+        'accuracy': float(defended[name].mean()), 'correct': int(defended[name].sum()),
+        'metric': metric(cfg), 'seconds': time.perf_counter() - t0, **specs[name]}
+  return classifier_ok, defended, violations
 
 
 def _detection_block(config, squeeze, t, fpr, cal_scores, clean_ok, clean_rejected):

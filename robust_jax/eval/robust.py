@@ -2,7 +2,12 @@
 and the sanity checks (sanity.py) and certification (certify.py) when the config asks for them.
 
     results, artifacts = robust.evaluate(model, params, batch_stats, dataset, config, mesh)
+    results, artifacts = robust.evaluate_target(target, images, labels, config, mesh)
     robust.render(results, title)                        # [the accuracy table], Markdown
+
+`evaluate_target` is the evaluation of any model (`target.Target`: a flax model with its weights,
+or any JAX logits function, which robust_jax.evaluate passes; api.py); `evaluate` is it on a
+robust_jax model and the first `eval.num_examples` test images, with certification.
 
 Every test example is counted exactly once (batches are padded and masked by the evaluation loop,
 loop.py); accuracies are sums of correct counts over the number of examples, never averages of
@@ -28,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax import attacks
-from robust_jax import model_fns
 from robust_jax import rng
 from robust_jax import run_io
 from robust_jax import suites
@@ -36,13 +40,16 @@ from robust_jax.eval import batch_fns
 from robust_jax.eval import certify
 from robust_jax.eval import loop
 from robust_jax.eval import sanity
-from robust_jax.models import preprocessed
+from robust_jax.eval import target as target_lib
 
 BN_MODE = loop.BN_MODE  # evaluations attack and score the inference-mode model
 _OUTPUTS = {'correct': np.bool_, 'outside': np.bool_}
 
 
-make_eval_fn = batch_fns.make_eval_fn  # the per-batch functions live in batch_fns.py
+# The per-batch functions live in batch_fns.py.
+unit_images = batch_fns.unit_images
+make_eval_fn = batch_fns.make_eval_fn
+target_eval_fn = batch_fns.target_eval_fn
 make_staged_eval_fns = batch_fns.make_staged_eval_fns
 
 
@@ -58,7 +65,7 @@ def _suite_cfgs(config):
   return suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
 
 
-def _phase_runner(model, params, batch_stats, images, labels, mesh, batch_size, bar, store):
+def _phase_runner(tgt, images, labels, mesh, batch_size, bar, store):
   """`phase(cfg, subset, key, name) -> (correct, outside)`, bool[len(subset)] each: attack `cfg`
   (None: clean) on the test examples `subset`, through the evaluation loop (stored as `name`).
   A short subset runs in smaller fixed batch sizes (`loop.bucket_sizes`); an attack in stages
@@ -67,22 +74,22 @@ def _phase_runner(model, params, batch_stats, images, labels, mesh, batch_size, 
   buckets = loop.bucket_sizes(batch_size, 1 if mesh is None else mesh.devices.size)
 
   def phase(cfg, subset, key, name):
-    staged = None if cfg is None else make_staged_eval_fns(model, cfg, mesh)
+    staged = None if cfg is None else make_staged_eval_fns(tgt.apply, cfg, mesh)
     if staged is None:
-      fn = make_eval_fn(model, cfg, mesh)
-      out = loop.run(lambda b: fn(params, batch_stats, b['x'], b['y'], b['i'], key), arrays,
+      fn = target_eval_fn(tgt.apply, cfg, mesh)
+      out = loop.run(lambda b: fn(tgt.variables, b['x'], b['y'], b['i'], key), arrays,
                      subset, batch_size, _OUTPUTS, mesh=mesh, bar=bar, store=store, phase=name,
                      buckets=buckets)
       return out['correct'], out['outside']
-    shapes = staged.carry(params, batch_stats, *(
+    shapes = staged.carry(tgt.variables, *(
         jax.ShapeDtypeStruct((batch_size,) + a.shape[1:], a.dtype) for a in arrays.values()), key)
     spec = [(np.dtype(c.dtype), c.shape[1:]) for c in shapes]
-    num_classes = jax.eval_shape(model_fns.logits_fn(model, params, batch_stats, BN_MODE),
+    num_classes = jax.eval_shape(tgt.apply(tgt.variables),
                                  jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32))
 
     def step(b, s):
       carry = tuple(b[f'carry{j}'] for j in range(len(spec)))
-      return staged.step(params, batch_stats, b['x'], b['y'], b['i'], key, carry, s)
+      return staged.step(tgt.variables, b['x'], b['y'], b['i'], key, carry, s)
 
     out = loop.run_staged(step, staged.num_stages(num_classes.shape[-1]), arrays, subset,
                           batch_size, spec, _OUTPUTS, buckets=buckets, mesh=mesh, bar=bar,
@@ -94,19 +101,37 @@ def _phase_runner(model, params, batch_stats, images, labels, mesh, batch_size, 
 
 def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
              progress_dir=None):
-  """Returns (results dict, artifacts dict) for `config.eval`.
+  """Returns (results dict, artifacts dict) for `config.eval` on a robust_jax model: the
+  evaluation of `evaluate_target` on the first `eval.num_examples` test images, and the
+  certification when `eval.certify` asks for it.
+
+  progress_dir: where per-batch results are kept (see `loop.Progress`); a rerun after a kill
+  skips the batches already done. None: nothing is kept.
+  """
+  t_all = time.perf_counter()
+  images, labels = _eval_set(dataset, config.eval.num_examples)
+  store = loop.store_for(progress_dir, config, params, batch_stats)
+  results, artifacts = evaluate_target(target_lib.of_flax(model, params, batch_stats), images,
+                                       labels, config, mesh, progress, store)
+  if config.eval.get('certify') and config.eval.certify.examples > 0:
+    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
+  results['eval_seconds'] = time.perf_counter() - t_all
+  return results, artifacts
+
+
+def evaluate_target(tgt, images, labels, config, mesh, progress=True, store=None):
+  """Returns (results dict, artifacts dict) for `config.eval` (and `config.seed`) on `tgt`.
+
+  tgt: a `target.Target`, its variables placed on `mesh`. images: uint8 (0..255) or floats in
+  [0,1], [n,H,W,C]; labels: int[n]; every example is evaluated. store: a `loop.Progress`, or None.
 
   artifacts: the example images for the report's plots (when the sanity checks ran) and
   'per_example': {'clean', 'attack/<name>', 'suite', 'worst_case': bool[n]} per test example.
 
-  progress_dir: where per-batch results are kept (see `loop.Progress`); a rerun after a kill
-  skips the batches already done. None: nothing is kept.
-
   results keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...}},
   suite {name, accuracy, attacks: [...]}, worst_case_accuracy, worst_case_correct,
-  sanity_checks [...], eps_curve, certify {...}, eval_seconds.
+  sanity_checks [...], eps_curve, eval_seconds.
   """
-  images, labels = _eval_set(dataset, config.eval.num_examples)
   n = len(labels)
   everyone = np.arange(n)
   named = [(k, dict(v)) for k, v in config.eval.attacks.items()]
@@ -114,9 +139,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   root = rng.root_key(config.seed, rng.EVAL)
   bar = loop.progress_bar(n * (1 + len(named)), 'eval', progress)
   t_all = time.perf_counter()
-  store = loop.store_for(progress_dir, config, params, batch_stats)
-  phase = _phase_runner(model, params, batch_stats, images, labels, mesh, config.eval.batch_size,
-                        bar, store)
+  phase = _phase_runner(tgt, images, labels, mesh, config.eval.batch_size, bar, store)
   clean, _ = phase(None, everyone, root, 'clean')
   results = {'num_examples': n, 'clean_accuracy': float(clean.mean()), 'attacks': {}}
   correct, ball = _named_attacks(phase, named, everyone, root, bar, results['attacks'])
@@ -138,10 +161,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   artifacts = {}
   if config.eval.sanity_checks:
     results['sanity_checks'], results['eps_curve'], artifacts = _sanity(
-        model, params, batch_stats, images, labels, config, named, suite, correct,
-        cascade.square, cascade.ball, root, clean, cascade.first)
-  if config.eval.get('certify') and config.eval.certify.examples > 0:
-    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
+        tgt, images, labels, config, named, suite, correct, cascade.square, cascade.ball, root,
+        clean, cascade.first)
   results['eval_seconds'] = time.perf_counter() - t_all
   return results, {**artifacts, 'per_example': per_example}
 
@@ -211,22 +232,20 @@ def _primary(named, first, correct, n):
   return best
 
 
-def _sanity(model, params, batch_stats, images, labels, config, named, suite, correct, square,
-            ball, root, clean, first):
+def _sanity(tgt, images, labels, config, named, suite, correct, square, ball, root, clean,
+            first):
   """Sanity checks on the first `eval.sanity_examples` points (single device)."""
   m = min(config.eval.sanity_examples, len(labels))
-  x = images[:m].astype(np.float32) / 255.0
+  x = unit_images(images[:m])
   y = labels[:m]
-  bn = BN_MODE
   # The model as a naive attacker sees it: masked gradients show up in these checks.
-  logits_fn = model_fns.logits_fn(model, params, batch_stats, bn)
+  logits_fn = tgt.apply(tgt.variables)
   best = _primary(named, first, correct, len(labels))
   p_cfg = None if best is None else best[1]
   primary_fn = logits_fn
   if p_cfg is not None:  # the primary attack's own view (BPDA, EOT) for its re-runs
     p_spec = attacks.validate(p_cfg)
-    primary_fn = model_fns.eot_logits_fn(model, params, batch_stats, bn,
-                                         samples=p_spec['eot_samples'], bpda=p_spec['bpda'])
+    primary_fn = tgt.apply(tgt.variables, samples=p_spec['eot_samples'], bpda=p_spec['bpda'])
   primary = None if best is None else (p_cfg, best[2][:m])
   single = [(k, c) for k, c in named if c['name'] == 'fgsm']
   single_step = (attacks.describe(single[0][1]), correct[single[0][0]][:m]) if single else None
@@ -234,18 +253,19 @@ def _sanity(model, params, batch_stats, images, labels, config, named, suite, co
   eot = [f['eot_samples'] for f in specs]
   bpda = [f['bpda'] for f in specs]
   random_fn = None
-  if model_fns.is_random(model):
-    random_fn = lambda v, k: model_fns.logits_fn(  # noqa: E731
-        model, params, batch_stats, bn, keys=jax.random.split(k, v.shape[0]))(v)
-  threat_cfg = p_cfg or (named[0][1] if named else dict(norm='linf', eps=0.1))
+  if tgt.random:
+    random_fn = lambda v, k: tgt.apply(  # noqa: E731
+        tgt.variables, keys=jax.random.split(k, v.shape[0]))(v)
+  threat_cfg = p_cfg or (named[0][1] if named else dict(norm=config.eval.suite_norm,
+                                                        eps=config.eval.suite_eps))
   checks, curve = sanity.run_checks(
       logits_fn, x, y, norm=threat_cfg.get('norm', 'linf'), eps=threat_cfg['eps'],
       key=jax.random.fold_in(root, rng.EVAL_SANITY), primary=primary, single_step=single_step,
       square=square, violations=ball[0], checked_points=ball[1],
       random_logits_fn=random_fn, eot_samples=max(eot, default=1), primary_logits_fn=primary_fn,
       clean_correct=clean[:m], load_model=run_io.load_model)
-  if preprocessed.is_preprocessed(model):
-    t = model.transform
+  if tgt.transform is not None:
+    t = tgt.transform
     checks.append((sanity.check_transform_attacked(
         t.name, t.differentiable, t.random, any(bpda), any(e > 1 for e in eot))))
   for c in checks:

@@ -216,9 +216,28 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
   n = len(y)
   batch_size = min(batch_size, n)
   clean = np.ones(n, bool) if clean_correct is None else np.asarray(clean_correct, bool)
-  checks = []
+  checks = _model_checks(logits_fn, random_logits_fn, x, y, keys, batch_size, eot_samples)
+  budget, curve = _budget_checks(logits_fn, x, y, norm, eps, keys, batch_size)
+  checks += budget
+  names = ('noise no better than gradients', 'attack converged', 'iterative >= single-step')
+  if primary is None:
+    checks += [skipped(k, 'no iterative attack ran (eval.attacks or eval.suite)') for k in names]
+  else:
+    checks += _primary_checks(primary, single_step, clean, primary_logits_fn or logits_fn, x, y,
+                              norm, eps, keys, batch_size, load_model)
+  if square is None:
+    checks.append(skipped('black-box does not beat white-box',
+                          'Square did not run (eval.suite=standard runs it last)'))
+  else:
+    checks.append(check_black_box(*square))
+  checks.append(check_in_ball(violations, checked_points))
+  return checks, curve
+
+
+def _model_checks(logits_fn, random_logits_fn, x, y, keys, batch_size, eot_samples):
+  """Finite logits, determinism and non-zero gradients, on the first batch."""
   head = jnp.asarray(x[:batch_size])
-  checks.append(check_logits(jax.jit(logits_fn)(head)))
+  checks = [check_logits(jax.jit(logits_fn)(head))]
   if random_logits_fn is None:
     a = b = jax.jit(logits_fn)(head)
   else:
@@ -227,7 +246,12 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
   checks.append(check_gradients(logits_fn, head, jnp.asarray(y[:batch_size])))
   for c in checks:
     c['examples'] = len(head)
+  return checks
 
+
+def _budget_checks(logits_fn, x, y, norm, eps, keys, batch_size):
+  """PGD-20 accuracy falls with eps, and an unbounded PGD succeeds; returns (checks, curve)."""
+  n = len(y)
   big = 1.0 if norm == 'linf' else float(np.sqrt(np.prod(x.shape[1:])))
   pgd = dict(name='pgd', norm=norm, steps=20, restarts=1, loss='ce')
   multiples = EPS_MULTIPLES + ((big / eps,) if eps > 0 else ())
@@ -236,41 +260,36 @@ def run_checks(logits_fn, x, y, *, norm, eps, key, primary=None, single_step=Non
     e = min(m * eps, big)
     cfg = dict(pgd, eps=e, step_size=max(2.5 * e / 20, 1e-6))
     curve.append(float(np.mean(accuracy_under(cfg, logits_fn, x, y, keys[2], batch_size))))
-  checks.append(dict(check_eps_curve(curve, [round(m, 3) for m in multiples]), examples=n))
+  checks = [dict(check_eps_curve(curve, [round(m, 3) for m in multiples]), examples=n)]
   unbounded = dict(pgd, eps=big, steps=100, step_size=big / 20, loss='margin')
   checks.append(dict(check_unbounded(float(np.mean(
       accuracy_under(unbounded, logits_fn, x, y, keys[3], batch_size)))), examples=n))
-  names = ('noise no better than gradients', 'attack converged', 'iterative >= single-step')
-  if primary is None:
-    checks += [skipped(k, 'no iterative attack ran (eval.attacks or eval.suite)') for k in names]
-  else:
-    cfg, correct = primary
-    correct = np.asarray(correct, bool) & clean
-    view = primary_logits_fn or logits_fn
-    name = _describe(cfg)
-    noise = dict(name='pgd', norm=norm, eps=eps, steps=1, step_size=1e-9, restarts=1,
-                 random_start=True)
-    checks.append(check_noise(accuracy_under(noise, view, x, y, keys[4], batch_size) & clean,
-                              correct, name))
-    doubled = dict(cfg)
-    doubled['steps'] = 2 * doubled.get('steps', 1)
-    doubled['restarts'] = 2 * doubled.get('restarts', 1)
-    checks.append(check_convergence(
-        correct, accuracy_under(doubled, view, x, y, keys[5], batch_size, load_model) & clean,
-        name, _describe(doubled)))
-    if single_step is None:
-      fgsm = dict(name='fgsm', norm=norm, eps=eps, steps=1, step_size=eps, restarts=1,
-                  random_start=False)
-      single_step = (_describe(fgsm), accuracy_under(fgsm, view, x, y, keys[6], batch_size))
-    checks.append(check_iterative_beats_single_step(
-        np.asarray(single_step[1], bool) & clean, correct, single_step[0], name))
-  if square is None:
-    checks.append(skipped('black-box does not beat white-box',
-                          'Square did not run (eval.suite=standard runs it last)'))
-  else:
-    checks.append(check_black_box(*square))
-  checks.append(check_in_ball(violations, checked_points))
   return checks, {'eps': [min(m * eps, big) for m in multiples], 'accuracy': curve}
+
+
+def _primary_checks(primary, single_step, clean, view, x, y, norm, eps, keys, batch_size,
+                    load_model):
+  """Noise, convergence and single-step checks of the primary attack, re-run on `view`."""
+  cfg, correct = primary
+  correct = np.asarray(correct, bool) & clean
+  name = _describe(cfg)
+  noise = dict(name='pgd', norm=norm, eps=eps, steps=1, step_size=1e-9, restarts=1,
+               random_start=True)
+  checks = [check_noise(accuracy_under(noise, view, x, y, keys[4], batch_size) & clean,
+                        correct, name)]
+  doubled = dict(cfg)
+  doubled['steps'] = 2 * doubled.get('steps', 1)
+  doubled['restarts'] = 2 * doubled.get('restarts', 1)
+  checks.append(check_convergence(
+      correct, accuracy_under(doubled, view, x, y, keys[5], batch_size, load_model) & clean,
+      name, _describe(doubled)))
+  if single_step is None:
+    fgsm = dict(name='fgsm', norm=norm, eps=eps, steps=1, step_size=eps, restarts=1,
+                random_start=False)
+    single_step = (_describe(fgsm), accuracy_under(fgsm, view, x, y, keys[6], batch_size))
+  checks.append(check_iterative_beats_single_step(
+      np.asarray(single_step[1], bool) & clean, correct, single_step[0], name))
+  return checks
 
 
 # --- The report's sections on these checks ---

@@ -60,7 +60,9 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
       optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
       `fast_ops` (default True: convolutions and pooling from `fast_ops`, whose input gradients
       compile to faster code; the parameters are the same either way) and `normalize` (default
-      True; False ignores mean and std and feeds the [0,1] pixels as they are).
+      True; False ignores mean and std and feeds the [0,1] pixels as they are) and `mean`, `std`
+      (non-empty: used instead of the `mean` and `std` arguments, e.g. the constants a
+      checkpoint was trained with).
     num_classes: number of logits K.
     mean, std: per-channel normalisation constants for inputs in [0,1], tuples of length C.
     dtype: compute dtype, overriding `model_cfg.dtype` (parameters stay float32; logits are
@@ -70,6 +72,8 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
     An unbound flax module mapping (x: f32[B,H,W,C] in [0,1], train: bool) -> f32[B,K].
   """
   cls = _model_class(model_cfg.name)
+  if getattr(model_cfg, 'mean', ()) or getattr(model_cfg, 'std', ()):
+    mean, std = model_cfg.mean, model_cfg.std
   if not getattr(model_cfg, 'normalize', True):  # raw [0,1] pixels, as some papers' code feeds
     mean, std = (0.0,), (1.0,)
   if dtype is None:

@@ -1,9 +1,11 @@
-"""The training state (what checkpoints hold) and its initial value.
+"""The training state (what checkpoints hold), its initial value and its checkpoint items.
 
-    state = train_state.init_state(model, tx, key, image_shape, ema_decay)
+    state = state_lib.init_state(model, tx, key, image_shape, ema_decay)
+    items = state_lib.to_items(state)             # {'state': TrainState[, 'carry': ...]}
+    state = state_lib.from_items(state, items)    # the inverse, shaped like `state`
 
-Kept apart from train.py so that loading a saved run (run_io.py) needs only the model, the
-optimizer and this, not the training loop and the defenses.
+Kept apart from the loop so that loading a saved run (run_io.py) needs only the model, the
+optimizer, the checkpointer and this, not the training loop and the defenses.
 """
 
 from typing import Any
@@ -31,8 +33,9 @@ class TrainState:
 class FreeTrainState(TrainState):
   """Free AT's state: a TrainState plus the input perturbation carried between minibatches.
 
-  The carry is training-only state. Checkpoints hold the plain TrainState (so every loader reads
-  a free-AT workdir as any other) and the carry goes to WORKDIR/free_at_carry/ (train_io.Saver).
+  The carry is training-only state. Checkpoints hold the plain TrainState as item 'state' (so
+  every loader reads a free-AT workdir as any other) and the carry as item 'carry'
+  (training/checkpoint.py).
   """
   carry: Any = None          # f32[B,H,W,C]: row i's perturbation, B the global batch
 
@@ -52,3 +55,17 @@ def init_state(model, tx, key, image_shape, ema_decay=0.0, carry_shape=None):
   if carry_shape is None:
     return state
   return FreeTrainState(**vars(state), carry=jnp.zeros(carry_shape, jnp.float32))
+
+
+def to_items(state):
+  """The checkpoint items of `state`: {'state': TrainState} plus free AT's {'carry': {...}}."""
+  if isinstance(state, FreeTrainState):
+    return {'state': state.without_carry(), 'carry': {'carry': state.carry}}
+  return {'state': state}
+
+
+def from_items(state, items):
+  """The state `to_items` split into `items`, of the type of `state`."""
+  if not isinstance(state, FreeTrainState):
+    return items['state']
+  return state.replace(**vars(items['state']), carry=items['carry']['carry'])

@@ -18,7 +18,8 @@ weights from before the collapse (early stopping). With `train.monitor_examples 
   epoch (kept in WORKDIR/monitor_best/ each time a new best is found); 'best' trains to the end
   and keeps the best epoch's weights there too, which evaluation then reports beside the final
   ones (results.json `early_stopping`: Rice, Wong & Kolter 2020's early stopping against robust
-  overfitting, the held-out images being their validation set).
+  overfitting, the held-out images being their validation set). The best epoch's weights are
+  the run checkpointer's item 'best' (training/checkpoint.py).
 
 A run that stopped records `stopped_at` (and `rolled_back_to`, the best epoch's step) in
 monitor.json; its final checkpoint, at the step where it stopped, holds the weights it ended with
@@ -33,7 +34,6 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
 from robust_jax import attacks
@@ -81,14 +81,11 @@ def _write_json(path, obj):
   os.replace(tmp, path)
 
 
-def _abstract(state):
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-
-
 class Monitor:
   """Held-out PGD accuracy each epoch; decides on collapses. See the module docstring."""
 
-  def __init__(self, config, workdir, model, mesh, dataset, resume_step):
+  def __init__(self, config, workdir, model, mesh, dataset, ckpt, resume_step):
+    """`ckpt`: the run's checkpoint.Checkpointer (it keeps the best epoch's weights)."""
     t = config.train
     attack = defenses.monitor_attack(config)
     n_all, self.num = len(dataset.train_labels), t.monitor_examples
@@ -105,14 +102,7 @@ class Monitor:
     self._key = rng.root_key(config.seed, rng.MONITOR)
     self.action, self.drop = t.co_action, float(t.co_drop)
     self._path = os.path.join(workdir, 'monitor.json')
-    self._best = None
-    if self.action in ('rollback', 'best'):
-      self._best = ocp.CheckpointManager(
-          os.path.abspath(os.path.join(workdir, 'monitor_best')),
-          options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False))
-      for step in self._best.all_steps():
-        if step > resume_step:  # saved after the checkpoint we resume from: replayed below
-          self._best.delete(step)
+    self._ckpt = ckpt if self.action in ('rollback', 'best') else None
     self.record = self._load(resume_step, attacks.describe(attack))
 
   def _load(self, resume_step, attack):
@@ -163,12 +153,8 @@ class Monitor:
     collapsed = best is not None and best['pgd_accuracy'] - robust > self.drop
     if best is None or robust > best['pgd_accuracy']:
       r['best'] = entry
-      if self._best is not None:
-        self._best.save(int(step), args=ocp.args.StandardSave(state), force=True)
-        self._best.wait_until_finished()
-        for old in self._best.all_steps():
-          if old != step:
-            self._best.delete(old)
+      if self._ckpt is not None:
+        self._ckpt.save(step, best=state)
     metrics = {'monitor_clean_accuracy': clean, 'monitor_pgd_accuracy': robust,
                'monitor_best_pgd_accuracy': r['best']['pgd_accuracy']}
     if collapsed:
@@ -183,16 +169,11 @@ class Monitor:
 
   def best_state(self, state):
     """The state saved at the best epoch (shaped like `state`), or None if none is on disk."""
-    step = self.record['best']['step']
-    if self._best is None or step not in self._best.all_steps():
+    if self._ckpt is None:
       return None
-    return self._best.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+    return self._ckpt.restore('best', self.record['best']['step'], like=state)
 
   def finish(self, stopped_at, rolled_back_to):
     """Records where training stopped early (and the step of the weights it ended with)."""
     self.record['stopped_at'], self.record['rolled_back_to'] = stopped_at, rolled_back_to
     _write_json(self._path, self.record)
-
-  def close(self):
-    if self._best is not None:
-      self._best.close()

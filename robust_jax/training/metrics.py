@@ -1,23 +1,22 @@
-"""The training loop's input and output: checkpoints (with free AT's carry) and step metrics.
+"""Training metrics: checked for divergence, then `WORKDIR/metrics.jsonl` and TensorBoard.
 
-    saver = train_io.Saver(workdir, config, free=False)
-    state = saver.restore_or_init(state)        # the latest checkpoint, or `state`
-    saver.save(step, state)
-    log = train_io.StepLog(workdir, start, total, steps_per_epoch, schedule, replays, progress)
-    log.add(step, metrics); log.flush()         # checked, then metrics.jsonl and TensorBoard
+    log = metrics.StepLog(workdir, start, total, steps_per_epoch, schedule, replays, progress)
+    log.add(step, step_metrics)   # device metrics, kept until the next flush
+    log.flush()                   # checked (FloatingPointError naming the first non-finite
+                                  # one), then one JSON line per step, TensorBoard and the bar
+    seconds = metrics.train_seconds(workdir)
+
+On resume from step s, lines logged after s are dropped first, so the file never holds a step
+twice.
 """
 
 import json
 import os
-import shutil
 import time
 
 import jax
 import jax.numpy as jnp
 import tqdm
-
-from robust_jax import checkpoint
-from robust_jax import metrics_log
 
 
 def finite_or_raise(step, record):
@@ -30,62 +29,56 @@ def finite_or_raise(step, record):
           'rerun.')
 
 
-class Saver:
-  """The run's checkpoints; free AT's carried perturbation goes to WORKDIR/free_at_carry/.
+class MetricsLog:
+  """WORKDIR/metrics.jsonl (one JSON line per logged step) and TensorBoard events."""
 
-  The carry of step s is saved before the state of step s, so whenever checkpoints/<s> exists
-  free_at_carry/checkpoints/<s> does too, and a resume from s is exact.
-  """
+  def __init__(self, workdir, resume_step):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._writer_enabled = jax.process_index() == 0
+    self._tb = None
+    if not self._writer_enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(self.path):
+      self._truncate_after(resume_step)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
-  def __init__(self, workdir, config, free):
-    c = config.checkpoint
-    self._ckpt = checkpoint.Checkpointer(workdir, c.every_steps, c.max_to_keep)
-    self._carry_dir = os.path.join(workdir, 'free_at_carry') if free else None
-    self._carry = None
-    if free:
-      latest = self._ckpt.latest_step() or 0
-      steps = os.path.join(self._carry_dir, 'checkpoints')
-      if jax.process_index() == 0 and os.path.isdir(steps):
-        for name in os.listdir(steps):  # saved after the state we resume from: saved again
-          if name.isdigit() and int(name) > latest:
-            shutil.rmtree(os.path.join(steps, name))
-      self._carry = checkpoint.Checkpointer(self._carry_dir, c.every_steps, c.max_to_keep)
+  def _truncate_after(self, step):
+    kept = []
+    with open(self.path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut short by a kill
+        if record.get('step', 0) <= step:
+          kept.append(json.dumps(record))
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.write(''.join(line + '\n' for line in kept))
+    os.replace(tmp, self.path)
 
-  def latest_step(self):
-    return self._ckpt.latest_step()
-
-  def restore_or_init(self, state):
-    """The latest saved state, or `state` when there is none.
-
-    With `free`, `state` is a train.FreeTrainState: its `without_carry()` is what checkpoints
-    hold, and the restored one gets the carry saved at the same step.
-    """
-    if self._carry is None:
-      return self._ckpt.restore_or_init(state)[0]
-    restored, found = self._ckpt.restore_or_init(state.without_carry())
-    if not found:
-      return state
-    path = os.path.join(self._carry_dir, 'checkpoints', str(self._ckpt.latest_step()))
-    carry, _ = checkpoint.load(path, {'carry': state.carry})
-    return state.replace(**vars(restored), carry=carry['carry'])
-
-  def save(self, step, state):
-    if self._carry is not None:
-      self._carry.save(step, {'carry': state.carry}, force=True)
-      state = state.without_carry()
-    self._ckpt.save(step, state, force=True)
+  def write(self, step, record):
+    if not self._writer_enabled:
+      return
+    record = {'step': int(step), **record}
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    for name, value in record.items():
+      if name != 'step' and isinstance(value, (int, float)):
+        self._tb.add_scalar(f'train/{name}', value, step)
 
   def close(self):
-    self._ckpt.close()
-    if self._carry is not None:
-      self._carry.close()
+    if self._tb is not None:
+      self._tb.close()
 
 
 class StepLog:
   """Step metrics -> records checked for divergence -> metrics.jsonl, TensorBoard, the bar."""
 
   def __init__(self, workdir, start, total, spe, schedule, replays, progress):
-    self._log = metrics_log.MetricsLog(workdir, start)
+    self._log = MetricsLog(workdir, start)
     self._bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step',
                           dynamic_ncols=True, mininterval=2.0,
                           disable=not progress or jax.process_index() != 0)

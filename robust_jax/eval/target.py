@@ -1,0 +1,63 @@
+"""The model an evaluation attacks and scores, whatever built it: a flax module with its weights,
+or any JAX function from images to logits.
+
+    t = target.of_flax(model, params, batch_stats)       # a robust_jax (flax linen) model
+    t = target.of_function(lambda x: net(x))             # any JAX function, weights closed over
+    t = target.of_function(lambda p, x: f(p, x), params=p)  # weights passed as an argument
+    logits = t.apply(t.variables)(x)                     # x: f32[B,H,W,C] in [0,1] -> f32[B,K]
+    seen = t.apply(t.variables, keys, samples=8, bpda=True)  # the view of an EOT/BPDA attack
+
+`variables` is what every jitted evaluation step takes as an argument (replicated over the
+mesh); `apply(variables, keys=None, samples=1, bpda=False)` returns the logits function: the
+model in inference mode (`loop.BN_MODE`); for a random model, drawing with one key per example
+(`keys`, default fixed keys) and averaging `samples` draws of the log-probabilities (EOT); for an
+input-transformation model with `bpda`, the gradient of the transformation's approximation.
+A plain function is deterministic and ignores keys, samples and bpda.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+from robust_jax import model_fns
+from robust_jax.eval import loop
+from robust_jax.models import preprocessed
+
+
+class Transform(NamedTuple):
+  """An input transformation in front of the network, as the sanity checks ask about it."""
+  name: str
+  differentiable: bool
+  random: bool
+
+
+class Target(NamedTuple):
+  """A model as the evaluation attacks and scores it (see the module docstring)."""
+  apply: Callable     # (variables, keys=None, samples=1, bpda=False) -> (x -> logits)
+  variables: Any      # the weights every evaluation step takes (replicated over the mesh)
+  random: bool = False
+  transform: Any = None   # a `Transform`, or None
+
+
+def of_flax(model, params, batch_stats):
+  """A robust_jax flax model (possibly random or behind an input transformation)."""
+
+  def apply(variables, keys=None, samples=1, bpda=False):
+    p, stats = variables
+    return model_fns.eot_logits_fn(model, p, stats, loop.BN_MODE, keys, samples, bpda=bpda)
+
+  transform = None
+  if preprocessed.is_preprocessed(model):
+    t = model.transform
+    transform = Transform(t.name, t.differentiable, t.random)
+  return Target(apply, (params, batch_stats), model_fns.is_random(model), transform)
+
+
+def of_function(logits_fn, params=None):
+  """Any JAX function: `logits_fn(x)`, or `logits_fn(params, x)` when `params` is given."""
+  if params is None:
+    return Target(lambda variables, keys=None, samples=1, bpda=False: logits_fn, ())
+
+  def apply(variables, keys=None, samples=1, bpda=False):
+    del keys, samples, bpda
+    return lambda x: logits_fn(variables, x)
+
+  return Target(apply, params)
