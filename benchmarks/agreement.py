@@ -8,7 +8,16 @@ times. torch is a development-only dependency, so this runs in its own venv:
   python3 -m venv .venv-ref && .venv-ref/bin/pip install --no-deps -r requirements-ref.txt
   .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/fmnist_pgd_at --n=1000
 
-Without --checkpoint the model is a random init (--seed). The flax `small_cnn` (NHWC) is copied
+Without --checkpoint the model is a random init (--seed).
+
+  .venv-ref/bin/python benchmarks/agreement.py --checkpoint=... --n=500 --suite --rounds=2
+
+--suite instead times the whole standard suite as a cascade: robust_jax's evaluation
+(`robust.evaluate` with `eval.suite=standard`, compiles included, attacks in stages on the points
+still robust, batch --jax_batch) against torchattacks' AutoAttack (version 'standard'),
+interleaved for --rounds rounds, with robust accuracy and per-example agreement.
+--jax_path=eval runs robust_jax's single attacks through the same evaluation loop (verdicts
+only; times include compiling). The flax `small_cnn` (NHWC) is copied
 into an identical torch module (NCHW) and both must give the same logits to 1e-4 on the images.
 Settings match AutoAttack's standard version: 1 restart, 100 steps, 9 target classes, Square with
 p_init 0.8 and --square_queries queries (5000 in AutoAttack). Robust accuracy is the model's
@@ -232,6 +241,90 @@ def compare(logits_fn, net, x, y, s, names=ATTACKS, log=print):
   return out
 
 
+def _eval_setup(model, params, dataset, n, s, batch_size):
+  """(config, phase) for robust_jax's evaluation of the first n test images: the standard suite
+  at radius s.eps, and `robust._phase_runner`'s phase(cfg, subset, key, name)."""
+  from robust_jax.eval import robust  # pylint: disable=g-import-not-at-top
+  from robust_jax.eval import target  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.seed = s.seed
+  config.eval.update(num_examples=n, batch_size=batch_size, suite='standard', suite_norm='linf',
+                     suite_eps=s.eps, sanity_checks=False)
+  config.eval.attacks = {}
+  phase = robust._phase_runner(target.of_flax(model, params, {}),  # pylint: disable=protected-access
+                               dataset.test_images[:n], dataset.test_labels[:n],
+                               parallel.make_mesh(), batch_size, None, None)
+  return config, phase
+
+
+def eval_path(model, params, dataset, n, s, batch_size, name):
+  """robust_jax's attack `name` on the first n images through the evaluation loop (stages,
+  buckets): (robust bool[n], any point outside its ball, seconds with compiling)."""
+  from robust_jax import suites  # pylint: disable=g-import-not-at-top
+  _, phase = _eval_setup(model, params, dataset, n, s, batch_size)
+  cfg = dict(suites.attacks('standard', norm='linf', eps=s.eps))[name]
+  cfg.update(steps={'fab_t': s.fab_steps, 'square': s.square_queries}.get(name, s.apgd_steps))
+  if 'num_targets' in cfg:
+    cfg['num_targets'] = s.num_targets
+  t0 = time.perf_counter()
+  correct, outside = phase(cfg, np.arange(n), jax.random.key(s.seed), name)
+  return correct, bool(outside.any()), time.perf_counter() - t0
+
+
+def compare_suite(model, params, net, dataset, n, s, batch_size, rounds, log=print):
+  """The standard suite, robust_jax's evaluation vs torchattacks' AutoAttack, `rounds` times
+  interleaved: {'jax': [seconds], 'ref': [seconds], 'robust_jax', 'robust_ref': bool[n]}."""
+  from robust_jax.eval import robust  # pylint: disable=g-import-not-at-top
+  config, _ = _eval_setup(model, params, dataset, n, s, batch_size)
+  x = dataset.test_images[:n].astype(np.float32) / 255.0
+  y = dataset.test_labels[:n].astype(np.int32)
+  out = {'jax': [], 'ref': [], 'cascade_jax': []}
+  for r in range(rounds):
+    t0 = time.perf_counter()
+    res, art = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+                               progress=False)
+    out['jax'].append(time.perf_counter() - t0)
+    out['robust_jax'] = art['per_example']['suite']
+    out['cascade_jax'].append([(a['name'], a['attacked'], a['broken'], round(a['seconds'], 1))
+                               for a in res['suite']['attacks']])
+    log(f'round {r}: robust_jax standard suite {out["robust_jax"].mean():.2%} in '
+        f'{out["jax"][-1]:.1f} s (compiles included): {out["cascade_jax"][-1]}')
+    aa = torchattacks.AutoAttack(net, norm='Linf', eps=s.eps, version='standard',
+                                 n_classes=dataset.num_classes, seed=s.seed)
+    t0 = time.perf_counter()
+    x_ref = aa(_nchw(x), torch.from_numpy(y.astype(np.int64))).detach()
+    out['ref'].append(time.perf_counter() - t0)
+    with torch.no_grad():
+      out['robust_ref'] = net(x_ref).argmax(-1).numpy() == y
+    log(f'round {r}: torchattacks AutoAttack {out["robust_ref"].mean():.2%} in '
+        f'{out["ref"][-1]:.1f} s; ratio {out["ref"][-1] / out["jax"][-1]:.2f}x')
+  return out
+
+
+def compare_eval_path(model, params, net, dataset, x, y, s, log=print):
+  """Each of --attacks: robust_jax through its evaluation loop vs the torchattacks attack on all
+  n images, interleaved; logs robust accuracies, agreement and times (robust_jax's: compiles
+  included)."""
+  ref_fns = torch_attacks(net, s, dataset.num_classes)
+  rows = {}
+  for name in _ATTACKS.value:
+    ok, outside, t_jax = eval_path(model, params, dataset, len(y), s, _JAX_BATCH.value, name)
+    t0 = time.perf_counter()
+    x_ref = ref_fns[name](_nchw(x), torch.from_numpy(y.astype(np.int64))).detach().numpy()
+    t_ref = time.perf_counter() - t0
+    with torch.no_grad():
+      ref_ok = net(torch.from_numpy(x_ref)).numpy().argmax(-1) == y
+    rows[name] = dict(robust_jax=float(ok.mean()), robust_ref=float(ref_ok.mean()),
+                      agreement=float(np.mean(ok == ref_ok)), seconds_jax=t_jax,
+                      seconds_ref=t_ref, outside_jax=outside)
+    log(f'{name}: robust_jax (evaluation loop) {ok.mean():.2%} in {t_jax:.1f} s with compiles, '
+        f'reference {ref_ok.mean():.2%} in {t_ref:.1f} s; agreement {np.mean(ok == ref_ok):.1%};'
+        f' speed-up {t_ref / t_jax:.2f}x' + (' OUT OF BALL' if outside else ''))
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(rows, f, indent=1)
+
+
 def out_of_ball(r, eps):
   """Which frameworks' points leave the eps-ball or [0,1] (empty list when none do)."""
   return [t for t in ('jax', 'ref') if r[f'dist_{t}'] > eps + BALL_TOL or r[f'box_{t}'] > 0]
@@ -269,6 +362,14 @@ _NUM_TARGETS = flags.DEFINE_integer('num_targets', 9, 'APGD-T and FAB-T target c
 _FAB_STEPS = flags.DEFINE_integer('fab_steps', 100, 'FAB-T iterations per target.')
 _SQUARE_QUERIES = flags.DEFINE_integer('square_queries', 5000, 'Square iterations (queries).')
 _SEED = flags.DEFINE_integer('seed', 0, 'JAX key, torch seed and random-init seed.')
+_SUITE = flags.DEFINE_bool('suite', False, 'Time the standard suite as a cascade (robust_jax '
+                           "evaluation vs torchattacks' AutoAttack) instead of single attacks.")
+_ROUNDS = flags.DEFINE_integer('rounds', 1, '--suite: interleaved rounds.')
+_JAX_PATH = flags.DEFINE_enum('jax_path', 'attack', ['attack', 'eval'], "robust_jax's single "
+                              'attacks as one jitted call on all n (attack) or through the '
+                              'evaluation loop, in stages (eval).')
+_JAX_BATCH = flags.DEFINE_integer('jax_batch', 500, 'Batch size of robust_jax\'s evaluation.')
+_JSON = flags.DEFINE_string('json', None, 'Also write the results here (JSON).')
 _TORCH_THREADS = flags.DEFINE_integer(
     'torch_threads', 1, 'torch intra-op threads (on 2 shared cores, 2 threads ran the small '
     'batches of the reference attacks up to 20x slower than 1).')
@@ -300,8 +401,27 @@ def main(argv):
   print(f'max |logits_jax - logits_torch| = {gap:.2e} (tolerance {LOGITS_TOL:g})', flush=True)
   if not gap <= LOGITS_TOL:
     raise SystemExit(f'The torch copy of the model differs: logit gap {gap:.2e}.')
-  results = compare(logits_fn, net, x, y, s, _ATTACKS.value,
-                    log=lambda m: print(m, flush=True))
+  log = lambda m: print(m, flush=True)  # noqa: E731
+  if _SUITE.value:
+    out = compare_suite(model, params, net, dataset, len(y), s, _JAX_BATCH.value, _ROUNDS.value,
+                        log)
+    agree = float(np.mean(out['robust_jax'] == out['robust_ref']))
+    ratio = float(np.median(np.array(out['ref']) / np.array(out['jax'])))
+    log(f'\nstandard suite: robust_jax {out["robust_jax"].mean():.2%} vs AutoAttack '
+        f'{out["robust_ref"].mean():.2%}, per-example agreement {agree:.1%}; seconds robust_jax '
+        f'{out["jax"]}, torchattacks {out["ref"]}; median speed-up {ratio:.2f}x')
+    if _JSON.value:
+      with open(_JSON.value, 'w') as f:
+        json.dump({'seconds_jax': out['jax'], 'seconds_ref': out['ref'],
+                   'cascade_jax': out['cascade_jax'], 'speedup_median': ratio,
+                   'robust_jax': float(out['robust_jax'].mean()),
+                   'robust_ref': float(out['robust_ref'].mean()), 'agreement': agree,
+                   'n': int(len(y)), 'jax_batch': _JAX_BATCH.value, 'source': source}, f, indent=1)
+    return
+  if _JAX_PATH.value == 'eval':
+    compare_eval_path(model, params, net, dataset, x, y, s, log)
+    return
+  results = compare(logits_fn, net, x, y, s, _ATTACKS.value, log=log)
   print('\n' + table(results, s.eps))
   flips = {k: (r['flips_jax'], r['flips_ref']) for k, r in results.items() if 'flips_jax' in r}
   print(f'\nreturned points classified differently by the two models (robust_jax\'s, '

@@ -50,3 +50,42 @@ def test_a_subset_runs_sharded_in_its_own_order_and_padding_is_dropped():
   loop.run(lambda batch: (used.append(np.asarray(batch['v'])) or batch['v'],), {'v': values},
            np.arange(5), 4, {'v': np.float32}, pad_rows=np.array([22, 21, 20]))
   np.testing.assert_array_equal(used[-1], values[[4, 22, 21, 20]])
+
+
+@pytest.mark.parametrize('n, b, buckets', [(23, 8, (3,)), (40, 16, (4,)), (5, 8, (2,)), (9, 4, ())])
+def test_buckets_cover_each_example_once_in_the_fixed_sizes(n, b, buckets):
+  sizes, total = [], 0
+  for start, valid, rows in loop.batches(np.arange(n), b, buckets=buckets):
+    assert len(rows) in (b, *buckets)
+    np.testing.assert_array_equal(rows[:valid], np.arange(start, start + valid))
+    assert start == total
+    total += valid
+    sizes.append(len(rows))
+  assert total == n
+  assert sum(sizes) - n < (min(buckets) if buckets else b)  # padding below the smallest size
+  assert loop.bucket_sizes(500) == (500, loop.MIN_BUCKET)
+  assert loop.bucket_sizes(8) == (8,)
+  assert loop.bucket_sizes(504, 3) == (504, 66)  # a multiple of the devices
+
+
+@pytest.mark.parametrize('b, buckets', [(8, ()), (6, (2,)), (32, ())])
+def test_run_staged_runs_each_stage_on_the_unsettled_examples_only(b, buckets):
+  # Example i settles after stage need[i] (0: at the start); its carry counts the stages it ran
+  # and its output is that of the last one. A stage seen by a settled example, a skipped stage
+  # or outputs taken from the wrong call all change `ran` or `out`.
+  n, num_stages = 21, 4
+  need = np.arange(n) % (num_stages + 2)  # num_stages + 1: never settles
+  calls = []
+
+  def step(batch, s):
+    calls.append((s, np.asarray(batch['i'])))
+    ran = np.where(s == 0, 0, batch['carry0'] + 1)
+    return ran, ran >= need[batch['i']], ran * 10 + batch['i']
+
+  out = loop.run_staged(step, num_stages, {'i': np.arange(n)}, np.arange(n), b, [(np.int32, ())],
+                        {'out': np.int64}, buckets=buckets)
+  runs = np.minimum(need, num_stages)
+  np.testing.assert_array_equal(out['out'], runs * 10 + np.arange(n))
+  for s, rows in calls:
+    if s > 0:
+      assert np.all((need[rows] >= s) | (rows == 0))  # unsettled rows (row 0 pads batches)

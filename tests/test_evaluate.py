@@ -115,6 +115,40 @@ def test_results_do_not_depend_on_batch_size_or_device_count():
     np.testing.assert_array_equal(v, art_b['per_example'][k], err_msg=k)
 
 
+def test_attacks_in_stages_give_the_whole_attacks_verdicts_whatever_the_batches(monkeypatch):
+  # APGD-T, FAB-T and Square run in stages in the evaluation (one target, one block of queries
+  # each), every stage only on the examples not yet fooled, re-batched into smaller buckets. Per
+  # example the verdicts are those of each whole attack on the whole test set in one batch
+  # (stages.as_attack), with batch 8 on every device and with batch 20 and buckets of 4 on one.
+  config, dataset, model, params = _partly_robust(n_test=42)
+  config.eval.attacks = {
+      'apgd_t': dict(name='apgd_t', eps=0.01, steps=3, num_targets=4),
+      'fab_t': dict(name='fab_t', eps=0.02, steps=4, num_targets=4),
+      'square': dict(name='square', eps=0.02, steps=30)}
+  clean, each = _independent_per_example(config, dataset, model, params)
+  rows = []
+  real_run = loop.run
+
+  def counting_run(fn, arrays, subset, *args, **kwargs):
+    rows.append(len(subset))
+    return real_run(fn, arrays, subset, *args, **kwargs)
+
+  monkeypatch.setattr(loop, 'run', counting_run)
+  a, art_a = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+                             progress=False)
+  monkeypatch.setattr(loop, 'MIN_BUCKET', 4)
+  config.eval.batch_size = 20
+  b, art_b = robust.evaluate(model, params, {}, dataset, config,
+                             parallel.make_mesh(jax.devices()[:1]), progress=False)
+  for name, ok in each.items():
+    assert 0 < ok.sum() < clean.sum(), (name, ok.sum())
+    np.testing.assert_array_equal(art_a['per_example'][f'attack/{name}'], ok, err_msg=name)
+    np.testing.assert_array_equal(art_b['per_example'][f'attack/{name}'], ok, err_msg=name)
+    assert a['attacks'][name]['correct'] == b['attacks'][name]['correct'] == ok.sum()
+  # Stages ran on fewer examples than the whole set: the fooled ones were dropped.
+  assert min(rows) < 42 and rows.count(42) < len(rows)
+
+
 def _batchnorm_setup():
   """A small WideResNet (BatchNorm) with running statistics of the training images, labelled by
   its own inference-mode predictions; an attack whose outcome changes with the BN mode."""

@@ -14,9 +14,10 @@ from robust_jax.attacks.pgd import make_pgd
 from robust_jax.attacks.pgd import per_example_keys
 from robust_jax.attacks.spec import ATTACKS
 from robust_jax.attacks.spec import build
+from robust_jax.attacks.spec import build_staged
 from robust_jax.attacks.spec import check_inputs
 from robust_jax.attacks.spec import describe
 from robust_jax.attacks.spec import validate
 
-__all__ = ['ATTACKS', 'build', 'check_inputs', 'describe', 'make_pgd', 'objectives',
+__all__ = ['ATTACKS', 'build', 'build_staged', 'check_inputs', 'describe', 'make_pgd', 'objectives',
            'per_example_keys', 'threat', 'validate']

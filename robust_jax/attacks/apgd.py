@@ -10,7 +10,8 @@ the loss went up in at most a fraction `rho` of the steps since the last checkpo
 (condition 1), or when neither its step size nor its best loss changed since then (condition 2).
 The step loop is one `lax.fori_loop`; the checkpoint schedule is a static boolean array indexed
 by the iteration. Restarts run under `vmap`; the targets of `make_apgd_targeted` run one after
-another in a `lax.scan`, so memory stays that of one targeted run (times `restarts`).
+another (stages, see stages.py), so memory stays that of one targeted run (times `restarts`), and
+an evaluation runs each target only on the examples no earlier target fooled.
 """
 
 import jax
@@ -19,6 +20,7 @@ import numpy as np
 
 from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
+from robust_jax.attacks import stages
 from robust_jax.attacks import threat
 
 DEFAULTS = {
@@ -242,45 +244,54 @@ def make_apgd_targeted(*, norm='linf', eps, steps=100, restarts=1, num_targets=9
 
   For each of the `num_targets` (clipped to K - 1) classes other than y with the largest clean
   logits, runs APGD maximising `dlr_targeted`, from a random start on the ball's surface. The
-  targets run sequentially in a `lax.scan` (memory of one run, not of num_targets runs); per
-  example the result is the strongest over the clean x and all targets: misclassified first,
-  then larger untargeted `dlr`. Needs K >= 4 classes. Arguments and the returned attack are as in
-  `make_apgd`; the key of target t is `fold_in(key_b, t)` per example.
+  targets run one after another (the stages of `make_apgd_staged`; memory of one run, not of
+  num_targets runs); per example the result is the strongest over the clean x and all targets:
+  misclassified first, then larger untargeted `dlr`. Needs K >= 4 classes. Arguments and the
+  returned attack are as in `make_apgd`; the key of target t is `fold_in(key_b, t)` per example.
   """
+  return stages.as_attack(make_apgd_staged(norm=norm, eps=eps, steps=steps, restarts=restarts,
+                                           num_targets=num_targets, rho=rho))
+
+
+def make_apgd_staged(*, norm='linf', eps, steps=100, restarts=1, num_targets=9, rho=0.75):
+  """`make_apgd_targeted` as a `stages.Staged`: stage t attacks the t-th most likely other class;
+  the carry is the strongest point so far with whether it is misclassified and its untargeted
+  `dlr` (x[B,...], bool[B], f32[B]); an example is done once misclassified."""
   _check_args(norm, steps, restarts)
   if not isinstance(num_targets, int) or num_targets < 1:
     raise ValueError(f'num_targets={num_targets!r} must be an integer >= 1.')
 
-  def attack(logits_fn, x, y, key):
-    num_classes = jax.eval_shape(logits_fn, x).shape[-1]
-    if num_classes < 4:
-      raise ValueError(f'Targeted APGD-DLR needs >= 4 classes, got {num_classes}.')
-    onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
-    keys = pgd.per_example_keys(key, x.shape[0])
+  def setup(logits_fn, x):
     clean = logits_fn(x)
+    if clean.shape[-1] < 4:
+      raise ValueError(f'Targeted APGD-DLR needs >= 4 classes, got {clean.shape[-1]}.')
+    return clean, clean.shape[-1]
+
+  def score(xa, logits, y, onehot):
+    return xa, jnp.argmax(logits, -1) != y, dlr(logits, onehot)
+
+  def init(logits_fn, x, y, keys):
+    del keys
+    clean, num_classes = setup(logits_fn, x)
+    return score(x, clean, y, jax.nn.one_hot(y, num_classes, dtype=jnp.float32))
+
+  def stage(logits_fn, x, y, keys, best, t):
+    clean, num_classes = setup(logits_fn, x)
+    onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
     targets = jax.lax.top_k(jnp.where(onehot > 0, -jnp.inf, clean),
-                            min(num_targets, num_classes - 1))[1].T  # [T,B]
+                            min(num_targets, num_classes - 1))[1]
+    target_onehot = jax.nn.one_hot(jnp.take(targets, t, axis=1), num_classes, dtype=jnp.float32)
+    loss_fn = lambda logits: dlr_targeted(logits, onehot, target_onehot)
 
-    def score(xa, logits):
-      return xa, jnp.argmax(logits, -1) != y, dlr(logits, onehot)
+    def run(run_keys):
+      x0 = _surface_start(run_keys, x, norm, eps)
+      return _run(logits_fn, x, y, x0, loss_fn, norm=norm, eps=eps, steps=steps, rho=rho)
 
-    def one_target(best, t_and_target):
-      t, target = t_and_target
-      target_onehot = jax.nn.one_hot(target, num_classes, dtype=jnp.float32)
-      loss_fn = lambda logits: dlr_targeted(logits, onehot, target_onehot)
+    t_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+    x_t = _with_restarts(run, t_keys, restarts)[0]
+    cand = score(x_t, logits_fn(x_t), y, onehot)
+    better = pgd.stronger(cand[1], cand[2], best[1], best[2])
+    return tuple(_where(better, c, b) for c, b in zip(cand, best))
 
-      def run(run_keys):
-        x0 = _surface_start(run_keys, x, norm, eps)
-        return _run(logits_fn, x, y, x0, loss_fn, norm=norm, eps=eps, steps=steps, rho=rho)
-
-      t_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
-      x_t = _with_restarts(run, t_keys, restarts)[0]
-      cand = score(x_t, logits_fn(x_t))
-      better = pgd.stronger(cand[1], cand[2], best[1], best[2])
-      return tuple(_where(better, c, b) for c, b in zip(cand, best)), None
-
-    best, _ = jax.lax.scan(one_target, score(x, clean),
-                           (jnp.arange(targets.shape[0]), targets))
-    return jax.lax.stop_gradient(best[0])
-
-  return attack
+  return stages.Staged(lambda k: min(num_targets, k - 1), init, stage, lambda c: c[1],
+                       lambda logits_fn, x, y, keys, c: c[0])

@@ -10,12 +10,16 @@ inside the box [0,1], steps to a convex combination of the two (biased towards t
 by at most `alpha_max`, with overshoot `eta`), and, whenever the iterate is adversarial, records it
 if it is the smallest so far and pulls it back towards the original point by `beta`.
 
-Runs (target x restart) are scanned, so a restart can start within half the smallest norm found so
-far (capped at eps/2); the step loop is a `lax.fori_loop`. Robust accuracy is measured at radius
-eps, so each example gets its smallest adversarial example if that is within eps, else x itself.
+Runs (target x restart) are the stages of `make_fab_staged` (see stages.py), run one after another,
+so a restart can start within half the smallest norm found so far (capped at eps/2); the step loop
+is a `lax.fori_loop`. An evaluation runs each run only on the examples not yet fooled within eps.
+Robust accuracy is measured at radius eps, so each example gets its smallest adversarial example if
+that is within eps, else x itself.
 
-The projections onto a hyperplane intersected with the box are exact and sort-based (one sort of
-the D coordinates per projection), written as a water-filling problem: see `project_hyperplane`.
+The projections onto a hyperplane intersected with the box are exact and sort-free: a water-filling
+(L-inf, L2) or knapsack (L1) problem whose breakpoint is found by bisection on float32 bit patterns
+(32 passes over the D coordinates), then the linear piece through it solved in closed form; see
+`project_hyperplane`.
 """
 
 import functools
@@ -23,7 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from robust_jax.attacks import pgd
+from robust_jax.attacks import stages
 
 NORMS = ('linf', 'l2', 'l1')
 DEFAULTS = {'fab_t': dict(norm='linf', eps=0.0, steps=100, restarts=1, num_targets=9,
@@ -42,22 +46,62 @@ def lp_norm(v, norm):
   raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
 
 
+_BISECTIONS = 32  # halvings of [0, 2^31) float32 bit patterns: down to adjacent floats
+
+
+def _last_true(pred, hi):
+  """The largest float32 s in [0, hi] with pred(s), by bisection on the bit patterns.
+
+  pred: f32[] -> bool[], true on [0, s*] and false above (true at 0); hi: f32[] >= 0. Non-negative
+  float32s are ordered like their int32 bit patterns, so 32 halvings of [0, bits(hi) + 1) end at
+  the exact s* (or hi). Each halving evaluates pred once (O(D) element-wise work): no sort, which
+  XLA's CPU backend runs as a slow comparator sort.
+  """
+  def halve(_, bounds):
+    lo, hi = bounds  # pred(lo) holds; pred fails at hi, or hi is past the range
+    mid = lo + (hi - lo) // 2
+    ok = pred(jax.lax.bitcast_convert_type(mid, jnp.float32))
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  end = jax.lax.bitcast_convert_type(jnp.maximum(hi, 0.0), jnp.int32) + 1
+  lo, _ = jax.lax.fori_loop(0, _BISECTIONS, halve, (jnp.int32(0), end))
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+
 def _water_level(weight, cap, need):
   """Smallest s >= 0 with sum_i weight_i * min(s, cap_i) >= need, or inf if there is none.
 
-  weight, cap: f32[D] >= 0; need: f32[] >= 0. The left side is piecewise linear and
-  non-decreasing in s with kinks at the caps: sort them, evaluate it at every kink, and solve the
-  linear piece that crosses `need`.
+  weight, cap: f32[D] >= 0; need: f32[] >= 0. The left side F(s) is piecewise linear and
+  non-decreasing in s with kinks at the caps. Bisection (`_last_true`) finds the last float lo
+  with F(lo) < need; the caps <= lo are then exactly those saturated at the level, and the linear
+  piece through them is solved in closed form (the same piece a sort of the caps would pick).
   """
-  cap_s, weight_s = jax.lax.sort((cap, weight), num_keys=1)
-  cum_w = jnp.cumsum(weight_s)
-  cum_wc = jnp.cumsum(weight_s * cap_s)
-  at_kinks = cum_wc + cap_s * (cum_w[-1] - cum_w)
-  k = jnp.sum(at_kinks < need)  # the first kink reaching `need`
-  below_wc = jnp.where(k > 0, cum_wc[k - 1], 0.0)
-  below_w = jnp.where(k > 0, cum_w[k - 1], 0.0)
-  level = (need - below_wc) / jnp.maximum(cum_w[-1] - below_w, _TINY)
-  return jnp.where(k == cap.shape[0], jnp.inf, jnp.maximum(level, 0.0))
+  total = jnp.sum(weight * cap)
+  lo = _last_true(lambda s: jnp.sum(weight * jnp.minimum(s, cap)) < need, jnp.max(cap))
+  full = cap <= lo
+  below_wc = jnp.sum(jnp.where(full, weight * cap, 0.0))
+  free_w = jnp.sum(jnp.where(full, 0.0, weight))
+  level = (need - below_wc) / jnp.maximum(free_w, _TINY)
+  level = jnp.where(need > 0, jnp.maximum(level, 0.0), 0.0)
+  return jnp.where(total < need, jnp.inf, level)
+
+
+def _knapsack(mag, cap, need):
+  """Fractional knapsack: amounts a_i in [0, cap_i] filling coordinates in decreasing mag (ties
+  by index) until sum_i mag_i a_i reaches need; all at their caps if it never does. f32[D].
+
+  The last coordinate filled has the largest magnitude m with G(m) = sum_{mag_i >= m} mag_i cap_i
+  >= need (bisection, `_last_true`); larger ones fill to their caps and the ties at m share the
+  rest in index order.
+  """
+  total = jnp.sum(mag * cap)
+  m = _last_true(lambda v: jnp.sum(jnp.where(mag >= v, mag * cap, 0.0)) >= need, jnp.max(mag))
+  full = mag > m
+  tied = jnp.where(mag == m, mag * cap, 0.0)
+  rest = need - jnp.sum(jnp.where(full, mag * cap, 0.0)) - (jnp.cumsum(tied) - tied)
+  amount = jnp.where(full, cap, jnp.where(mag == m, jnp.clip(rest / jnp.maximum(m, _TINY), 0.0,
+                                                                cap), 0.0))
+  return jnp.where(total < need, cap, amount)
 
 
 def project_hyperplane(t, w, b, norm):
@@ -88,15 +132,7 @@ def project_hyperplane(t, w, b, norm):
     ratio = jnp.where(live, cap / jnp.where(live, mag, 1.0), 0.0)
     return jnp.where(live, w, 0.0) * jnp.minimum(_water_level(w * w, ratio, need), ratio)
   if norm == 'l1':
-    dim = t.shape[0]
-    order = jnp.argsort(-mag)
-    gain = jnp.cumsum(mag[order] * cap[order])
-    k = jnp.sum(gain < need)  # coordinates before rank k move to their caps, rank k partially
-    rank = jnp.zeros((dim,), jnp.int32).at[order].set(jnp.arange(dim, dtype=jnp.int32))
-    below = jnp.where(k > 0, gain[k - 1], 0.0)
-    partial = (need - below) / jnp.maximum(mag[order[jnp.minimum(k, dim - 1)]], _TINY)
-    amount = jnp.where(rank < k, cap, jnp.where(rank == k, jnp.clip(partial, 0.0, cap), 0.0))
-    return jnp.sign(w) * amount
+    return jnp.sign(w) * _knapsack(mag, cap, need)
   raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
 
 
@@ -149,56 +185,75 @@ def make_fab_targeted(*, norm='linf', eps, steps=100, restarts=1, num_targets=9,
     Returns f32[B,H,W,C]: per example, the smallest adversarial example found if its distance to x
     is <= eps, else x (also x for points misclassified from the start); gradients stopped.
   """
+  return stages.as_attack(make_fab_staged(norm=norm, eps=eps, steps=steps, restarts=restarts,
+                                          num_targets=num_targets, alpha_max=alpha_max, eta=eta,
+                                          beta=beta))
+
+
+def make_fab_staged(*, norm='linf', eps, steps=100, restarts=1, num_targets=9, alpha_max=0.1,
+                    eta=1.05, beta=0.9):
+  """`make_fab_targeted` as a `stages.Staged`: stage i is run i (target i // restarts, restart
+  i % restarts); the carry is (smallest adversarial point found f32[B,D], its norm f32[B] (inf:
+  none), clean-correct bool[B]); an example is done once its smallest norm is <= eps."""
   if norm not in NORMS:
     raise ValueError(f'Unknown norm {norm!r}; valid: {NORMS}.')
 
-  def attack(logits_fn, x, y, key):
+  def num_runs(num_classes):
+    return max(min(num_targets, num_classes - 1), 0) * restarts
+
+  def init(logits_fn, x, y, keys):
+    del keys
+    batch = x.shape[0]
+    correct = jnp.argmax(logits_fn(x), -1) == y
+    return x.reshape(batch, -1), jnp.full((batch,), jnp.inf, jnp.float32), correct
+
+  def stage(logits_fn, x, y, keys, carry, i):
     shape, batch = x.shape, x.shape[0]
-    num_classes = jax.eval_shape(logits_fn, x).shape[-1]
-    num_runs = min(num_targets, num_classes - 1) * restarts
-    keys = pgd.per_example_keys(key, batch)
-    if num_runs < 1:
-      return jax.lax.stop_gradient(x)
+    best_x, best_norm, correct = carry
     x0 = x.reshape(batch, -1)
     flat_logits = lambda v: logits_fn(v.reshape(shape))
-    onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
     clean = logits_fn(x)
-    correct = jnp.argmax(clean, -1) == y
-    _, targets = jax.lax.top_k(jnp.where(onehot > 0, -jnp.inf, clean), num_runs // restarts)
+    num_classes = clean.shape[-1]
+    onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
+    targets = jax.lax.top_k(jnp.where(onehot > 0, -jnp.inf, clean), num_runs(num_classes)
+                            // restarts)[1]
+    target = jnp.take(targets, i // restarts, axis=1)
+    coeff = onehot - jax.nn.one_hot(target, num_classes, dtype=jnp.float32)
 
-    def run(best, i):
-      """Run i: target i // restarts, restart i % restarts."""
-      coeff = onehot - jax.nn.one_hot(targets[:, i // restarts], num_classes, dtype=jnp.float32)
+    def true_minus_target(v):
+      diff = jnp.sum(coeff * flat_logits(v), axis=-1)
+      return jnp.sum(diff), diff
 
-      def true_minus_target(v):
-        diff = jnp.sum(coeff * flat_logits(v), axis=-1)
-        return jnp.sum(diff), diff
+    grad_fn = jax.grad(true_minus_target, has_aux=True)
+    x1 = x0
+    if restarts > 1:
+      radius = jnp.where(i % restarts > 0, jnp.minimum(best_norm, eps) / 2, 0.0)
+      run_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
+      x1 = jnp.clip(x0 + radius[:, None] * unit_sphere(run_keys, x0.shape[1], norm), 0.0, 1.0)
 
-      grad_fn = jax.grad(true_minus_target, has_aux=True)
-      x1 = x0
-      if restarts > 1:
-        radius = jnp.where(i % restarts > 0, jnp.minimum(best[1], eps) / 2, 0.0)
-        run_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
-        x1 = jnp.clip(x0 + radius[:, None] * unit_sphere(run_keys, x0.shape[1], norm), 0.0, 1.0)
+    def body(_, c):
+      x1, best_x, best_norm = c
+      grad, diff = grad_fn(x1)
+      x1 = fab_step(x1, x0, diff, grad, norm, alpha_max, eta)
+      adv = jnp.argmax(flat_logits(x1), -1) != y
+      dist = lp_norm(x1 - x0, norm)
+      better = adv & (dist < best_norm)
+      best_x = jnp.where(better[:, None], x1, best_x)
+      best_norm = jnp.where(better, dist, best_norm)
+      x1 = jnp.where(adv[:, None], x0 + beta * (x1 - x0), x1)
+      return x1, best_x, best_norm
 
-      def body(_, carry):
-        x1, best_x, best_norm = carry
-        grad, diff = grad_fn(x1)
-        x1 = fab_step(x1, x0, diff, grad, norm, alpha_max, eta)
-        adv = jnp.argmax(flat_logits(x1), -1) != y
-        dist = lp_norm(x1 - x0, norm)
-        better = adv & (dist < best_norm)
-        best_x = jnp.where(better[:, None], x1, best_x)
-        best_norm = jnp.where(better, dist, best_norm)
-        x1 = jnp.where(adv[:, None], x0 + beta * (x1 - x0), x1)
-        return x1, best_x, best_norm
+    _, best_x, best_norm = jax.lax.fori_loop(0, steps, body, (x1, best_x, best_norm))
+    return best_x, best_norm, correct
 
-      _, best_x, best_norm = jax.lax.fori_loop(0, steps, body, (x1, *best))
-      return (best_x, best_norm), None
+  def done(carry):
+    _, best_norm, correct = carry
+    return ~correct | (best_norm <= eps)
 
-    init = (x0, jnp.full((batch,), jnp.inf, jnp.float32))
-    (best_x, best_norm), _ = jax.lax.scan(run, init, jnp.arange(num_runs))
+  def finish(logits_fn, x, y, keys, carry):
+    del logits_fn, y, keys
+    best_x, best_norm, correct = carry
     found = correct & (best_norm <= eps)
-    return jax.lax.stop_gradient(jnp.where(found[:, None], best_x, x0).reshape(shape))
+    return jnp.where(found[:, None], best_x, x.reshape(x.shape[0], -1)).reshape(x.shape)
 
-  return attack
+  return stages.Staged(num_runs, init, stage, done, finish)

@@ -67,6 +67,17 @@ ATTACKS = {
 
 RUN_FIELDS = {'transfer': transfer.RUN_FIELDS}
 
+# Attacks that can also run in stages (attacks/stages.py), so an evaluation drops the examples
+# already fooled between targets or blocks of queries: factory(fields) -> Staged, or None for the
+# settings that cannot (Square with restarts > 1: its restarts run side by side).
+STAGED = {
+    'apgd_t': lambda f: apgd.make_apgd_staged(**_kwargs(f)),
+    'fab_t': lambda f: fab.make_fab_staged(**_kwargs(f)),
+    'square': lambda f: (square.make_square_staged(**{k: v for k, v in _kwargs(f).items()
+                                                      if k != 'restarts'})
+                         if f['restarts'] == 1 else None),
+}
+
 # Fields every attack takes; used by the evaluation, not passed to the attack's factory.
 # eot_samples > 1: attack a randomised model through EOT with that many draws per step.
 # bpda: attack an input-transformation model through its transformation's differentiable
@@ -88,6 +99,7 @@ def register(name, defaults, norms, losses, factory, run_fields=()):
   ATTACKS[name] = (dict(defaults), tuple(norms), None if losses is None else tuple(losses),
                    factory)
   RUN_FIELDS.pop(name, None)
+  STAGED.pop(name, None)
   if run_fields:
     RUN_FIELDS[name] = tuple(run_fields)
 
@@ -203,6 +215,19 @@ def build(cfg, where='attack', load_model=None):
     return attack(logits_fn, x, y, key)
 
   return checked
+
+
+def build_staged(cfg, where='attack'):
+  """The attack of a config as a `stages.Staged`, or None when it does not run in stages.
+
+  Same fields and validation as `build`; the stages together give the attack `build` returns
+  (`stages.as_attack`), and an evaluation may run each stage on only the examples not yet `done`.
+  """
+  f = validate(cfg, where)
+  if f['name'] not in STAGED:
+    return None
+  f['eps'] = float(f['eps'])
+  return STAGED[f['name']]({k: v for k, v in f.items() if k not in GENERIC})
 
 
 def describe(cfg):

@@ -10,7 +10,8 @@ and keeps the proposal if it raises the margin max_{j != y} z_j - z_y. Examples 
 misclassified stop changing (masked with `jnp.where`, shapes fixed). The window side follows the
 paper's schedule: a fraction p of the image, p = p_init halved at iterations 10, 50, 200, 500,
 1000, 2000, 4000, 6000 and 8000 of 10000, rescaled to `steps`. Restarts run vmapped and each
-example keeps its highest margin.
+example keeps its highest margin. With one restart the queries run in stages (`make_square_staged`,
+see stages.py), so an evaluation stops querying for the examples already misclassified.
 """
 
 import jax
@@ -19,6 +20,7 @@ import numpy as np
 
 from robust_jax.attacks import objectives
 from robust_jax.attacks import pgd
+from robust_jax.attacks import stages
 from robust_jax.attacks import threat
 
 DEFAULTS = {'square': dict(norm='linf', eps=0.0, steps=5000, restarts=1, p_init=0.8)}
@@ -139,28 +141,27 @@ def l2_propose(key, x, x_best, side, eps):
 _SEARCH = {'linf': (linf_init, linf_propose), 'l2': (l2_init, l2_propose)}
 
 
-def make_square_run(*, norm='linf', eps, steps=5000, p_init=0.8):
-  """One restart of `make_square` (same arguments, less `restarts`).
-
-  Returns:
-    run(logits_fn, x, y, run_keys) -> (x_adv, margin): `run_keys` one PRNG key per example ([B],
-    e.g. a row of `pgd.restart_keys`); x_adv: f32[B,H,W,C] the run's best point and margin: f32[B]
-    its margin. `make_square(restarts=R)` keeps, per example, the run of highest margin among
-    `run(..., pgd.restart_keys(keys, R)[r])`.
-  """
+def _search(norm, eps, steps, p_init):
+  """(start, search): `start(logits_fn, x, y, run_keys) -> (x_best, margin)` and
+  `search(logits_fn, x, y, run_keys, carry, lo, hi) -> carry` running iterations [lo, hi)."""
   if norm not in _SEARCH:
     raise ValueError(f'Unknown norm {norm!r}; valid: {threat.NORMS}.')
   init, propose = _SEARCH[norm]
   init = jax.vmap(init, in_axes=(0, 0, None))
   propose = jax.vmap(propose, in_axes=(0, 0, 0, None, None))
 
-  def run(logits_fn, x, y, run_keys):
-    height, width = x.shape[1:3]
-    num_classes = jax.eval_shape(logits_fn, x).shape[-1]
-    onehot = jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
-    margin = lambda xa: objectives.margin(logits_fn(xa), onehot)
+  def margin_fn(logits_fn, x, y):
+    onehot = jax.nn.one_hot(y, jax.eval_shape(logits_fn, x).shape[-1], dtype=jnp.float32)
+    return lambda xa: objectives.margin(logits_fn(xa), onehot)
+
+  def start(logits_fn, x, y, run_keys):
     init_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(run_keys, steps)
     x_best = init(init_keys, x, eps)
+    return x_best, margin_fn(logits_fn, x, y)(x_best)
+
+  def search(logits_fn, x, y, run_keys, carry, lo, hi):
+    height, width = x.shape[1:3]
+    margin = margin_fn(logits_fn, x, y)
 
     def body(i, carry):
       x_best, best = carry
@@ -171,9 +172,53 @@ def make_square_run(*, norm='linf', eps, steps=5000, p_init=0.8):
       take = (best <= 0) & (value > best)
       return jnp.where(take[:, None, None, None], x_new, x_best), jnp.where(take, value, best)
 
-    return jax.lax.fori_loop(0, steps, body, (x_best, margin(x_best)))
+    return jax.lax.fori_loop(lo, hi, body, carry)
+
+  return start, search
+
+
+def make_square_run(*, norm='linf', eps, steps=5000, p_init=0.8):
+  """One restart of `make_square` (same arguments, less `restarts`).
+
+  Returns:
+    run(logits_fn, x, y, run_keys) -> (x_adv, margin): `run_keys` one PRNG key per example ([B],
+    e.g. a row of `pgd.restart_keys`); x_adv: f32[B,H,W,C] the run's best point and margin: f32[B]
+    its margin. `make_square(restarts=R)` keeps, per example, the run of highest margin among
+    `run(..., pgd.restart_keys(keys, R)[r])`.
+  """
+  start, search = _search(norm, eps, steps, p_init)
+
+  def run(logits_fn, x, y, run_keys):
+    return search(logits_fn, x, y, run_keys, start(logits_fn, x, y, run_keys), 0, steps)
 
   return run
+
+
+def stage_bounds(steps):
+  """Iterations where Square's stages begin and end, [0, ..., steps]: the schedule's early
+  halvings (rescaled to `steps`; most points that fall, fall there) and every tenth of the run."""
+  halvings = [-(-(t + 1) * steps // 10000) for t in _HALVINGS]
+  tenths = [steps * j // 10 for j in range(1, 10)]
+  return sorted({0, steps, *(b for b in halvings if 0 < b < steps // 10),
+                 *(b for b in tenths if 0 < b)})
+
+
+def make_square_staged(*, norm='linf', eps, steps=5000, p_init=0.8):
+  """`make_square(restarts=1)` as a `stages.Staged`: stage s runs the iterations
+  [stage_bounds(steps)[s], stage_bounds(steps)[s + 1]); the carry is the best point and its
+  margin; an example is done once its margin is > 0 (misclassified: it no longer changes)."""
+  start, search = _search(norm, eps, steps, p_init)
+  bounds = stage_bounds(steps)
+  run_keys = lambda keys: pgd.restart_keys(keys, 1)[0]
+
+  def stage(logits_fn, x, y, keys, carry, s):
+    edges = jnp.asarray(bounds, jnp.int32)
+    return search(logits_fn, x, y, run_keys(keys), carry, edges[s], edges[s + 1])
+
+  return stages.Staged(
+      lambda _: len(bounds) - 1,
+      lambda logits_fn, x, y, keys: start(logits_fn, x, y, run_keys(keys)), stage,
+      lambda carry: carry[1] > 0, lambda logits_fn, x, y, keys, carry: carry[0])
 
 
 def make_square(*, norm='linf', eps, steps=5000, restarts=1, p_init=0.8):
@@ -192,6 +237,8 @@ def make_square(*, norm='linf', eps, steps=5000, restarts=1, p_init=0.8):
     called forward), `x: f32[B,H,W,C]` in [0,1], `y: int[B]`, `key` one PRNG key or one per example
     ([B]). Returns f32[B,H,W,C] inside the ball around x and inside [0,1], gradients stopped.
   """
+  if restarts == 1:
+    return stages.as_attack(make_square_staged(norm=norm, eps=eps, steps=steps, p_init=p_init))
   run = make_square_run(norm=norm, eps=eps, steps=steps, p_init=p_init)
 
   def attack(logits_fn, x, y, key):

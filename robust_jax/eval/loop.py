@@ -11,7 +11,9 @@ Every example of `subset` is computed exactly once: the batches are its consecut
 `batch_size` rows, the last one padded (with row 0 of the arrays unless told otherwise) and the
 padding dropped from the outputs, so counts are sums over real examples only. The evaluators
 (robust accuracy, detection, randomised smoothing, the sanity checks) and the training loop's
-catastrophic-overfitting monitor all run their batches through `run`.
+catastrophic-overfitting monitor all run their batches through `run`. A short subset (the points
+still robust in a cascade) may instead run in smaller fixed sizes (`bucket_sizes`), and an attack
+in stages runs each stage on the examples not yet fooled (`run_staged`).
 
 An evaluation attacks exactly the model it scores: the network in inference mode (`BN_MODE`,
 BatchNorm with its running statistics), so no example's result depends on the other examples of
@@ -117,22 +119,40 @@ def store_for(progress_dir, config, params, batch_stats):
   return Progress(progress_dir, fingerprint(config, params, batch_stats))
 
 
-def batches(subset, batch_size, pad_rows=None):
-  """Yields (start, valid, rows int[batch_size]): consecutive slices of `subset`, the last one
-  padded with `pad_rows` (default: row 0) after its `valid` real rows."""
+MIN_BUCKET = 64  # smallest re-batched size (smaller batches changed small_cnn's logits' rounding)
+
+
+def bucket_sizes(batch_size, num_devices=1):
+  """The batch sizes a subset may be cut into: batch_size and MIN_BUCKET (rounded up to a multiple
+  of `num_devices`), if smaller. A short subset (the points still robust in a cascade) then runs in
+  batches of the small size, not padded to a whole batch, and each jitted function compiles for
+  at most two shapes (compiling is a large part of an attack on a small subset)."""
+  small = -(-MIN_BUCKET // num_devices) * num_devices
+  return (batch_size, small) if small < batch_size else (batch_size,)
+
+
+def batches(subset, batch_size, pad_rows=None, buckets=()):
+  """Yields (start, valid, rows int[size]): consecutive slices of `subset`, of `batch_size` rows
+  or of one of the smaller `buckets`: each slice takes the largest size that the rows left fill,
+  else the smallest size, padded with `pad_rows` (default: row 0) after its `valid` real rows."""
   subset = np.asarray(subset)
-  for start in range(0, len(subset), batch_size):
-    rows = subset[start:start + batch_size]
+  sizes = sorted({batch_size, *buckets}, reverse=True)
+  start = 0
+  while start < len(subset):
+    left = len(subset) - start
+    size = next((b for b in sizes if b <= left), sizes[-1])
+    rows = subset[start:start + size]
     valid = len(rows)
-    if valid < batch_size:
-      pad = (np.zeros(batch_size - valid, rows.dtype) if pad_rows is None
-             else np.asarray(pad_rows[:batch_size - valid], rows.dtype))
+    if valid < size:
+      pad = (np.zeros(size - valid, rows.dtype) if pad_rows is None
+             else np.asarray(pad_rows[:size - valid], rows.dtype))
       rows = np.concatenate([rows, pad])
     yield start, valid, rows
+    start += valid
 
 
 def run(fn, arrays, subset, batch_size, outputs, *, mesh=None, bar=None, store=None, phase='',
-        pad_rows=None):
+        pad_rows=None, buckets=()):
   """Runs `fn` over the rows `subset` of `arrays` in padded batches; returns its outputs per row.
 
   Args:
@@ -148,16 +168,18 @@ def run(fn, arrays, subset, batch_size, outputs, *, mesh=None, bar=None, store=N
       batch is saved as soon as it is done. None keeps nothing.
     phase: the store's name for this run.
     pad_rows: the rows that pad the last batch (default: row 0 repeated).
+    buckets: smaller batch sizes the last rows may run in (`bucket_sizes`), instead of one batch
+      padded to batch_size; `fn` then sees batches of those sizes too.
   Returns:
     {name: dtype[len(subset), ...]} per entry of `outputs`, in the order of `subset`.
   """
-  host_rows = slice(None)
-  if mesh is not None:
-    host_rows = data_lib.host_slice(batch_size, jax.process_index(), jax.process_count())
   file_key, state = (None, blank_state(len(subset), outputs)) if store is None else store.load(
       phase, subset, outputs)
-  for start, valid, rows in batches(subset, batch_size, pad_rows):
+  for start, valid, rows in batches(subset, batch_size, pad_rows, buckets):
     if not state['done'][start:start + valid].all():
+      host_rows = slice(None)
+      if mesh is not None:
+        host_rows = data_lib.host_slice(len(rows), jax.process_index(), jax.process_count())
       batch = {name: a[rows][host_rows] for name, a in arrays.items()}
       got = fn(batch if mesh is None else parallel.shard_batch(batch, mesh))
       for name, a in zip(outputs, got):
@@ -170,3 +192,45 @@ def run(fn, arrays, subset, batch_size, outputs, *, mesh=None, bar=None, store=N
     if bar is not None:
       bar.update(valid)
   return {name: state[name].copy() for name in outputs}
+
+
+def run_staged(step, num_stages, arrays, subset, batch_size, carry, outputs, *, buckets=(),
+               mesh=None, bar=None, store=None, phase=''):
+  """`run` for an attack in stages (attacks/stages.py): each stage runs only on the examples of
+  `subset` not yet settled, re-batched (`buckets`), so the work shrinks as examples are settled.
+
+  Args:
+    step: `(batch, s) -> (*carry, settled, *outputs)`, one jitted function for every call: s = 0
+      starts the attack (the carry in `batch` is not read), s = 1 .. num_stages runs stage s - 1.
+      `batch` holds `arrays`' rows and each example's carry as 'carry0', 'carry1', ...; settled:
+      bool[B], the examples no later stage can change; outputs as in `run`, for the carry the
+      call returns (so an example's outputs are those of the last stage it ran).
+    carry: [(dtype, per-example shape)] of the carry's arrays.
+    The rest as in `run`. `store` keeps the final outputs only: a resumed evaluation whose phase
+    is on disk skips it, one killed in the middle of the stages starts them again.
+  Returns:
+    {name: dtype[len(subset), ...]} per entry of `outputs`, in the order of `subset`.
+  """
+  subset = np.asarray(subset)
+  file_key, final = None, None
+  if store is not None:
+    file_key, final = store.load(phase, subset, outputs)
+  if final is None or not final['done'].all():
+    spec = {**{f'carry{j}': c for j, c in enumerate(carry)}, 'settled': np.bool_, **outputs}
+    state = blank_state(len(subset), spec)
+    local = {name: np.asarray(a)[subset] for name, a in arrays.items()}
+    carried = {name: state[name] for name in spec if name.startswith('carry')}
+    for s in range(num_stages + 1):
+      todo = np.flatnonzero(~state['settled']) if s else np.arange(len(subset))
+      if not len(todo):
+        break
+      out = run(lambda b, s=s: step(b, s), {**local, **carried}, todo, batch_size, spec,
+                mesh=mesh, buckets=buckets)
+      for name in spec:
+        state[name][todo] = out[name]
+    final = {'done': np.ones(len(subset), bool), **{name: state[name] for name in outputs}}
+    if store is not None:
+      store.save(phase, file_key, final)
+  if bar is not None:
+    bar.update(len(subset))
+  return {name: final[name].copy() for name in outputs}

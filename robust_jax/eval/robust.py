@@ -14,7 +14,10 @@ loop.py); accuracies are sums of correct counts over the number of examples, nev
 batch averages. Each example's attack randomness is a function of (seed, attack, example index),
 so results do not depend on the batch size or the number of devices. Accuracy is always
 recomputed on the points the attack returned, and each returned point is checked to lie in its
-eps-ball and in [0,1].
+eps-ball and in [0,1]. The suite runs as a cascade (each attack on the points still robust); an
+attack in stages (the targets of APGD-T and FAB-T, blocks of Square's queries) runs each stage only
+on the examples not yet fooled, and short subsets run in a smaller fixed batch size (loop.py), so
+each example's verdict is that of the whole attack while the work shrinks with the robust points.
 
 An evaluation attacks exactly the model it scores: the network in inference mode (BatchNorm with
 its running statistics, `loop.BN_MODE`), whatever `model.attack_bn_mode` says for the training
@@ -28,70 +31,26 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from robust_jax import attacks
-from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
 from robust_jax import suites
-from robust_jax.attacks import threat
+from robust_jax.eval import batch_fns
 from robust_jax.eval import certify
 from robust_jax.eval import loop
 from robust_jax.eval import sanity
 from robust_jax.eval import target as target_lib
 
-_SLACK = 1e-5  # relative float tolerance of the ball check
 BN_MODE = loop.BN_MODE  # evaluations attack and score the inference-mode model
 _OUTPUTS = {'correct': np.bool_, 'outside': np.bool_}
 
 
-def unit_images(images, xp=np):
-  """Images as f32 in [0,1]: uint8 ones divided by 255, float ones as they are (in f32)."""
-  x = images.astype(xp.float32)
-  return x / 255.0 if images.dtype == np.uint8 else x
-
-
-def make_eval_fn(model, attack_cfg, mesh):
-  """Jitted `fn(params, batch_stats, images, labels, index, key) -> (correct, outside)` of a
-  robust_jax model: `target_eval_fn` of `target.of_flax(model, ...)`."""
-  fn = target_eval_fn(target_lib.of_flax(model, None, None).apply, attack_cfg, mesh)
-  return lambda params, batch_stats, *args: fn((params, batch_stats), *args)
-
-
-def target_eval_fn(apply, attack_cfg, mesh):
-  """Jitted `fn(variables, images, labels, index, key) -> (correct, outside)`.
-
-  `apply`: a `target.Target`'s. `attack_cfg` None means clean accuracy. `images`: uint8 (0..255)
-  or floats in [0,1]. `index: int32[B]` is each example's test-set index. `correct: bool[B]` is
-  computed on the returned points; `outside: bool[B]` flags returned points outside their
-  eps-ball or [0,1].
-  """
-  spec = None if attack_cfg is None else attacks.validate(attack_cfg)
-  attack = None if attack_cfg is None else attacks.build(attack_cfg, load_model=run_io.load_model)
-
-  def per_device(variables, images, labels, index, key):
-    x = unit_images(images, jnp)
-    x_adv = x
-    if attack is not None:
-      keys = rng.example_keys(key, rng.ATTACK, index)
-      # A random model's draws during the attack: their own stream, per example (EOT averages
-      # eot_samples of them per step); the final prediction below draws afresh.
-      seen = apply(variables, rng.example_keys(key, rng.MODEL_UNDER_ATTACK, index),
-                   spec['eot_samples'], bpda=spec['bpda'])
-      x_adv = attack(seen, x, labels, keys)
-    logits = apply(variables, keys=rng.example_keys(key, rng.MODEL, index))(x_adv)
-    outside = (x_adv.reshape(x.shape[0], -1).min(1) < 0) | (x_adv.reshape(x.shape[0], -1).max(1)
-                                                              > 1)
-    if spec is not None:
-      bound = spec['eps'] * (1 + _SLACK) + 1e-6
-      outside = outside | (threat.distance(x_adv, x, spec['norm']) > bound)
-    return jnp.argmax(logits, -1) == labels, outside
-
-  mapped = parallel.per_device(
-      per_device, mesh, in_specs=(P(), P('data'), P('data'), P('data'), P()),
-      out_specs=(P('data'), P('data')))
-  return jax.jit(mapped)
+# The per-batch functions live in batch_fns.py.
+unit_images = batch_fns.unit_images
+make_eval_fn = batch_fns.make_eval_fn
+target_eval_fn = batch_fns.target_eval_fn
+make_staged_eval_fns = batch_fns.make_staged_eval_fns
 
 
 def _eval_set(dataset, num_examples):
@@ -108,13 +67,33 @@ def _suite_cfgs(config):
 
 def _phase_runner(tgt, images, labels, mesh, batch_size, bar, store):
   """`phase(cfg, subset, key, name) -> (correct, outside)`, bool[len(subset)] each: attack `cfg`
-  (None: clean) on the test examples `subset`, through the evaluation loop (stored as `name`)."""
+  (None: clean) on the test examples `subset`, through the evaluation loop (stored as `name`).
+  A short subset runs in smaller fixed batch sizes (`loop.bucket_sizes`); an attack in stages
+  runs each stage only on the examples no earlier stage fooled (`loop.run_staged`)."""
   arrays = {'x': images, 'y': labels, 'i': np.arange(len(labels), dtype=np.int32)}
+  buckets = loop.bucket_sizes(batch_size, 1 if mesh is None else mesh.devices.size)
 
   def phase(cfg, subset, key, name):
-    fn = target_eval_fn(tgt.apply, cfg, mesh)
-    out = loop.run(lambda b: fn(tgt.variables, b['x'], b['y'], b['i'], key), arrays,
-                   subset, batch_size, _OUTPUTS, mesh=mesh, bar=bar, store=store, phase=name)
+    staged = None if cfg is None else make_staged_eval_fns(tgt.apply, cfg, mesh)
+    if staged is None:
+      fn = target_eval_fn(tgt.apply, cfg, mesh)
+      out = loop.run(lambda b: fn(tgt.variables, b['x'], b['y'], b['i'], key), arrays,
+                     subset, batch_size, _OUTPUTS, mesh=mesh, bar=bar, store=store, phase=name,
+                     buckets=buckets)
+      return out['correct'], out['outside']
+    shapes = staged.carry(tgt.variables, *(
+        jax.ShapeDtypeStruct((batch_size,) + a.shape[1:], a.dtype) for a in arrays.values()), key)
+    spec = [(np.dtype(c.dtype), c.shape[1:]) for c in shapes]
+    num_classes = jax.eval_shape(tgt.apply(tgt.variables),
+                                 jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32))
+
+    def step(b, s):
+      carry = tuple(b[f'carry{j}'] for j in range(len(spec)))
+      return staged.step(tgt.variables, b['x'], b['y'], b['i'], key, carry, s)
+
+    out = loop.run_staged(step, staged.num_stages(num_classes.shape[-1]), arrays, subset,
+                          batch_size, spec, _OUTPUTS, buckets=buckets, mesh=mesh, bar=bar,
+                          store=store, phase=name)
     return out['correct'], out['outside']
 
   return phase
