@@ -96,6 +96,7 @@ def test_worst_case_is_the_per_example_and_of_independent_runs():
   assert worst.sum() < min([clean.sum()] + [ok.sum() for ok in each.values()])
   assert results['worst_case_correct'] == worst.sum()
   assert results['worst_case_accuracy'] == worst.sum() / n
+  assert results['clean_correct'] == clean.sum()  # every evaluation's results carry the counts
   np.testing.assert_array_equal(art['per_example']['worst_case'], worst)
 
 
@@ -219,6 +220,7 @@ def test_suite_cascade_and_sanity_checks_use_the_primary_attack_wherever_it_ran(
                                    progress=False)
   suite = results['suite']
   assert [a['name'] for a in suite['attacks']] == ['apgd_ce', 'apgd_t']
+  assert suite['correct'] == art['per_example']['suite'].sum() == round(suite['accuracy'] * 24)
   assert suite['attacks'][0]['attacked'] == round(results['clean_accuracy'] * 24)
   assert suite['attacks'][1]['attacked'] == suite['attacks'][0]['attacked'] - \
       suite['attacks'][0]['broken']

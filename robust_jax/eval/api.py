@@ -104,7 +104,7 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
   results, artifacts = robust.evaluate_target(tgt, x, y, config, mesh, progress=verbose)
   results['eval_seconds'] = time.perf_counter() - t0
   per_example = artifacts['per_example']
-  results = _exact(results, per_example, norm, eps)
+  results['threat_model'] = {'norm': norm, 'eps': eps}  # the counts: robust.evaluate_target
   results.update(test_split=data_lib.test_split(n, given), config=_as_dict(config),
                  **report.provenance())
   title = title or f'{_name(logits_fn)} on {n:,} images ({norm}, eps={eps:g})'
@@ -117,15 +117,6 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
   if verbose:
     print('\n' + (text or report.full_report(results, title, console=True)) + '\n', flush=True)
   return {**results, 'per_example': per_example}
-
-
-def _exact(results, per_example, norm, eps):
-  """The counts every figure is a ratio of, and the evaluation's one threat model."""
-  results = {**results, 'threat_model': {'norm': norm, 'eps': eps},
-             'clean_correct': int(per_example['clean'].sum())}
-  if 'suite' in results:
-    results['suite'] = {**results['suite'], 'correct': int(per_example['suite'].sum())}
-  return results
 
 
 def _name(fn):

@@ -128,9 +128,9 @@ def evaluate_target(tgt, images, labels, config, mesh, progress=True, store=None
   artifacts: the example images for the report's plots (when the sanity checks ran) and
   'per_example': {'clean', 'attack/<name>', 'suite', 'worst_case': bool[n]} per test example.
 
-  results keys: num_examples, clean_accuracy, attacks {name: {accuracy, correct, metric, ...}},
-  suite {name, accuracy, attacks: [...]}, worst_case_accuracy, worst_case_correct,
-  sanity_checks [...], eps_curve, eval_seconds.
+  results keys: num_examples, clean_accuracy, clean_correct, attacks {name: {accuracy, correct,
+  metric, ...}}, suite {name, accuracy, correct, attacks: [...]}, worst_case_accuracy,
+  worst_case_correct, sanity_checks [...], eps_curve, eval_seconds.
   """
   n = len(labels)
   everyone = np.arange(n)
@@ -141,13 +141,14 @@ def evaluate_target(tgt, images, labels, config, mesh, progress=True, store=None
   t_all = time.perf_counter()
   phase = _phase_runner(tgt, images, labels, mesh, config.eval.batch_size, bar, store)
   clean, _ = phase(None, everyone, root, 'clean')
-  results = {'num_examples': n, 'clean_accuracy': float(clean.mean()), 'attacks': {}}
+  results = {'num_examples': n, 'clean_accuracy': float(clean.mean()),
+             'clean_correct': int(clean.sum()), 'attacks': {}}
   correct, ball = _named_attacks(phase, named, everyone, root, bar, results['attacks'])
   worst = np.logical_and.reduce([clean] + list(correct.values()))
   cascade = _Cascade(None, None, None, None, ball)
   if suite:
     cascade = _suite(phase, config.eval.suite, suite, clean, root, bar, ball)
-    results['suite'] = cascade.results
+    results['suite'] = {**cascade.results, 'correct': int(cascade.robust.sum())}
     worst &= cascade.robust
   results['worst_case_accuracy'] = float(worst.mean())
   results['worst_case_correct'] = int(worst.sum())
