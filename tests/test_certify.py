@@ -166,3 +166,56 @@ def test_evaluation_certifies_and_the_report_shows_the_curve(tmp_path):
   images = report.write_plots(results, {}, str(tmp_path))
   assert images['certified accuracy against L2 radius'] == 'certified_accuracy.png'
   assert os.path.getsize(tmp_path / 'certified_accuracy.png') > 0
+
+
+def test_a_killed_certification_resumes_from_its_saved_batches(tmp_path, monkeypatch):
+  c = _gaussian_config(examples=8, n0=16, n=64, batch_size=4, noise_batch=32)
+  dataset = helpers.tiny_dataset(n_test=8, shape=(8, 8, 1))
+  model = experiment.deployed_model(c, 10, (0.5,), (0.25,))
+  params = model_fns.init_variables(model, jax.random.key(0), (8, 8, 1))['params']
+  mesh = parallel.make_mesh()
+  full, _ = robust.evaluate(model, params, {}, dataset, c, mesh, progress=False)
+
+  calls = {'n': 0, 'die_at': 2}
+  real_make = certify._make_count_fn
+
+  def counting_make(*args):
+    fn = real_make(*args)
+
+    def counting(*a):  # one call per certification batch; the `die_at`th "kills" the process
+      calls['n'] += 1
+      if calls['n'] == calls['die_at']:
+        raise KeyboardInterrupt('killed')
+      return fn(*a)
+
+    return counting
+
+  monkeypatch.setattr(certify, '_make_count_fn', counting_make)
+
+  def evaluate(config, die_at=0):
+    calls['n'], calls['die_at'] = 0, die_at
+    res, _ = robust.evaluate(model, params, {}, dataset, config, mesh, progress=False,
+                             progress_dir=str(tmp_path))
+    return res['certify'], calls['n']
+
+  with pytest.raises(KeyboardInterrupt):
+    evaluate(c, die_at=2)  # the first of the 2 batches is certified and saved
+  assert (tmp_path / 'certify.npz').exists()
+  resumed, batches = evaluate(c)
+  assert batches == 1  # only the batch the kill interrupted is counted again
+  again, batches = evaluate(c)
+  assert batches == 0  # everything read back
+  for res in (resumed, again):
+    assert {k: v for k, v in res.items() if k != 'seconds'} == {
+        k: v for k, v in full['certify'].items() if k != 'seconds'}
+
+  # Other certify settings (more votes, another sigma): the saved counts are not used.
+  saved = (tmp_path / 'certify.npz').read_bytes()
+  more_votes = _gaussian_config(examples=8, n0=16, n=96, batch_size=4, noise_batch=32)
+  other_sigma = _gaussian_config(examples=8, n0=16, n=64, batch_size=4, noise_batch=32)
+  other_sigma.defense.sigma = 0.25
+  for changed in (more_votes, other_sigma):
+    (tmp_path / 'certify.npz').write_bytes(saved)
+    res, batches = evaluate(changed)
+    assert batches == 2
+    assert (res['n'], res['sigma']) == (changed.eval.certify.n, changed.defense.sigma)

@@ -194,8 +194,13 @@ def _make_count_fn(model, sigma, c, mesh):
                                      out_specs=(P('data'), P('data'))))
 
 
-def run(model, params, batch_stats, dataset, config, mesh, progress=True):
-  """Certifies the first `eval.certify.examples` test images; returns results['certify']."""
+def run(model, params, batch_stats, dataset, config, mesh, progress=True, store=None):
+  """Certifies the first `eval.certify.examples` test images; returns results['certify'].
+
+  store: a `loop.Progress` (its fingerprint covers `eval.certify` and the defense's sigma): the
+  vote counts of batches certified by an earlier, killed run are read back, not recounted. None
+  keeps nothing.
+  """
   c = config.eval.certify
   sigma = float(transforms.fields(config)['sigma'])
   n = min(c.examples, len(dataset.test_labels))
@@ -207,7 +212,8 @@ def run(model, params, batch_stats, dataset, config, mesh, progress=True):
   votes = (np.int32, (dataset.num_classes,))
   out = loop.run(lambda b: fn(params, batch_stats, b['x'], b['i'], key),
                  {'x': images, 'i': np.arange(n, dtype=np.int32)}, np.arange(n), c.batch_size,
-                 {'counts0': votes, 'counts': votes}, mesh=mesh, bar=bar)
+                 {'counts0': votes, 'counts': votes}, mesh=mesh, bar=bar, store=store,
+                 phase='certify')
   bar.close()
   counts0, counts = out['counts0'], out['counts']
   pred, radius, p_a = certify_from_counts(counts0, counts, sigma, c.alpha)

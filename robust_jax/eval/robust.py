@@ -114,7 +114,8 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   results, artifacts = evaluate_target(target_lib.of_flax(model, params, batch_stats), images,
                                        labels, config, mesh, progress, store)
   if config.eval.get('certify') and config.eval.certify.examples > 0:
-    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress)
+    results['certify'] = certify.run(model, params, batch_stats, dataset, config, mesh, progress,
+                                     store)
   results['eval_seconds'] = time.perf_counter() - t_all
   return results, artifacts
 
