@@ -34,15 +34,18 @@ def _free_port():
 
 
 def _start(args, devices, data_dir):
+  # Backend optimisation off (conftest.FAST_COMPILE): these runs check agreement, not speed.
   env = dict(conftest.SUBPROCESS_ENV, TFDS_DATA_DIR=str(data_dir),
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {conftest.FAST_COMPILE}')
   return subprocess.Popen([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _params(workdir):
+def _params(workdir, step=None):
+  """(step, parameter arrays) of the latest checkpoint of `workdir`, or of checkpoint `step`."""
   from robust_jax import experiment  # pylint: disable=g-import-not-at-top
-  _, params, _, _, step = experiment.load_model(str(workdir))
+  path = None if step is None else str(workdir / 'checkpoints' / str(step))
+  _, params, _, _, step = experiment.load_model(str(workdir), path)
   import jax  # pylint: disable=g-import-not-at-top
   return step, [np.asarray(a) for a in jax.tree.leaves(params)]
 
@@ -78,7 +81,11 @@ def test_settings_from_flags_environment_and_errors(monkeypatch):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_two_processes_match_one_process_with_four_devices(tmp_path, tfds_dir):
-  one = _start([f'--workdir={tmp_path / "one"}', *QUICK], 4, tfds_dir)
+  # One process x 4 devices trains 6 steps once; its checkpoints 4 and 6 are the references for
+  # the two-process run to step 4 and for its resumption to step 6 (constant learning rate: a
+  # 6-step run's first 4 steps are a 4-step run's).
+  more = ['--config.train.steps=6']
+  one = _start([f'--workdir={tmp_path / "one"}', *QUICK, *more], 4, tfds_dir)
   out, _ = one.communicate(timeout=600)
   assert one.returncode == 0, out[-3000:]
   port = _free_port()
@@ -88,15 +95,13 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, tfds_dir):
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, o in zip(procs, outs):
     assert p.returncode == 0, o[-3000:]
-  step1, p1 = _params(tmp_path / 'one')
+  step1, p1 = _params(tmp_path / 'one', 4)
   step2, p2 = _params(tmp_path / 'two')
   assert step1 == step2 == 4
   for a, b in zip(p1, p2):
     np.testing.assert_allclose(a, b, atol=1e-5)
-  r1 = json.loads((tmp_path / 'one' / 'results.json').read_text())
   r2 = json.loads((tmp_path / 'two' / 'results.json').read_text())
-  assert r1['clean_accuracy'] == r2['clean_accuracy']
-  assert len(r2['devices']) == 4
+  assert len(r2['devices']) == 4 and r2['train_steps'] == 4
   lines = (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()
   steps = [json.loads(x)['step'] for x in lines]
   assert steps == [1, 2, 3, 4]
@@ -110,9 +115,6 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, tfds_dir):
   for f in (tmp_path / 'two' / 'checkpoints' / '4').rglob('*'):
     if f.is_file() and f.parent.name == 'd':
       f.write_bytes(b'garbage')
-  more = ['--config.train.steps=6']
-  one = _start([f'--workdir={tmp_path / "one"}', *QUICK, *more], 4, tfds_dir)
-  assert one.wait(timeout=600) == 0
   port = _free_port()
   procs = [_start([f'--workdir={tmp_path / "two"}', *QUICK, *more,
                    f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
@@ -126,6 +128,10 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, tfds_dir):
   assert step1 == step2 == 6
   for a, b in zip(p1, p2):
     np.testing.assert_allclose(a, b, atol=1e-5)
+  r1 = json.loads((tmp_path / 'one' / 'results.json').read_text())
+  r2 = json.loads((tmp_path / 'two' / 'results.json').read_text())
+  assert r1['clean_accuracy'] == r2['clean_accuracy']
+  assert len(r2['devices']) == 4 and r1['train_steps'] == r2['train_steps'] == 6
 
 
 @pytest.mark.slow
@@ -138,7 +144,7 @@ def test_a_dead_peer_ends_the_survivor_with_an_error(tmp_path, tfds_dir):
   procs = [_start(args + [f'--process_id={i}'], 2, tfds_dir) for i in range(2)]
   metrics = tmp_path / 'wd' / 'metrics.jsonl'
   deadline = time.time() + 300
-  while not (metrics.exists() and metrics.read_text().count('\n') >= 2):
+  while not (metrics.exists() and metrics.read_text().count('\n') >= 1):  # collectives run
     assert time.time() < deadline and procs[0].poll() is None, procs[0].communicate()[0][-3000:]
     time.sleep(1)
   procs[1].kill()
