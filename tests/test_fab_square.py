@@ -50,11 +50,13 @@ _SQUARE = (square.make_square, (('steps', 10),))
 
 @hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(which=st.sampled_from(['fab_t', 'square']), norm=st.sampled_from(['linf', 'l2',
-                  'l1']), restarts=st.integers(1, 2), eps=st.floats(0.0, 2.0),
-                  seed=st.integers(0, 2**16))
-def test_inside_ball_and_box_eps_zero_and_same_key(which, norm, restarts, eps, seed):
+                  'l1']), eps=st.floats(0.0, 2.0), seed=st.integers(0, 2**16))
+def test_inside_ball_and_box_eps_zero_and_same_key(which, norm, eps, seed):
   make, static = _FAB if which == 'fab_t' else _SQUARE
   norm = 'linf' if which == 'square' and norm == 'l1' else norm
+  # One restart count per (attack, norm), each count for each attack: 5 programs to compile, not
+  # 10 (FAB: linf 1, l2 2, l1 1; Square: linf 2, l2 1).
+  restarts = 1 + (['linf', 'l2', 'l1'].index(norm) + (which == 'square')) % 2
   static = static + (('norm', norm), ('restarts', restarts))
   x, y = _data(seed, 4)
   key = jax.random.key(seed)
