@@ -17,6 +17,7 @@ from robust_jax.eval import detection
 from robust_jax.eval import detector
 from robust_jax.eval import loop
 from robust_jax.eval import robust
+from robust_jax.eval import sanity
 from tests import helpers
 
 SHAPE = (8, 8, 1)
@@ -173,7 +174,10 @@ def test_defended_never_exceeds_clean_and_equals_it_for_the_identity_attack(seed
   assert d['successful'] == 0
 
 
-def test_detector_aware_attack_beats_the_naive_one():
+def test_detector_aware_attack_beats_the_naive_one(monkeypatch):
+  # The eps curve of the sanity checks at eps only (and the unbounded end): this test reads
+  # other checks, and each point of the curve is one more PGD-20 to compile.
+  monkeypatch.setattr(sanity, 'EPS_MULTIPLES', (1.0,))
   pgd = dict(name='pgd', eps=0.1, steps=30, step_size=0.01, loss='margin')
   c, model, params, dataset = _setup(naive=pgd, adaptive=dict(pgd, detector_penalty=2.0))
   c.eval.sanity_checks = True
