@@ -354,6 +354,9 @@ def test_a_cpu_cut_of_the_modern_recipe_runs_with_its_synthetic_extra_data(tmp_p
   assert c.defense.label_smoothing == 0.1 and c.data.extra.fraction == 0.7
   c.data.data_dir = str(tfds_dir)
   c.train.steps, c.eval.num_examples, c.eval.sanity_checks = 3, 20, False
+  # Smaller batches (16, 70% synthetic; eval: the 20 images, not padded to 200) and a 2-step
+  # TRADES inner attack: the same code paths at a fraction of the compute.
+  c.train.batch_size, c.train_attack.steps, c.eval.batch_size = 16, 2, 20
   c.eval.attacks.pgd20.steps = 2
   results = experiment.train_and_evaluate(c, str(tmp_path / c.paper.row), progress=False)
   assert results['train_steps'] == 3 and 0 <= results['clean_accuracy'] <= 1
