@@ -31,6 +31,15 @@ SUBPROCESS_ENV = {**os.environ, 'XLA_FLAGS': FAKE_DEVICES, 'JAX_PLATFORMS': 'cpu
                   'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': str(CACHE_MIN_COMPILE_S)}
 if PLATFORM == 'cpu':
   os.environ['XLA_FLAGS'] = f'{FAKE_DEVICES} {FAST_COMPILE}'
+
+
+def subprocess_env(devices=4, fast_compile=True, **extra):
+  """SUBPROCESS_ENV for a launch.py child on `devices` fake CPU devices. `fast_compile`: XLA's
+  backend optimisation off, as in-process tests compile; runs that train for real pass False.
+  `extra`: more variables (e.g. TFDS_DATA_DIR)."""
+  flags = f'--xla_force_host_platform_device_count={devices}'
+  return dict(SUBPROCESS_ENV, XLA_FLAGS=f'{flags} {FAST_COMPILE}' if fast_compile else flags,
+              **extra)
 os.environ['JAX_PLATFORMS'] = PLATFORM
 
 import jax  # noqa: E402

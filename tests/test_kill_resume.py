@@ -29,8 +29,7 @@ ARGS = [f'--config.train.steps={STEPS}', '--config.train.batch_size=32',
 
 def _start(workdir, data_dir, more=()):
   # Backend optimisation off (conftest.FAST_COMPILE): these runs check exactness, not speed.
-  env = dict(conftest.SUBPROCESS_ENV, TFDS_DATA_DIR=str(data_dir),
-             XLA_FLAGS=f'--xla_force_host_platform_device_count=2 {conftest.FAST_COMPILE}')
+  env = conftest.subprocess_env(2, TFDS_DATA_DIR=str(data_dir))
   return subprocess.Popen([sys.executable, 'launch.py', f'--workdir={workdir}', *ARGS, *more],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)

@@ -25,10 +25,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 def launch(*args, data_dir, timeout=600, devices=1, fast_compile=True):
   """launch.py in a subprocess. `fast_compile`: XLA's backend optimisation off, as in-process
   tests compile (conftest.FAST_COMPILE); runs that train for real pass False."""
-  flags = f'--xla_force_host_platform_device_count={devices}'
-  if fast_compile:
-    flags += f' {conftest.FAST_COMPILE}'
-  env = dict(conftest.SUBPROCESS_ENV, TFDS_DATA_DIR=str(data_dir), XLA_FLAGS=flags)
+  env = conftest.subprocess_env(devices, fast_compile, TFDS_DATA_DIR=str(data_dir))
   return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

@@ -35,8 +35,7 @@ def _free_port():
 
 def _start(args, devices, data_dir):
   # Backend optimisation off (conftest.FAST_COMPILE): these runs check agreement, not speed.
-  env = dict(conftest.SUBPROCESS_ENV, TFDS_DATA_DIR=str(data_dir),
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {conftest.FAST_COMPILE}')
+  env = conftest.subprocess_env(devices, TFDS_DATA_DIR=str(data_dir))
   return subprocess.Popen([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
