@@ -13,6 +13,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _URL = re.compile(r'\b(?:https?|ftp|gs)://([\w.-]+)', re.I)
+# A host named without a scheme, as an error message prints it: three labels or more ending in a
+# top-level domain (two-label names such as `self.net` are attributes in code; a two-label
+# citation host such as the authors' code repository is allowed, see the test below).
+_BARE = re.compile(r'(?<![\w@/.-])((?:[a-z0-9-]+\.){2,}(?:edu|com|org|net|io|gov))\b(?![\w-])',
+                   re.I)
 
 
 def _default_index():
@@ -53,7 +58,8 @@ def _tracked_text_files():
 def hosts_named(text):
   """The download hosts or registries that `text` names."""
   found = [h for h in _URL.findall(text) if h.lower() not in _LOCAL]
-  return found + _NAMES.findall(text)
+  bare = [h for h in _BARE.findall(_URL.sub(' ', text)) if h.lower() not in _LOCAL]
+  return found + bare + _NAMES.findall(text)
 
 
 def test_the_checker_finds_hosts_and_registries():
@@ -67,6 +73,10 @@ def test_the_checker_finds_hosts_and_registries():
   assert hosts_named(f'data at gs://{bucket}/mnist') == [bucket]
   assert hosts_named("base = f'http://127.0.0.1:{port}'; 'https://host.invalid/'") == []
   assert hosts_named('the authors\' code (github.com/org/repo, train.py)') == []  # a citation
+  # A host printed without a scheme (an offline error message quoted in a document).
+  host = '.'.join(['www', 'cs', 'example', 'edu'])  # joined here, so this file passes its check
+  assert hosts_named(f'appears offline (cannot reach {host}).') == [host]
+  assert hosts_named('self.net.apply(v, x); model.net') == []
 
 
 def test_no_file_of_the_project_names_a_download_host():
