@@ -1,8 +1,8 @@
 """Tests run on 4 fake CPU devices, so data-parallel code is exercised on any machine.
 
 XLA's CPU backend spends seconds optimising each conv net; unit tests need correctness only, so
-they compile with backend optimisation off. End-to-end runs in subprocesses get `SUBPROCESS_ENV`,
-which keeps the fake devices but compiles normally.
+they compile with backend optimisation off. launch.py runs in subprocesses get `subprocess_env`:
+fake devices, and backend optimisation off too unless the run trains for real.
 
 Compiling is most of the suite's time, and many tests compile the same programs (a fresh `jax.jit`
 of the same evaluation step is a new in-memory cache entry): one JAX persistent compilation cache
@@ -23,23 +23,15 @@ PLATFORM = os.environ.get('ROBUST_JAX_TEST_PLATFORM', 'cpu')
 
 _CACHE_VAR = 'ROBUST_JAX_TEST_JIT_CACHE'
 _OWNS_CACHE = _CACHE_VAR not in os.environ
-COMPILE_CACHE = os.environ.setdefault(_CACHE_VAR,
-                                      tempfile.mkdtemp(prefix='robust_jax_test_jit_cache_'))
+if _OWNS_CACHE:
+  os.environ[_CACHE_VAR] = tempfile.mkdtemp(prefix='robust_jax_test_jit_cache_')
+COMPILE_CACHE = os.environ[_CACHE_VAR]
 CACHE_MIN_COMPILE_S = 0.2  # smaller programs compile faster than they load
 SUBPROCESS_ENV = {**os.environ, 'XLA_FLAGS': FAKE_DEVICES, 'JAX_PLATFORMS': 'cpu',
                   'JAX_COMPILATION_CACHE_DIR': COMPILE_CACHE,
                   'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': str(CACHE_MIN_COMPILE_S)}
 if PLATFORM == 'cpu':
   os.environ['XLA_FLAGS'] = f'{FAKE_DEVICES} {FAST_COMPILE}'
-
-
-def subprocess_env(devices=4, fast_compile=True, **extra):
-  """SUBPROCESS_ENV for a launch.py child on `devices` fake CPU devices. `fast_compile`: XLA's
-  backend optimisation off, as in-process tests compile; runs that train for real pass False.
-  `extra`: more variables (e.g. TFDS_DATA_DIR)."""
-  flags = f'--xla_force_host_platform_device_count={devices}'
-  return dict(SUBPROCESS_ENV, XLA_FLAGS=f'{flags} {FAST_COMPILE}' if fast_compile else flags,
-              **extra)
 os.environ['JAX_PLATFORMS'] = PLATFORM
 
 import jax  # noqa: E402
@@ -49,6 +41,15 @@ if PLATFORM == 'cpu':
   jax.config.update('jax_num_cpu_devices', 4)
 jax.config.update('jax_compilation_cache_dir', COMPILE_CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', CACHE_MIN_COMPILE_S)
+
+
+def subprocess_env(devices=4, fast_compile=True, **extra):
+  """SUBPROCESS_ENV for a launch.py child on `devices` fake CPU devices. `fast_compile`: XLA's
+  backend optimisation off, as in-process tests compile; runs that train for real pass False.
+  `extra`: more variables (e.g. TFDS_DATA_DIR)."""
+  flags = f'--xla_force_host_platform_device_count={devices}'
+  return dict(SUBPROCESS_ENV, XLA_FLAGS=f'{flags} {FAST_COMPILE}' if fast_compile else flags,
+              **extra)
 
 
 def pytest_sessionfinish(session, exitstatus):
