@@ -131,6 +131,19 @@ def modern_recipe(c, *, depth, width, batch_size, epochs, lr, beta, extra_fracti
   return c
 
 
+def modern_row(paper, source, row, title, published, *, preact=False, **recipe):
+  """A published row of the modern recipe: `modern_recipe(default config, **recipe)` (a
+  PreAct ResNet-18 at full width where `preact`), with its table fields (AutoAttack as
+  RobustBench reports it)."""
+  c = modern_recipe(default.get_config(), **recipe)
+  if preact:
+    c.model.name, c.model.base_width = 'preact_resnet18', 64
+  c.paper = fields(paper=paper, row=row, title=title, epochs=recipe['epochs'],
+                   published=published, labels={'suite': 'AutoAttack (RobustBench)'},
+                   source=source)
+  return c
+
+
 def modern_cpu_cut(c, row, *, steps=40, batch_size=64, synthetic=4000, examples=200):
   """A CPU cut of a `modern_recipe` row: the same recipe on a WRN-10-1 (dm_wide_resnet, depth
   10, width 1; a PreAct ResNet-18 row: base_width 8) for `steps` steps of `batch_size`, the

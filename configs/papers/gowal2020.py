@@ -27,7 +27,6 @@ Not reproduced: DeepMind's BatchNorm statistics per emulated worker; their unlab
 drawn with replacement where robust_jax walks a permutation.
 """
 
-from configs import default
 from configs.papers import common
 
 PAPER = 'gowal2020'
@@ -37,11 +36,9 @@ SOURCE = ('Gowal et al. 2020 (RobustBench entries Gowal2020Uncovering_70_16 and 
 
 
 def _row(row, title, extra_fraction, published):
-  c = common.modern_recipe(default.get_config(), depth=70, width=16, batch_size=1024,
-                           epochs=400, lr=0.4, beta=6.0, extra_fraction=extra_fraction)
-  c.paper = common.fields(paper=PAPER, row=row, title=title, epochs=400, published=published,
-                          labels={'suite': 'AutoAttack (RobustBench)'}, source=SOURCE)
-  return c
+  return common.modern_row(PAPER, SOURCE, row, title, published, depth=70, width=16,
+                           batch_size=1024, epochs=400, lr=0.4, beta=6.0,
+                           extra_fraction=extra_fraction)
 
 
 def cifar10_wrn70_16():

@@ -25,7 +25,6 @@ Not reproduced: the Swish activation of DeepMind's PreAct ResNet-18 (robust_jax'
 BatchNorm statistics per emulated worker.
 """
 
-from configs import default
 from configs.papers import common
 
 PAPER = 'gowal2021'
@@ -35,13 +34,9 @@ SOURCE = ('Gowal et al. 2021 (RobustBench entries Gowal2021Improving_70_16_ddpm_
 
 
 def _row(row, title, published, preact=False):
-  c = common.modern_recipe(default.get_config(), depth=70, width=16, batch_size=1024,
-                           epochs=400, lr=0.4, beta=6.0, extra_fraction=0.7)
-  if preact:
-    c.model.name, c.model.base_width = 'preact_resnet18', 64
-  c.paper = common.fields(paper=PAPER, row=row, title=title, epochs=400, published=published,
-                          labels={'suite': 'AutoAttack (RobustBench)'}, source=SOURCE)
-  return c
+  return common.modern_row(PAPER, SOURCE, row, title, published, preact=preact, depth=70,
+                           width=16, batch_size=1024, epochs=400, lr=0.4, beta=6.0,
+                           extra_fraction=0.7)
 
 
 def cifar10_wrn70_16_ddpm100m():

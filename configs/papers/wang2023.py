@@ -28,7 +28,6 @@ Not reproduced: the released code's TRADES inner attack starts from uniform nois
 classes (robust_jax: a / K over all classes; 0.9 against 0.91 on the true class for a = 0.1).
 """
 
-from configs import default
 from configs.papers import common
 
 PAPER = 'wang2023'
@@ -37,11 +36,8 @@ SOURCE = 'Wang et al. 2023 (RobustBench entries Wang2023Better_WRN-28-10 and _WR
 
 
 def _row(row, title, depth, width, published):
-  c = common.modern_recipe(default.get_config(), depth=depth, width=width, batch_size=512,
-                           epochs=400, lr=0.2, beta=5.0, extra_fraction=0.7)
-  c.paper = common.fields(paper=PAPER, row=row, title=title, epochs=400, published=published,
-                          labels={'suite': 'AutoAttack (RobustBench)'}, source=SOURCE)
-  return c
+  return common.modern_row(PAPER, SOURCE, row, title, published, depth=depth, width=width,
+                           batch_size=512, epochs=400, lr=0.2, beta=5.0, extra_fraction=0.7)
 
 
 def cifar10_wrn28_10_edm20m():
