@@ -81,7 +81,12 @@ def mnist(c):
 
 
 def cifar10(c, eps=8 / 255):
-  """CIFAR-10 through TFDS (needs network once), pad-4 crop + flip, L-inf eps 8/255."""
+  """CIFAR-10, pad-4 crop + flip, L-inf eps 8/255.
+
+  Read offline from `data.source_dir` (the official python version or the png copy; a checkout
+  with ../shared/datasets/cifar10 beside it finds that copy without flags), else through TFDS
+  with network once (robust_jax/data/sources.py).
+  """
   c.data.name = 'cifar10'
   c.data.random_crop = c.data.random_flip = True
   c.eval.suite_norm, c.eval.suite_eps = 'linf', eps

@@ -25,8 +25,14 @@ Rows (`--config=configs/papers/wong2020_fast.py:ROW`):
                      128, 15 epochs, cyclic lr 0 -> 0.2 -> 0, crop + flip. Published 83.81% /
                      46.06% (PGD-50 x 10, step 2/255); AutoAttack 43.21%. The authors trained
                      in mixed precision (apex O2); this runs float32 (or model.dtype=bfloat16).
-  cifar10_fgsm_rs_cpu  2 epochs, first 500 test images, PGD-50 x 1 (a smoke run: CIFAR-10 needs
-                     TFDS with network once).
+  cifar10_fgsm_rs_cpu  the same recipe on a PreAct ResNet-18 at 1/8 width (base_width 8), 6 of the
+                     15 epochs (the cyclic schedule over 6), the first 1,000 test images, PGD-50 x 1
+                     and the full AutoAttack suite; about an hour on 2 CPU cores.
+  cifar10_co_cpu     catastrophic overfitting on CIFAR-10: cifar10_fgsm_rs_cpu with FGSM step
+                     16/255 (2 eps), the step at which the paper's Figure 3 shows FGSM-RS training
+                     collapse; the monitor (PGD-10 on 512 held-out training images each epoch)
+                     catches a collapse and rolls back to the best epoch's weights (co_action
+                     'rollback'); the table shows whether and when it happened.
   fmnist_fgsm_rs_cpu Wong et al.'s MNIST recipe on Fashion-MNIST at eps 0.1, step 1.25 eps = 0.125
                      (no published figures: Fashion-MNIST was not in the paper).
   fmnist_co_cpu      the same with step 2 eps = 0.2 and co_action 'log': training goes on
@@ -107,6 +113,16 @@ def cifar10_fgsm_rs_cpu():
   return c
 
 
+def cifar10_co_cpu():
+  c = cifar10_fgsm_rs_cpu()
+  c.train_attack.step_size = 16 / 255
+  c.paper.row, c.paper.published = 'cifar10_co_cpu', {}
+  c.paper.cut += '; FGSM step 16/255 (the paper\'s row: 10/255)'
+  c.paper.title = 'CIFAR-10, FGSM-RS step 16/255 (catastrophic overfitting), rollback'
+  c.paper.source = 'Wong et al. 2020, Figure 3 (FGSM-RS step sizes), on the CPU model'
+  return c
+
+
 def _fmnist(row, step, co_action, title):
   c = _fgsm_rs(default.get_config(), 0.1, step, 0.025, co_action=co_action)
   c.model.name = 'small_cnn'
@@ -139,6 +155,7 @@ def fmnist_co_rollback_cpu():
 
 ROWS = {'mnist_fgsm_rs': mnist_fgsm_rs, 'mnist_fgsm_rs_cpu': mnist_fgsm_rs_cpu,
         'cifar10_fgsm_rs': cifar10_fgsm_rs, 'cifar10_fgsm_rs_cpu': cifar10_fgsm_rs_cpu,
+        'cifar10_co_cpu': cifar10_co_cpu,
         'fmnist_fgsm_rs_cpu': fmnist_fgsm_rs_cpu, 'fmnist_co_cpu': fmnist_co_cpu,
         'fmnist_co_rollback_cpu': fmnist_co_rollback_cpu}
 
