@@ -26,7 +26,6 @@ from robust_jax import run_io
 from robust_jax import validation
 from robust_jax import version
 from robust_jax.eval import detection
-from robust_jax.eval import detector
 from robust_jax.eval import robust
 from robust_jax.interop import torch_files
 from robust_jax.interop import torch_models
@@ -74,7 +73,7 @@ def train_and_evaluate(config, workdir, progress=True):
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
   t0 = time.perf_counter()
-  fitted = loop.fit(config, workdir, detector.training_data(config, dataset), model, mesh,
+  fitted = loop.fit(config, workdir, defenses.training_data(config, dataset), model, mesh,
                     progress=progress, load_model=load_model)
   state = fitted.state
   train_seconds = time.perf_counter() - t0

@@ -7,14 +7,15 @@ import pytest
 from flax import linen as nn
 
 from robust_jax import attacks
+from robust_jax import defenses
 from robust_jax import errors
 from robust_jax import experiment
 from robust_jax import parallel
 from robust_jax import report
 from robust_jax import validation
+from robust_jax.defenses import squeezing
 from robust_jax.defenses import transforms
 from robust_jax.eval import detection
-from robust_jax.eval import detector
 from robust_jax.eval import loop
 from robust_jax.eval import robust
 from robust_jax.eval import sanity
@@ -60,8 +61,8 @@ def test_score_matches_a_hand_computation():
   x = np.random.default_rng(0).uniform(size=(3, 6, 6, 1)).astype(np.float32)
   w = np.random.default_rng(1).normal(size=(36, 4)).astype(np.float32)
   logits_fn = lambda v: jnp.reshape(v, (v.shape[0], -1)) @ w  # noqa: E731
-  squeeze = [s for _, s in detector.squeezers(1, 2)]
-  got = np.asarray(detector.score(logits_fn, jnp.asarray(x), squeeze))
+  squeeze = [s for _, s in squeezing.squeezers(1, 2)]
+  got = np.asarray(squeezing.score(logits_fn, jnp.asarray(x), squeeze))
 
   def softmax(z):
     e = np.exp(z - z.max(-1, keepdims=True))
@@ -82,7 +83,7 @@ def test_score_matches_a_hand_computation():
 
 
 def test_bit_depth_squeezer_has_the_identity_gradient():
-  (_, bits), = detector.squeezers(1, 0)
+  (_, bits), = squeezing.squeezers(1, 0)
   x = jnp.linspace(0.0, 1.0, 12).reshape(1, 2, 6, 1)
   np.testing.assert_array_equal(bits(x), transforms.bit_depth(x, 1))
   np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(bits(v) * 3.0))(x), 3.0)
@@ -91,7 +92,7 @@ def test_bit_depth_squeezer_has_the_identity_gradient():
 @pytest.mark.parametrize('n,fpr', [(200, 0.05), (40, 0.1), (97, 0.3), (10, 0.01)])
 def test_threshold_rejects_the_requested_fraction_of_calibration_scores(n, fpr):
   scores = np.random.default_rng(n).uniform(0, 2, n).astype(np.float32)
-  t = detector.threshold_at_fpr(scores, fpr)
+  t = squeezing.threshold_at_fpr(scores, fpr)
   assert int((scores > np.float32(t)).sum()) == int(np.floor(fpr * n + 1e-9))
   assert t in scores  # the smallest such threshold: one more rejection would need a lower one
 
@@ -102,8 +103,8 @@ def test_abstention_accounting_against_a_hand_computation():
   results, _ = detection.evaluate(model, params, {}, dataset, c, parallel.make_mesh(),
                                   progress=False)
   fn = lambda v: model.apply({'params': params}, v)  # noqa: E731
-  squeeze = [s for _, s in detector.squeezers(5, 2)]
-  score = lambda u8: np.asarray(detector.score(fn, jnp.asarray(u8 / 255.0, jnp.float32),  # noqa: E731
+  squeeze = [s for _, s in squeezing.squeezers(5, 2)]
+  score = lambda u8: np.asarray(squeezing.score(fn, jnp.asarray(u8 / 255.0, jnp.float32),  # noqa: E731
                                                 squeeze))
   cal = score(dataset.train_images[-40:])
   t = np.sort(cal)[-5]  # 40 scores, fpr 0.1: 4 above the threshold
@@ -265,19 +266,19 @@ def test_bad_fields_raise_config_errors(field, value, message):
   c = helpers.quick_config(**{'defense.name': 'feature_squeezing'})
   c.defense[field] = value
   with pytest.raises(errors.ConfigError, match=message):
-    detector.fields(c)
+    squeezing.fields(c)
 
 
 def test_suite_and_too_many_calibration_images_are_config_errors():
   c = helpers.quick_config(**{'defense.name': 'feature_squeezing', 'eval.suite': 'quick'})
   with pytest.raises(errors.ConfigError, match='eval.suite'):
-    detector.fields(c)
+    squeezing.fields(c)
   c.eval.suite = ''
   c.defense.calibration_examples = 64
   with pytest.raises(errors.ConfigError, match='calibration_examples=64'):
-    detector.training_data(c, helpers.tiny_dataset(n_train=64))
+    defenses.training_data(c, helpers.tiny_dataset(n_train=64))
   c.defense.calibration_examples = 10
-  assert len(detector.training_data(c, helpers.tiny_dataset(n_train=64)).train_labels) == 54
+  assert len(defenses.training_data(c, helpers.tiny_dataset(n_train=64)).train_labels) == 54
 
 
 def test_config_validates_and_launching_trains_without_the_calibration_images(tmp_path,

@@ -82,8 +82,9 @@ STAGED = {
 # eot_samples > 1: attack a randomised model through EOT with that many draws per step.
 # bpda: attack an input-transformation model through its transformation's differentiable
 # approximation (BPDA; the forward pass is unchanged). Both are no-ops on other models.
-# detector_penalty c > 0: attack a detector-guarded model (robust_jax/eval/detector.py) with the
-# detector-aware loss, c * relu(score - threshold) added to the true-class logit; a no-op elsewhere.
+# detector_penalty c > 0: attack a detector-guarded model (robust_jax/defenses/squeezing.py) with
+# the detector-aware loss, c * relu(score - threshold) added to the true-class logit; a no-op
+# elsewhere.
 GENERIC = dict(eot_samples=1, bpda=False, detector_penalty=0.0)
 _INTEGERS = ('steps', 'restarts', 'num_targets', 'search_steps', 'num_candidates', 'eot_samples')
 _POSITIVE = ('step_size', 'learning_rate', 'initial_c', 'p_init', 'rho', 'eta', 'beta')

@@ -314,6 +314,14 @@ def facets(config):
   return f if isinstance(f, Facets) else f(config)
 
 
+def training_data(config, dataset):
+  """The dataset the defense trains on: `dataset` less the split it keeps out of training (the
+  feature-squeezing detector's calibration images), or `dataset` itself."""
+  if facets(config).deployment == 'detector':
+    return squeezing.training_data(config, dataset)
+  return dataset
+
+
 def _transformed(config, load_model=None):
   """An input-transformation defense (transforms.py): cross-entropy through the transform."""
   transforms.from_config(config)  # validates the transform's fields

@@ -8,8 +8,8 @@
   api.py        robust_jax.evaluate: robust.py's evaluation of any JAX logits function on the
                 user's arrays, returning and writing what --mode=eval does
   sanity.py     the gradient-masking and consistency checks (Athalye et al. 2018)
-  detector.py   the feature-squeezing detector and a detector-aware attack's view of it
-  detection.py  robust accuracy with the detector in the loop (abstention)
+  detection.py  robust accuracy with a detector in the loop (abstention); the feature-squeezing
+                detector itself is its defense's (robust_jax/defenses/squeezing.py)
   certify.py    randomised-smoothing prediction and certification (Cohen et al. 2019)
 
 The training loop's catastrophic-overfitting monitor (training/monitor.py) runs its held-out

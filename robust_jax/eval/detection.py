@@ -1,5 +1,5 @@
 """Feature-squeezing detection (Xu, Evans & Qi 2018), evaluated with abstention: the
-detector (robust_jax/eval/detector.py) in the loop of the robust evaluation.
+detector (robust_jax/defenses/squeezing.py) in the loop of the robust evaluation.
 
     results, artifacts = detection.evaluate(model, params, batch_stats, dataset, config, mesh)
 
@@ -32,7 +32,7 @@ from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
 from robust_jax.attacks import threat
-from robust_jax.eval import detector as detector_lib
+from robust_jax.defenses import squeezing
 from robust_jax.eval import loop
 from robust_jax.eval import sanity
 
@@ -61,7 +61,7 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh, squeeze_fns, threshold):
     if attack is not None:
       seen = model_fns.logits_fn(model, params, batch_stats, bn_mode)
       if spec['detector_penalty'] > 0:
-        seen = detector_lib.detector_aware_logits_fn(seen, squeeze_fns, threshold, labels,
+        seen = squeezing.detector_aware_logits_fn(seen, squeeze_fns, threshold, labels,
                                         spec['detector_penalty'])
       x_adv = attack(seen, x, labels, rng.example_keys(key, rng.ATTACK, index))
     f = model_fns.logits_fn(model, params, batch_stats, 'eval')
@@ -71,7 +71,7 @@ def make_eval_fn(model, attack_cfg, bn_mode, mesh, squeeze_fns, threshold):
     if spec is not None:
       bound = spec['eps'] * (1 + _SLACK) + 1e-6
       outside = outside | (threat.distance(x_adv, x, spec['norm']) > bound)
-    scores = detector_lib.score(f, x_adv, squeeze_fns, logits)
+    scores = squeezing.score(f, x_adv, squeeze_fns, logits)
     return jnp.argmax(logits, -1) == labels, scores, outside
 
   specs = (P(), P(), P('data'), P('data'), P('data'), P())
@@ -122,15 +122,15 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
   worst_case_accuracy, worst_case_correct, detection {...}, sanity_checks, eps_curve,
   eval_seconds (see the module docstring for what counts as correct).
   """
-  f = detector_lib.fields(config)
+  f = squeezing.fields(config)
   if model_fns.is_random(model):
     raise errors.ConfigError(f'defense.name={config.defense.name!r} needs a deterministic '
                              'classifier; this model is random.')
   named = [(k, dict(v)) for k, v in config.eval.attacks.items()]
   specs = {k: attacks.validate(c, f'eval.attacks.{k}') for k, c in named}
-  squeeze = detector_lib.squeezers(f['squeeze_bits'], f['squeeze_median'])
+  squeeze = squeezing.squeezers(f['squeeze_bits'], f['squeeze_median'])
   fns = [s for _, s in squeeze]
-  cal_x, cal_y = detector_lib.calibration_set(config, dataset)
+  cal_x, cal_y = squeezing.calibration_set(config, dataset)
   n = len(dataset.test_labels) if config.eval.num_examples <= 0 else min(
       config.eval.num_examples, len(dataset.test_labels))
   images, labels = dataset.test_images[:n], dataset.test_labels[:n]
@@ -146,7 +146,7 @@ def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
 
   clean_fn = make_eval_fn(model, None, bn, mesh, fns, None)
   _, cal_scores, _ = run(clean_fn, cal_x, cal_y, root, 'detector-calibration')
-  t = detector_lib.threshold_at_fpr(cal_scores, f['fpr'])
+  t = squeezing.threshold_at_fpr(cal_scores, f['fpr'])
   clean_ok, clean_s, _ = run(clean_fn, images, labels, root, 'detector-clean')
   clean_rejected = clean_s > np.float32(t)
   accepted_ok = clean_ok & ~clean_rejected
