@@ -29,7 +29,6 @@ from robust_jax.eval import detection
 from robust_jax.eval import robust
 from robust_jax.interop import torch_files
 from robust_jax.interop import torch_models
-from robust_jax.models import ensemble
 from robust_jax.training import checkpoint
 from robust_jax.training import loop
 from robust_jax.training import metrics as train_metrics
@@ -172,14 +171,14 @@ def _evaluate(config, workdir, model, params, batch_stats, dataset, mesh, progre
 
 
 def evaluate_ensemble(config, workdir, progress=True):
-  """Evaluates the average of the trained runs in `config.defense.members` (models/ensemble.py).
+  """Evaluates the average of the trained runs in `config.defense.members` (defenses/ensemble.py).
 
   Nothing is trained; results.json records each member's workdir, model and step.
   """
   mesh = parallel.make_mesh()
   validation.validate(config, mesh.devices.size)
   dataset = data_lib.load(config.data)
-  model, params, batch_stats, members = ensemble.load(config, load_model)
+  model, params, batch_stats, members = defenses.ensemble.load(config, load_model)
   params, batch_stats = parallel.replicate((params, batch_stats), mesh)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)

@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import rng
-from robust_jax.models import preprocessed
+from robust_jax.defenses import transforms
 
 BN_MODES = ('eval', 'train')
 
 
 def is_random(model):
   """Whether the model's output is random (needs keys; attacked with EOT)."""
-  return preprocessed.is_random(model)
+  return transforms.is_random(model)
 
 
 def init_variables(model, key, image_shape):
@@ -38,7 +38,7 @@ def _default_keys(batch):
 
 def _extra(model, x, keys, bpda):
   kwargs = {}
-  if bpda and preprocessed.is_preprocessed(model):
+  if bpda and transforms.is_preprocessed(model):
     kwargs['bpda'] = True
   if is_random(model):
     if keys is None:

@@ -23,7 +23,6 @@ from robust_jax import errors
 from robust_jax import model_fns
 from robust_jax import models
 from robust_jax.defenses import transforms
-from robust_jax.models import preprocessed
 from robust_jax.training import checkpoint
 from robust_jax.training import optim
 from robust_jax.training import state as state_lib
@@ -58,7 +57,7 @@ def deployed_model(config, num_classes, mean, std):
           'network its own encoding with its own normalisation; unset model.mean and model.std.')
     mean, std = transform.normalization  # e.g. thermometer codes: not pixels
   net = models.build(config.model, num_classes=num_classes, mean=mean, std=std)
-  return preprocessed.wrap(net, transform)
+  return transforms.wrap(net, transform)
 
 
 def load_model(run_dir, checkpoint_path=None):

@@ -12,7 +12,7 @@ from robust_jax import experiment
 from robust_jax import model_fns
 from robust_jax import models
 from robust_jax import validation
-from robust_jax.models import ensemble
+from robust_jax.defenses import ensemble
 from robust_jax.training import checkpoint
 from robust_jax.training import optim
 from robust_jax.training import state as state_lib

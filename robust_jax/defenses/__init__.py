@@ -48,8 +48,8 @@ Defenses (`DEFENSES`; their hyper-parameters are fields of `config.defense`):
   feature_squeezing  Xu, Evans & Qi 2018: trains like standard; the detector is added at
             evaluation (robust_jax/eval/detection.py). Fields (squeezing.py): `fpr`,
             `squeeze_bits`, `squeeze_median`, `calibration_examples`.
-  ensemble  averages trained models (robust_jax/models/ensemble.py); nothing to train. Fields
-            (ensemble_members.py): `members`, `combine`.
+  ensemble  averages trained models (ensemble.py: its fields, model and the loading of its
+            members); nothing to train. Fields: `members`, `combine`.
 
 Label smoothing (`defense.label_smoothing` = a > 0; Szegedy et al. 2016, the modern recipe of
 Gowal et al. 2020 / Rebuffi et al. 2021 / Wang et al. 2023 with a = 0.1): `build` hands the
@@ -94,8 +94,8 @@ from robust_jax.attacks import objectives
 from robust_jax.defenses import awp
 from robust_jax.defenses import descriptor
 from robust_jax.defenses import distillation
+from robust_jax.defenses import ensemble
 from robust_jax.defenses import ensemble_at
-from robust_jax.defenses import ensemble_members
 from robust_jax.defenses import fast_at
 from robust_jax.defenses import free_at
 from robust_jax.defenses import mart
@@ -268,10 +268,10 @@ def feature_squeezing(config, load_model=None):
   return standard(config, load_model)
 
 
-def ensemble(config, load_model=None):
+def make_ensemble(config, load_model=None):
   """Checks defense.members and defense.combine; an ensemble is evaluated, never trained."""
-  del load_model  # the experiment loads the members (models/ensemble.py)
-  ensemble_members.fields(config)
+  del load_model  # the experiment loads the members (ensemble.load)
+  ensemble.fields(config)
 
   def untrainable(*args):
     del args
@@ -283,7 +283,7 @@ def ensemble(config, load_model=None):
 DEFENSES = {'standard': standard, 'pgd_at': pgd_at, 'trades': make_trades, 'mart': make_mart,
             'fgsm_rs': make_fgsm_rs, 'free_at': make_free_at, 'awp': make_awp,
             'distillation': make_distillation, 'ensemble_at': make_ensemble_at,
-            'feature_squeezing': feature_squeezing, 'ensemble': ensemble}
+            'feature_squeezing': feature_squeezing, 'ensemble': make_ensemble}
 
 Facets = descriptor.Facets
 # Each defense's facets (descriptor.py): a Facets, or `f(config) -> Facets` where a field of
@@ -292,7 +292,7 @@ FACETS = {'standard': descriptor.STANDARD, 'pgd_at': descriptor.ADVERSARIAL,
           'trades': trades.FACETS, 'mart': mart.FACETS, 'fgsm_rs': fast_at.FACETS,
           'free_at': free_at.facets, 'awp': awp.FACETS, 'distillation': distillation.FACETS,
           'ensemble_at': ensemble_at.FACETS, 'feature_squeezing': squeezing.FACETS,
-          'ensemble': ensemble_members.FACETS}
+          'ensemble': ensemble.FACETS}
 
 
 def check_name(config):

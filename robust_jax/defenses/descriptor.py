@@ -15,7 +15,7 @@ from typing import NamedTuple
 # How the evaluated model is deployed:
 #   network    the trained network as it is
 #   transform  the network behind an input transformation (transforms.py; BPDA/EOT attack it)
-#   ensemble   the average of trained runs (ensemble_members.py); nothing is trained
+#   ensemble   the average of trained runs (ensemble.py); nothing is trained
 #   detector   the network with a detector that rejects inputs (squeezing.py); it is evaluated
 #              with abstention (robust_jax/eval/detection.py) and keeps its calibration images
 #              out of training

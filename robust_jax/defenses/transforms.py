@@ -36,15 +36,30 @@ deployment is 'transform', certifiable for those in CERTIFIABLE). The transforms
   gaussian_noise  Cohen et al. 2019 (and Gaussian augmentation before them): x + N(0, sigma^2).
                   Random and differentiable; EOT. The network trained behind it is the base
                   classifier of randomised smoothing (robust_jax/eval/certify.py).
+
+The deployed model (`Preprocessed`, the network behind the transform):
+
+    model = Preprocessed(net=SmallCNN(...), transform=from_config(config))
+    logits = model.apply(variables, x, train=False, keys=keys)            # f(t(x))
+    logits = model.apply(variables, x, train=False, keys=keys, bpda=True)  # same value; gradient
+                                                                          # through t's approx
+
+The network's variables sit under 'net'; `method=Preprocessed.network` applies it alone. `keys`
+(one PRNG key per example) is required when the transform is random; the draws are each
+example's key folded with a hash of its content, so an attack step that changes an input draws
+anew and repeating an input repeats its draw.
 """
 
+
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
 from robust_jax import errors
+from robust_jax.attacks import wrappers
 from robust_jax.defenses import descriptor
 from robust_jax.defenses import jpeg
 
@@ -269,3 +284,48 @@ def per_example_keys(keys, x):
   odd = jax.random.bits(jax.random.key(12345), bits.shape[1:], jnp.uint32) | jnp.uint32(1)
   h = jnp.sum(bits * odd, axis=1, dtype=jnp.uint32)
   return jax.vmap(jax.random.fold_in)(keys, h)
+
+
+class Preprocessed(nn.Module):
+  net: nn.Module
+  transform: Any  # Transform
+
+  @property
+  def random(self):
+    return self.transform.random
+
+  @nn.compact
+  def __call__(self, x, train=False, keys=None, bpda=False):
+    t = self.transform
+    if t.random:
+      if keys is None:
+        raise ValueError(f'The {t.name} transform is random: pass keys (one per example).')
+      keys = per_example_keys(keys, x)
+
+    def apply(v):
+      return t.apply(v, keys)
+
+    if bpda:
+      apply = wrappers.bpda(apply, t.approx)
+    if self.is_initializing():  # the network's parameters need only the transformed shape
+      out = jax.eval_shape(apply, x)
+      return self.net(jnp.zeros(out.shape, out.dtype), train=train)
+    return self.net(apply(x), train=train)
+
+  def network(self, x, train=False):
+    """The network alone on already transformed inputs: the base classifier of randomised
+    smoothing (`model.apply(variables, x_noisy, method=Preprocessed.network)`)."""
+    return self.net(x, train=train)
+
+
+def wrap(net, transform):
+  """`net` itself when `transform` is None, else the Preprocessed model."""
+  return net if transform is None else Preprocessed(net=net, transform=transform)
+
+
+def is_random(model):
+  return isinstance(model, Preprocessed) and model.transform.random
+
+
+def is_preprocessed(model):
+  return isinstance(model, Preprocessed)

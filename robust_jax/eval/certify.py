@@ -40,7 +40,6 @@ from robust_jax import parallel
 from robust_jax import rng
 from robust_jax.defenses import transforms
 from robust_jax.eval import loop
-from robust_jax.models import preprocessed
 
 
 def sample_counts(base_fn, x, keys, *, sigma, num, noise_batch):
@@ -180,7 +179,7 @@ def _make_count_fn(model, sigma, c, mesh):
 
   def per_device(params, batch_stats, images, index, key):
     v = model_fns.variables(params, batch_stats)
-    base = lambda x: model.apply(v, x, train=False, method=preprocessed.Preprocessed.network)
+    base = lambda x: model.apply(v, x, train=False, method=transforms.Preprocessed.network)
     x = images.astype(jnp.float32) / 255.0
     keys = rng.example_keys(key, rng.CERTIFY_EXAMPLES, index)
     counts0 = sample_counts(base, x, _stream(keys, rng.CERTIFY_SELECT), sigma=sigma, num=c.n0,

@@ -18,8 +18,8 @@ A plain function is deterministic and ignores keys, samples and bpda.
 from typing import Any, Callable, NamedTuple
 
 from robust_jax import model_fns
+from robust_jax.defenses import transforms
 from robust_jax.eval import loop
-from robust_jax.models import preprocessed
 
 
 class Transform(NamedTuple):
@@ -45,7 +45,7 @@ def of_flax(model, params, batch_stats):
     return model_fns.eot_logits_fn(model, p, stats, loop.BN_MODE, keys, samples, bpda=bpda)
 
   transform = None
-  if preprocessed.is_preprocessed(model):
+  if transforms.is_preprocessed(model):
     t = model.transform
     transform = Transform(t.name, t.differentiable, t.random)
   return Target(apply, (params, batch_stats), model_fns.is_random(model), transform)

@@ -21,6 +21,7 @@ The params tree is {'member_0': ..., 'member_1': ...} (batch_stats likewise, for
 BatchNorm), so `robust_jax.eval.robust.evaluate` runs on the ensemble unchanged.
 """
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -30,12 +31,41 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from robust_jax import errors
-from robust_jax.defenses import ensemble_members
-from robust_jax.models import preprocessed
+from robust_jax.defenses import descriptor
+from robust_jax.defenses import transforms
 
-# The config fields live with the defenses (defenses/ensemble_members.py); kept here too.
-COMBINE = ensemble_members.COMBINE
-fields = ensemble_members.fields
+# The average of trained runs: nothing to train, the members are the checkpoints.
+FACETS = descriptor.Facets(trainable=False, deployment='ensemble')
+
+COMBINE = ('logits', 'probs')
+
+
+def fields(config):
+  """(member workdirs, combine) of `config.defense`; ConfigError naming the bad field or member.
+
+  Each member must be a workdir with a config.json whose data.name is `config.data.name`.
+  """
+  members, combine = config.defense.get('members', ''), config.defense.get('combine', 'logits')
+  if combine not in COMBINE:
+    raise errors.ConfigError(f'defense.combine={combine!r}; valid: {list(COMBINE)}.')
+  dirs = [d.strip() for d in members.split(',')] if isinstance(members, str) else []
+  dirs = [d for d in dirs if d]
+  if not dirs:
+    raise errors.ConfigError(
+        f'defense.members={members!r} must name the workdirs of trained runs, comma-separated '
+        '(e.g. "workdirs/ensemble_member_1,workdirs/ensemble_member_2").')
+  for d in dirs:
+    path = os.path.join(d, 'config.json')
+    if not os.path.exists(path):
+      raise errors.ConfigError(f'defense.members: {d!r} is not the workdir of a trained run '
+                               f'({path} not found); train it first or fix the path.')
+    with open(path) as f:
+      data = json.load(f).get('data', {}).get('name')
+    if data != config.data.name:
+      raise errors.ConfigError(
+          f'defense.members: {d!r} was trained on data.name={data!r} but data.name='
+          f'{config.data.name!r}; every member must share the ensemble\'s dataset.')
+  return dirs, combine
 
 
 def combine_outputs(outputs, combine):
@@ -79,7 +109,7 @@ def load(config, load_model):
       model, p, stats, member_config, step = load_model(d)
     except FileNotFoundError as e:
       raise errors.ConfigError(f'defense.members: {d!r} has no checkpoint to load: {e}') from e
-    if preprocessed.is_preprocessed(model):
+    if transforms.is_preprocessed(model):
       raise errors.ConfigError(
           f'defense.members: {d!r} is a {member_config.defense.name!r} model behind an input '
           'transformation; its BPDA/EOT views do not pass through an ensemble, so only plain '
