@@ -159,23 +159,39 @@ def test_the_exported_file_is_laid_out_as_torch_writes_it(tmp_path):
 
 def test_torch_loads_the_exported_file_strictly_and_computes_the_same_logits(tmp_path):
   torch = pytest.importorskip('torch')  # the reference venv (requirements-ref.txt)
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      'make_torch_fixtures', os.path.join(os.path.dirname(FIXTURES), '..', '..', 'scripts',
-                                          'make_torch_fixtures.py'))
-  fixtures = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(fixtures)
+  from benchmarks import torch_layouts  # pylint: disable=g-import-not-at-top
   cfg = ml_collections.ConfigDict(CASES['wide_resnet_10_1'])
   model, variables = torch_models.convert(_weights('wide_resnet_10_1'), cfg)
   path = str(tmp_path / 'exported.pt')
   torch_models.save_torch(path, cfg, variables, trades_sub_block=True)
-  module = fixtures.WideResNet(10, 1)
+  module = torch_layouts.WideResNet(10, 1)
   module.load_state_dict(torch.load(path, weights_only=True), strict=True)
   x = _fixture('wide_resnet_10_1')['x']
   with torch.no_grad():
     theirs = module.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False)), theirs,
                              rtol=1e-4, atol=1e-6)
+  # Without TRADES' sub_block1 (save_torch's default), torch_layouts.load builds the module without
+  # it, still strictly.
+  torch_models.save_torch(path, cfg, variables)
+  module = torch_layouts.load(path, cfg)
+  assert not hasattr(module, 'sub_block1')
+  with torch.no_grad():
+    plain = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  np.testing.assert_array_equal(plain, theirs)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_torch_layouts_load_each_fixture_strictly_and_give_its_logits(name):
+  torch = pytest.importorskip('torch')  # the reference venv (requirements-ref.txt)
+  from benchmarks import torch_layouts  # pylint: disable=g-import-not-at-top
+  f = _fixture(name)
+  norm = dict(mean=f['mean'], std=f['std']) if 'mean' in f else {}
+  module = torch_layouts.load(os.path.join(FIXTURES, f'{name}.pt'),
+                              ml_collections.ConfigDict(CASES[name]), **norm)
+  with torch.no_grad():
+    got = module(torch.from_numpy(np.ascontiguousarray(f['x'].transpose(0, 3, 1, 2)))).numpy()
+  np.testing.assert_allclose(got, f['logits'], rtol=1e-5, atol=1e-6)
 
 
 def _launch_eval(tmp_path, tfds_dir, checkpoint, *flags):
