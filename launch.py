@@ -3,6 +3,7 @@ r"""robust_jax entry point: flags -> config -> train / eval / benchmark. Wiring 
   python launch.py                                   # default: PGD-AT on Fashion-MNIST + report
   python launch.py --config=configs/default.py --workdir=workdirs/x --config.train.epochs=1
   python launch.py --mode=eval --config=configs/default.py --checkpoint=workdirs/x
+  python launch.py --mode=export --checkpoint=workdirs/x --export_path=x.pt [the run's flags]
   python launch.py --mode=benchmark --config.model.name=madry_cnn --config.benchmark.batch_size=256
   python launch.py --mode=table --config=configs/papers/wong2020_fast.py   # a paper's table
   python launch.py --mode=table --config=configs/zoo.py --table_jobs=2     # the defense zoo
@@ -29,7 +30,9 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, metrics and results go '
     '(default: workdirs/<config file name>).')
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval',
-                          ['train_and_eval', 'eval', 'benchmark', 'table'], 'What to run.')
+                          ['train_and_eval', 'eval', 'export', 'benchmark', 'table'],
+                          'What to run (export: the weights --mode=eval scores as a PyTorch '
+                          'state dict, --export_path).')
 _TABLE_ROWS = flags.DEFINE_string(
     'table_rows', None, "--mode=table: 'cpu' (default), 'full', 'all' or comma-separated rows "
     '(default with --config=PAPER.py:ROW: that row).')
@@ -46,7 +49,10 @@ _SEEDS = flags.DEFINE_string(
     '(its config.seed set), then WORKDIR/seeds.json and seeds.md with mean, std and range.')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, '--mode=eval: a workdir, one checkpoint folder, or a PyTorch state dict '
-    '(.pt/.pth/.bin/.safetensors) of --config.model\'s architecture (default: --workdir).')
+    '(.pt/.pth/.bin/.safetensors) of --config.model\'s architecture (default: --workdir). '
+    '--mode=export: a workdir or one checkpoint folder.')
+_EXPORT_PATH = flags.DEFINE_string(
+    'export_path', None, '--mode=export: the PyTorch file (.pt/.pth) to write.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
@@ -150,6 +156,8 @@ def main(argv):
     elif _MODE.value == 'eval':
       experiment.evaluate_checkpoint(config, workdir, _CHECKPOINT.value or workdir,
                                      progress=_PROGRESS.value)
+    elif _MODE.value == 'export':
+      experiment.export_checkpoint(config, _CHECKPOINT.value or workdir, _EXPORT_PATH.value)
     elif _SEEDS.value:
       _over_seeds(config, workdir)
     else:

@@ -1,28 +1,41 @@
 r"""Agreement of robust_jax's attacks with an independent PyTorch implementation (torchattacks).
 
 Runs APGD-CE, APGD-T, FAB-T and Square (L-inf) from robust_jax and from torchattacks 3.5.1 (ports
-of the authors' AutoAttack code) on the same weights and the same Fashion-MNIST test images, and
-prints per attack both robust accuracies, their difference, the per-example agreement and wall
-times. torch is a development-only dependency, so this runs in its own venv:
+of the authors' AutoAttack code) on the same weights and the same test images, and prints per
+attack both robust accuracies, their difference, the per-example agreement and wall times. torch
+is a development-only dependency, so this runs in its own venv, from the repository's root:
 
   python3 -m venv .venv-ref && .venv-ref/bin/pip install --no-deps -r requirements-ref.txt
   .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/fmnist_pgd_at --n=1000
 
-Without --checkpoint the model is a random init (--seed).
+The model is a flax `small_cnn` on Fashion-MNIST (a robust_jax workdir, or without --checkpoint a
+random init, --seed), copied into its torch port (benchmarks/torch_ports.py), or a PyTorch file of
+a published layout (preact_resnet18, wide_resnet, dm_wide_resnet; e.g. written by
+`launch.py --mode=export`) on CIFAR-10 or Fashion-MNIST:
 
-  .venv-ref/bin/python benchmarks/agreement.py --checkpoint=... --n=500 --suite --rounds=2
+  python launch.py --mode=export --checkpoint=workdirs/cifar_run --export_path=cifar_run.pt \
+    --config.data.name=cifar10 --config.model.name=preact_resnet18 --config.model.base_width=8
+  .venv-ref/bin/python benchmarks/agreement.py --torch_checkpoint=cifar_run.pt --data=cifar10 \
+    --model=preact_resnet18 --base_width=8 --n=1000
+  .venv-ref/bin/python benchmarks/agreement.py --torch_checkpoint=cifar_run.pt --data=cifar10 \
+    --model=preact_resnet18 --base_width=8 --n=500 --suite --rounds=2
+
+There torch reads the file into the layout's torch module (benchmarks/torch_layouts.py, strict)
+and JAX through robust_jax.interop.torch_models.torch_logits_fn; --normalize (default true, as
+robust_jax's exports) puts the dataset's mean/std normalisation in front of both. Either way both
+models must give the same logits to 1e-4 on the images before any attack runs. eps defaults to
+0.1 on Fashion-MNIST and 8/255 on CIFAR-10.
 
 --suite instead times the whole standard suite as a cascade: robust_jax's evaluation
-(`robust.evaluate` with `eval.suite=standard`, compiles included, attacks in stages on the points
+(`robust_jax.evaluate` with suite='standard', compiles included, attacks in stages on the points
 still robust, batch --jax_batch) against torchattacks' AutoAttack (version 'standard'),
 interleaved for --rounds rounds, with robust accuracy and per-example agreement.
 --jax_path=eval runs robust_jax's single attacks through the same evaluation loop (verdicts
-only; times include compiling). The flax `small_cnn` (NHWC) is copied
-into an identical torch module (NCHW) and both must give the same logits to 1e-4 on the images.
-Settings match AutoAttack's standard version: 1 restart, 100 steps, 9 target classes, Square with
-p_init 0.8 and --square_queries queries (5000 in AutoAttack). Robust accuracy is the model's
-accuracy on the points each attack returns, evaluated by the model of the same framework; both
-frameworks' points are also checked to lie in the eps-ball and in [0,1].
+only; times include compiling). Settings match AutoAttack's standard version: 1 restart, 100
+steps, 9 target classes, Square with p_init 0.8 and --square_queries queries (5000 in
+AutoAttack). Robust accuracy is the model's accuracy on the points each attack returns, evaluated
+by the model of the same framework; both frameworks' points are also checked to lie in the
+eps-ball and in [0,1].
 """
 
 import dataclasses
@@ -41,28 +54,29 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+import robust_jax  # noqa: E402
 from configs import default  # noqa: E402
 from robust_jax import data as data_lib  # noqa: E402
+from robust_jax import experiment  # noqa: E402
 from robust_jax import model_fns  # noqa: E402
 from robust_jax import models  # noqa: E402
 from robust_jax import parallel  # noqa: E402
 from robust_jax.attacks import apgd  # noqa: E402
 from robust_jax.attacks import fab  # noqa: E402
 from robust_jax.attacks import square  # noqa: E402
-from robust_jax.training import checkpoint  # noqa: E402
-from robust_jax.training import loop  # noqa: E402
-from robust_jax.training import optim  # noqa: E402
-from robust_jax.training import state as state_lib  # noqa: E402
+from robust_jax.interop import torch_files  # noqa: E402
+from robust_jax.interop import torch_models  # noqa: E402
 
 # torch is development-only (requirements-ref.txt). Without it this module still imports, so that
 # its torch-free parts (Settings, jax_attacks, out_of_ball) serve tests/test_agreement_reference.py.
 try:
   import torch
   import torchattacks
-  _TorchModule = torch.nn.Module
+
+  from benchmarks import torch_layouts
+  from benchmarks import torch_ports
 except ImportError:
-  torch = torchattacks = None
-  _TorchModule = object
+  torch = torchattacks = torch_layouts = torch_ports = None
 
 ATTACKS = ('apgd_ce', 'apgd_t', 'fab_t', 'square')
 LOGITS_TOL = 1e-4
@@ -80,53 +94,6 @@ class Settings:
   seed: int = 0
 
 
-class TorchSmallCNN(_TorchModule):
-  """robust_jax's SmallCNN in PyTorch: x f32[B,C,H,W] in [0,1] -> logits f32[B,K]."""
-
-  def __init__(self, in_channels, flat, num_classes, mean, std):
-    super().__init__()
-    self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
-    self.register_buffer('std', torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
-    self.conv1 = torch.nn.Conv2d(in_channels, 16, 4, stride=2, padding=1)
-    self.conv2 = torch.nn.Conv2d(16, 32, 4, stride=2, padding=1)
-    self.fc1 = torch.nn.Linear(flat, 100)
-    self.fc2 = torch.nn.Linear(100, num_classes)
-
-  def forward(self, x):
-    x = (x - self.mean) / self.std
-    x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-    return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))  # flatten in (C,H,W) order
-
-
-def torch_small_cnn(params, image_shape, mean, std):
-  """Copies flax SmallCNN `params` into a TorchSmallCNN (eval mode).
-
-  Conv kernels go [kh,kw,in,out] -> [out,in,kh,kw]; Dense kernels [in,out] -> [out,in]. flax
-  flattens NHWC in (h,w,c) order and torch NCHW in (c,h,w) order, so the rows of the first Dense
-  kernel are permuted. flax's explicit padding ((1,1),(1,1)) is torch's symmetric padding=1.
-  """
-  p = jax.tree.map(np.asarray, params)
-  h, w, c = image_shape
-  h2, w2 = h // 2 // 2, w // 2 // 2  # two 4x4 stride-2 pad-1 convs: s -> (s - 2) // 2 + 1
-  feat = p['Conv_1']['kernel'].shape[-1]
-  num_classes = p['logits']['kernel'].shape[-1]
-  net = TorchSmallCNN(c, h2 * w2 * feat, num_classes, mean, std)
-  dense0 = p['Dense_0']['kernel'].reshape(h2, w2, feat, -1).transpose(3, 2, 0, 1)
-  weights = {
-      'conv1.weight': p['Conv_0']['kernel'].transpose(3, 2, 0, 1),
-      'conv1.bias': p['Conv_0']['bias'],
-      'conv2.weight': p['Conv_1']['kernel'].transpose(3, 2, 0, 1),
-      'conv2.bias': p['Conv_1']['bias'],
-      'fc1.weight': dense0.reshape(dense0.shape[0], -1),
-      'fc1.bias': p['Dense_0']['bias'],
-      'fc2.weight': p['logits']['kernel'].T,
-      'fc2.bias': p['logits']['bias'],
-  }
-  state = {k: torch.tensor(np.asarray(v, np.float32)) for k, v in weights.items()}
-  net.load_state_dict({**net.state_dict(), **state})
-  return net.eval()
-
-
 def _saved_config(path):
   """The config.json of the workdir holding `path` (a workdir, checkpoints/ or a step), or None."""
   path = os.path.abspath(path)
@@ -140,17 +107,15 @@ def _saved_config(path):
 def load_params(model, checkpoint_path, image_shape, num_train, seed=0):
   """(params, batch_stats, description): a random init, or a robust_jax checkpoint's eval params.
 
-  The checkpoint is restored into a template state built from the workdir's config.json (or the
-  default config), as `experiment.evaluate_checkpoint` does.
+  The checkpoint is restored by `experiment.restore` (as --mode=eval restores it) into the state
+  of the workdir's config.json (or the default config).
   """
   if not checkpoint_path:
     v = model_fns.init_variables(model, jax.random.key(seed), image_shape)
     return v['params'], v.get('batch_stats', {}), f'random init (seed {seed})'
   cfg = _saved_config(checkpoint_path) or default.get_config()
-  tx, _ = optim.make_optimizer(cfg.optim, loop.num_train_steps(cfg, num_train),
-                               data_lib.steps_per_epoch(num_train, cfg.train.batch_size))
-  template = state_lib.init_state(model, tx, jax.random.key(0), image_shape, cfg.optim.ema_decay)
-  state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, parallel.make_mesh()))
+  state, step = experiment.restore(cfg, checkpoint_path, model, image_shape, num_train,
+                                   parallel.make_mesh())
   return state.eval_params(), state.batch_stats, f'{checkpoint_path} (step {step})'
 
 
@@ -181,7 +146,9 @@ def torch_attacks(net, s, num_classes):
 
 
 def _nchw(x):
-  return torch.tensor(np.asarray(x).transpose(0, 3, 1, 2))  # a copy: jax arrays are read-only
+  """A contiguous NCHW copy (jax arrays are read-only; torchattacks' FAB views its gradients,
+  which take the input's strides, as contiguous)."""
+  return torch.tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
 
 
 def _predictors(logits_fn, net):
@@ -241,56 +208,41 @@ def compare(logits_fn, net, x, y, s, names=ATTACKS, log=print):
   return out
 
 
-def _eval_setup(model, params, dataset, n, s, batch_size):
-  """(config, phase) for robust_jax's evaluation of the first n test images: the standard suite
-  at radius s.eps, and `robust._phase_runner`'s phase(cfg, subset, key, name)."""
+def eval_path(logits_fn, x, y, s, batch_size, name):
+  """robust_jax's attack `name` on (x, y) through the evaluation loop (stages, buckets):
+  (robust bool[n], any point outside its ball, seconds with compiling)."""
+  from robust_jax import suites  # pylint: disable=g-import-not-at-top
   from robust_jax.eval import robust  # pylint: disable=g-import-not-at-top
   from robust_jax.eval import target  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
-  config.seed = s.seed
-  config.eval.update(num_examples=n, batch_size=batch_size, suite='standard', suite_norm='linf',
-                     suite_eps=s.eps, sanity_checks=False)
-  config.eval.attacks = {}
-  phase = robust._phase_runner(target.of_flax(model, params, {}),  # pylint: disable=protected-access
-                               dataset.test_images[:n], dataset.test_labels[:n],
+  phase = robust._phase_runner(target.of_function(logits_fn), x, y,  # pylint: disable=protected-access
                                parallel.make_mesh(), batch_size, None, None)
-  return config, phase
-
-
-def eval_path(model, params, dataset, n, s, batch_size, name):
-  """robust_jax's attack `name` on the first n images through the evaluation loop (stages,
-  buckets): (robust bool[n], any point outside its ball, seconds with compiling)."""
-  from robust_jax import suites  # pylint: disable=g-import-not-at-top
-  _, phase = _eval_setup(model, params, dataset, n, s, batch_size)
   cfg = dict(suites.attacks('standard', norm='linf', eps=s.eps))[name]
   cfg.update(steps={'fab_t': s.fab_steps, 'square': s.square_queries}.get(name, s.apgd_steps))
   if 'num_targets' in cfg:
     cfg['num_targets'] = s.num_targets
   t0 = time.perf_counter()
-  correct, outside = phase(cfg, np.arange(n), jax.random.key(s.seed), name)
+  correct, outside = phase(cfg, np.arange(len(y)), jax.random.key(s.seed), name)
   return correct, bool(outside.any()), time.perf_counter() - t0
 
 
-def compare_suite(model, params, net, dataset, n, s, batch_size, rounds, log=print):
-  """The standard suite, robust_jax's evaluation vs torchattacks' AutoAttack, `rounds` times
-  interleaved: {'jax': [seconds], 'ref': [seconds], 'robust_jax', 'robust_ref': bool[n]}."""
-  from robust_jax.eval import robust  # pylint: disable=g-import-not-at-top
-  config, _ = _eval_setup(model, params, dataset, n, s, batch_size)
-  x = dataset.test_images[:n].astype(np.float32) / 255.0
-  y = dataset.test_labels[:n].astype(np.int32)
+def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print):
+  """The standard suite, robust_jax's evaluation (`robust_jax.evaluate`) vs torchattacks'
+  AutoAttack on `x: f32[N,H,W,C]`, `y: int32[N]`, `rounds` times interleaved:
+  {'jax': [seconds], 'ref': [seconds], 'cascade_jax', 'robust_jax', 'robust_ref': bool[N]}."""
   out = {'jax': [], 'ref': [], 'cascade_jax': []}
   for r in range(rounds):
     t0 = time.perf_counter()
-    res, art = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
-                               progress=False)
+    res = robust_jax.evaluate(logits_fn, x, y, norm='Linf', eps=s.eps, suite='standard',
+                              batch_size=batch_size, sanity_checks=False, seed=s.seed,
+                              verbose=False)
     out['jax'].append(time.perf_counter() - t0)
-    out['robust_jax'] = art['per_example']['suite']
+    out['robust_jax'] = res['per_example']['suite']
     out['cascade_jax'].append([(a['name'], a['attacked'], a['broken'], round(a['seconds'], 1))
                                for a in res['suite']['attacks']])
     log(f'round {r}: robust_jax standard suite {out["robust_jax"].mean():.2%} in '
         f'{out["jax"][-1]:.1f} s (compiles included): {out["cascade_jax"][-1]}')
     aa = torchattacks.AutoAttack(net, norm='Linf', eps=s.eps, version='standard',
-                                 n_classes=dataset.num_classes, seed=s.seed)
+                                 n_classes=_num_classes(net, x), seed=s.seed)
     t0 = time.perf_counter()
     x_ref = aa(_nchw(x), torch.from_numpy(y.astype(np.int64))).detach()
     out['ref'].append(time.perf_counter() - t0)
@@ -301,14 +253,19 @@ def compare_suite(model, params, net, dataset, n, s, batch_size, rounds, log=pri
   return out
 
 
-def compare_eval_path(model, params, net, dataset, x, y, s, log=print):
+def _num_classes(net, x):
+  with torch.no_grad():
+    return int(net(_nchw(x[:1])).shape[-1])
+
+
+def compare_eval_path(logits_fn, net, x, y, s, log=print):
   """Each of --attacks: robust_jax through its evaluation loop vs the torchattacks attack on all
   n images, interleaved; logs robust accuracies, agreement and times (robust_jax's: compiles
   included)."""
-  ref_fns = torch_attacks(net, s, dataset.num_classes)
+  ref_fns = torch_attacks(net, s, _num_classes(net, x))
   rows = {}
   for name in _ATTACKS.value:
-    ok, outside, t_jax = eval_path(model, params, dataset, len(y), s, _JAX_BATCH.value, name)
+    ok, outside, t_jax = eval_path(logits_fn, x, y, s, _JAX_BATCH.value, name)
     t0 = time.perf_counter()
     x_ref = ref_fns[name](_nchw(x), torch.from_numpy(y.astype(np.int64))).detach().numpy()
     t_ref = time.perf_counter() - t0
@@ -351,11 +308,27 @@ def table(results, eps):
   return '\n'.join(lines)
 
 
-_MODEL = flags.DEFINE_enum('model', 'small_cnn', ['small_cnn'], 'Model (needs a torch twin).')
-_N = flags.DEFINE_integer('n', 500, 'First n Fashion-MNIST test images.')
-_EPS = flags.DEFINE_float('eps', 0.1, 'L-inf radius in [0,1] pixel scale.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A robust_jax workdir or checkpoint folder '
-                                  '(default: random init).')
+MODELS = ('small_cnn', 'preact_resnet18', 'wide_resnet', 'dm_wide_resnet')
+DATA = {'fashion_mnist': 0.1, 'cifar10': 8 / 255}  # dataset: default eps
+_MODEL = flags.DEFINE_enum('model', 'small_cnn', list(MODELS), 'small_cnn (flax, copied into its '
+                           'torch port) or the layout of --torch_checkpoint.')
+_BASE_WIDTH = flags.DEFINE_integer('base_width', 64, 'preact_resnet18: width of the first stage.')
+_DEPTH = flags.DEFINE_integer('depth', 28, 'wide_resnet, dm_wide_resnet: depth.')
+_WIDTH = flags.DEFINE_integer('width', 10, 'wide_resnet, dm_wide_resnet: width factor.')
+_ACTIVATION = flags.DEFINE_enum('activation', 'swish', ['swish', 'relu'],
+                                'dm_wide_resnet: activation.')
+_NORMALIZE = flags.DEFINE_bool('normalize', True, '--torch_checkpoint: the module normalises its '
+                               "input with the dataset's mean and std (as robust_jax's exports); "
+                               'false: it takes [0,1] pixels as they are.')
+_DATA = flags.DEFINE_enum('data', 'fashion_mnist', list(DATA), 'Test images (robust_jax.data).')
+_N = flags.DEFINE_integer('n', 500, 'The first n test images.')
+_EPS = flags.DEFINE_float('eps', None, 'L-inf radius in [0,1] pixel scale (default: '
+                          f'{", ".join(f"{k} {v:.4g}" for k, v in DATA.items())}).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'small_cnn: a robust_jax workdir or '
+                                  'checkpoint folder (default: random init).')
+_TORCH_CHECKPOINT = flags.DEFINE_string(
+    'torch_checkpoint', None, 'A PyTorch state dict (.pt/.pth/.bin) of --model (not small_cnn), '
+    'e.g. from launch.py --mode=export.')
 _ATTACKS = flags.DEFINE_list('attacks', list(ATTACKS), f'Subset of {ATTACKS}.')
 _APGD_STEPS = flags.DEFINE_integer('apgd_steps', 100, 'APGD-CE and APGD-T iterations.')
 _NUM_TARGETS = flags.DEFINE_integer('num_targets', 9, 'APGD-T and FAB-T target classes.')
@@ -375,27 +348,79 @@ _TORCH_THREADS = flags.DEFINE_integer(
     'batches of the reference attacks up to 20x slower than 1).')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+def _check_flags():
   bad = sorted(set(_ATTACKS.value) - set(ATTACKS))
   if bad:
     raise app.UsageError(f'Unknown attacks {bad}; valid: {list(ATTACKS)}.')
-  s = Settings(eps=_EPS.value, apgd_steps=_APGD_STEPS.value, num_targets=_NUM_TARGETS.value,
+  if _TORCH_CHECKPOINT.value and _MODEL.value == 'small_cnn':
+    raise app.UsageError('--torch_checkpoint needs --model of a PyTorch layout '
+                         f'({", ".join(MODELS[1:])}); small_cnn takes --checkpoint (a workdir).')
+  if _MODEL.value != 'small_cnn' and not _TORCH_CHECKPOINT.value:
+    raise app.UsageError(f'--model={_MODEL.value} needs --torch_checkpoint=FILE.pt (a robust_jax '
+                         'run exported by launch.py --mode=export, or a RobustBench file).')
+  if _CHECKPOINT.value and _TORCH_CHECKPOINT.value:
+    raise app.UsageError('Give --checkpoint (small_cnn workdir) or --torch_checkpoint, not both.')
+
+
+def load_models(dataset, seed=0):
+  """(logits_fn, torch module, description): the same weights in JAX and in torch, by the flags."""
+  image_shape = dataset.test_images.shape[1:]
+  k = dataset.num_classes
+  if not _TORCH_CHECKPOINT.value:
+    model = models.build(ml_collections.ConfigDict(dict(name='small_cnn')), num_classes=k,
+                         mean=dataset.mean, std=dataset.std)
+    params, _, source = load_params(model, _CHECKPOINT.value, image_shape,
+                                    len(dataset.train_labels), seed)
+    net = torch_ports.port('small_cnn', {'params': params}, image_shape, dataset.mean, dataset.std)
+    return model_fns.logits_fn(model, params, {}), net, f'small_cnn from {source}'
+  path = _TORCH_CHECKPOINT.value
+  cfg = ml_collections.ConfigDict(dict(name=_MODEL.value, base_width=_BASE_WIDTH.value,
+                                       depth=_DEPTH.value, width=_WIDTH.value,
+                                       activation=_ACTIVATION.value))
+  mean, std = (dataset.mean, dataset.std) if _NORMALIZE.value else (None, None)
+  logits_fn = torch_models.torch_logits_fn(path, cfg, num_classes=k, mean=mean or (0.0,),
+                                           std=std or (1.0,), image_shape=image_shape)
+  net = torch_layouts.load(path, cfg, num_classes=k, mean=mean, std=std,
+                           in_channels=image_shape[-1])
+  fields = ', '.join(f'{f}={v}' for f, v in torch_models.architecture(cfg).items())
+  return logits_fn, net, (f'{fields} from {path} (sha256 {torch_files.sha256(path)[:16]}..., '
+                          f'normalised by the dataset\'s mean/std: {_NORMALIZE.value})')
+
+
+def _report_suite(out, n, source):
+  agree = float(np.mean(out['robust_jax'] == out['robust_ref']))
+  ratio = float(np.median(np.array(out['ref']) / np.array(out['jax'])))
+  print(f'\nstandard suite: robust_jax {out["robust_jax"].mean():.2%} vs AutoAttack '
+        f'{out["robust_ref"].mean():.2%}, per-example agreement {agree:.1%}; seconds robust_jax '
+        f'{out["jax"]}, torchattacks {out["ref"]}; median speed-up {ratio:.2f}x', flush=True)
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump({'seconds_jax': out['jax'], 'seconds_ref': out['ref'],
+                 'cascade_jax': out['cascade_jax'], 'speedup_median': ratio,
+                 'robust_jax': float(out['robust_jax'].mean()),
+                 'robust_ref': float(out['robust_ref'].mean()), 'agreement': agree,
+                 'n': n, 'jax_batch': _JAX_BATCH.value, 'source': source}, f, indent=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _check_flags()
+  eps = DATA[_DATA.value] if _EPS.value is None else _EPS.value
+  s = Settings(eps=eps, apgd_steps=_APGD_STEPS.value, num_targets=_NUM_TARGETS.value,
                fab_steps=_FAB_STEPS.value, square_queries=_SQUARE_QUERIES.value, seed=_SEED.value)
   torch.set_num_threads(_TORCH_THREADS.value)
-  dataset = data_lib.load(default.get_config().data)
-  model = models.build(ml_collections.ConfigDict(dict(name=_MODEL.value)),
-                       num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std)
-  image_shape = dataset.test_images.shape[1:]
-  params, _, source = load_params(model, _CHECKPOINT.value, image_shape,
-                                  len(dataset.train_labels), _SEED.value)
-  net = torch_small_cnn(params, image_shape, dataset.mean, dataset.std)
+  data_cfg = default.get_config().data
+  data_cfg.name = _DATA.value
+  dataset = data_lib.load(data_cfg)
+  try:
+    logits_fn, net, source = load_models(dataset, _SEED.value)
+  except ValueError as e:  # a file that does not fit the named architecture: the keys, no trace
+    raise SystemExit(str(e)) from None
   x = dataset.test_images[:_N.value].astype(np.float32) / 255.0
   y = dataset.test_labels[:_N.value].astype(np.int32)
-  logits_fn = model_fns.logits_fn(model, params, {})
   gap = logits_gap(logits_fn, net, x)
-  print(f'{_MODEL.value} from {source}; {len(y)} {dataset.name} test images; {s}')
+  print(f'{source}; {len(y)} {dataset.name} test images; {s}')
   print(f'jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} '
         f'({torch.get_num_threads()} threads), torchattacks {torchattacks.__version__}')
   print(f'max |logits_jax - logits_torch| = {gap:.2e} (tolerance {LOGITS_TOL:g})', flush=True)
@@ -403,23 +428,11 @@ def main(argv):
     raise SystemExit(f'The torch copy of the model differs: logit gap {gap:.2e}.')
   log = lambda m: print(m, flush=True)  # noqa: E731
   if _SUITE.value:
-    out = compare_suite(model, params, net, dataset, len(y), s, _JAX_BATCH.value, _ROUNDS.value,
-                        log)
-    agree = float(np.mean(out['robust_jax'] == out['robust_ref']))
-    ratio = float(np.median(np.array(out['ref']) / np.array(out['jax'])))
-    log(f'\nstandard suite: robust_jax {out["robust_jax"].mean():.2%} vs AutoAttack '
-        f'{out["robust_ref"].mean():.2%}, per-example agreement {agree:.1%}; seconds robust_jax '
-        f'{out["jax"]}, torchattacks {out["ref"]}; median speed-up {ratio:.2f}x')
-    if _JSON.value:
-      with open(_JSON.value, 'w') as f:
-        json.dump({'seconds_jax': out['jax'], 'seconds_ref': out['ref'],
-                   'cascade_jax': out['cascade_jax'], 'speedup_median': ratio,
-                   'robust_jax': float(out['robust_jax'].mean()),
-                   'robust_ref': float(out['robust_ref'].mean()), 'agreement': agree,
-                   'n': int(len(y)), 'jax_batch': _JAX_BATCH.value, 'source': source}, f, indent=1)
+    out = compare_suite(logits_fn, net, x, y, s, _JAX_BATCH.value, _ROUNDS.value, log)
+    _report_suite(out, len(y), source)
     return
   if _JAX_PATH.value == 'eval':
-    compare_eval_path(model, params, net, dataset, x, y, s, log)
+    compare_eval_path(logits_fn, net, x, y, s, log)
     return
   results = compare(logits_fn, net, x, y, s, _ATTACKS.value, log=log)
   print('\n' + table(results, s.eps))

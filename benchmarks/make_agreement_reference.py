@@ -185,7 +185,7 @@ def main(argv):
     raise SystemExit(f'needs torch and torchattacks: run it as {COMMAND}')
   torch.set_num_threads(1)  # 2 threads on 2 shared cores made the small torch batches ~20x slower
   logits_fn, p, x = setup()
-  net = agreement.torch_small_cnn(p, SHAPE, MEAN, STD)
+  net = agreement.torch_ports.port('small_cnn', {'params': p}, SHAPE, MEAN, STD)
   with torch.no_grad():
     logits = net(torch.tensor(x.transpose(0, 3, 1, 2))).numpy()
   gap = float(np.max(np.abs(np.asarray(jax.jit(logits_fn)(x)) - logits)))

@@ -118,17 +118,66 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
   if torch_files.is_weights_file(checkpoint_path):
     return _evaluate_torch_file(config, workdir, checkpoint_path, progress)
   mesh, dataset, model = setup(config)
-  n = len(dataset.train_labels)
-  tx, _ = optim.make_optimizer(config.optim, loop.num_train_steps(config, n),
-                               data_lib.steps_per_epoch(n, config.train.batch_size))
-  template = state_lib.init_state(model, tx, jax.random.key(0), dataset.train_images.shape[1:],
-                                  config.optim.ema_decay)
-  state, step = checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
+  state, step = restore(config, checkpoint_path, model, dataset.train_images.shape[1:],
+                        len(dataset.train_labels), mesh)
   results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
                                  dataset, mesh, progress)
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step}, dataset)
+
+
+def restore(config, checkpoint_path, model, image_shape, num_train, mesh):
+  """(train state, step) of a workdir, its checkpoints/ or one step folder, restored into the
+  state that `config` builds for `model` on `num_train` training images of `image_shape`
+  (replicated over `mesh`); `state.eval_params()` are the weights --mode=eval scores (the EMA
+  copy when optim.ema_decay > 0)."""
+  tx, _ = optim.make_optimizer(config.optim, loop.num_train_steps(config, num_train),
+                               data_lib.steps_per_epoch(num_train, config.train.batch_size))
+  template = state_lib.init_state(model, tx, jax.random.key(0), image_shape,
+                                  config.optim.ema_decay)
+  return checkpoint.load(checkpoint_path, parallel.replicate(template, mesh))
+
+
+def export_checkpoint(config, checkpoint_path, export_path):
+  """Writes the weights --mode=eval scores as a PyTorch state dict file; returns what it printed.
+
+  `checkpoint_path`: a workdir, its checkpoints/ or one step folder of a run of `config` (the
+  flags it was trained with, as for --mode=eval). The file holds the network only, in the layout
+  of robust_jax/interop/torch_models.py; the input normalisation is not in it and is printed.
+  """
+  fields = torch_models.architecture(config.model)  # ConfigError when it has no layout
+  if defenses.facets(config).deployment != 'network':
+    raise errors.ConfigError(
+        f'defense.name={config.defense.name!r} deploys more than the network '
+        f'({defenses.facets(config).deployment}); a PyTorch file would hold the network alone. '
+        'Export runs whose defense deploys the network itself (e.g. standard, pgd_at, trades).')
+  if not str(export_path or '').endswith(('.pt', '.pth')):
+    raise errors.ConfigError(f'--export_path={export_path!r}: name the PyTorch file to write, '
+                             'ending in .pt or .pth.')
+  if torch_files.is_weights_file(checkpoint_path):
+    raise errors.ConfigError(f'--checkpoint={checkpoint_path} is a weights file already; export '
+                             'takes a workdir or a checkpoint folder.')
+  mesh, dataset, model = setup(config)
+  state, step = restore(config, checkpoint_path, model, dataset.train_images.shape[1:],
+                        len(dataset.train_labels), mesh)
+  variables = jax.device_get({'params': state.eval_params(), 'batch_stats': state.batch_stats})
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(os.path.abspath(export_path)), exist_ok=True)
+    torch_models.save_torch(export_path, config.model, variables)
+  raw = all(m == 0 for m in model.mean) and all(s == 1 for s in model.std)
+  which = 'EMA weights' if state.ema_params is not None else 'weights'
+  text = '\n'.join([
+      f'Exported the {which} of {checkpoint_path} (step {step}) to {export_path}',
+      '  architecture: ' + ', '.join(f'{k}={v}' for k, v in fields.items()) +
+      f', num_classes={dataset.num_classes}',
+      '  input: f32[B,C,H,W] in [0,1], ' + ('fed as it is (model.normalize=false)' if raw else
+      f'normalised first by (x - mean) / std, mean={tuple(model.mean)}, std={tuple(model.std)} '
+      '(not stored in the file)'),
+      f'  sha256: {torch_files.sha256(export_path) if jax.process_index() == 0 else "-"}',
+      f'  (--mode=eval --checkpoint={export_path} with the same flags evaluates it again)'])
+  print(text, flush=True)
+  return text
 
 
 def _evaluate_torch_file(config, workdir, path, progress):

@@ -58,7 +58,7 @@ def _setup():
                        mean=MEAN, std=STD)
   params, _, _ = agreement.load_params(model, None, SHAPE, 0, seed=0)
   logits_fn = model_fns.logits_fn(model, params, {})
-  net = agreement.torch_small_cnn(params, SHAPE, MEAN, STD)
+  net = agreement.torch_ports.port('small_cnn', {'params': params}, SHAPE, MEAN, STD)
   x = _images(N)
   y = np.asarray(logits_fn(x)).argmax(-1).astype(np.int32)
   return logits_fn, net, x, y

@@ -12,6 +12,7 @@ import pytest
 
 from robust_jax.interop import torch_files
 from robust_jax.interop import torch_models
+from tests import helpers
 from tests import test_launch
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'torch')
@@ -159,23 +160,39 @@ def test_the_exported_file_is_laid_out_as_torch_writes_it(tmp_path):
 
 def test_torch_loads_the_exported_file_strictly_and_computes_the_same_logits(tmp_path):
   torch = pytest.importorskip('torch')  # the reference venv (requirements-ref.txt)
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      'make_torch_fixtures', os.path.join(os.path.dirname(FIXTURES), '..', '..', 'scripts',
-                                          'make_torch_fixtures.py'))
-  fixtures = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(fixtures)
+  from benchmarks import torch_layouts  # pylint: disable=g-import-not-at-top
   cfg = ml_collections.ConfigDict(CASES['wide_resnet_10_1'])
   model, variables = torch_models.convert(_weights('wide_resnet_10_1'), cfg)
   path = str(tmp_path / 'exported.pt')
   torch_models.save_torch(path, cfg, variables, trades_sub_block=True)
-  module = fixtures.WideResNet(10, 1)
+  module = torch_layouts.WideResNet(10, 1)
   module.load_state_dict(torch.load(path, weights_only=True), strict=True)
   x = _fixture('wide_resnet_10_1')['x']
   with torch.no_grad():
     theirs = module.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False)), theirs,
                              rtol=1e-4, atol=1e-6)
+  # Without TRADES' sub_block1 (save_torch's default), torch_layouts.load builds the module without
+  # it, still strictly.
+  torch_models.save_torch(path, cfg, variables)
+  module = torch_layouts.load(path, cfg)
+  assert not hasattr(module, 'sub_block1')
+  with torch.no_grad():
+    plain = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  np.testing.assert_array_equal(plain, theirs)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_torch_layouts_load_each_fixture_strictly_and_give_its_logits(name):
+  torch = pytest.importorskip('torch')  # the reference venv (requirements-ref.txt)
+  from benchmarks import torch_layouts  # pylint: disable=g-import-not-at-top
+  f = _fixture(name)
+  norm = dict(mean=f['mean'], std=f['std']) if 'mean' in f else {}
+  module = torch_layouts.load(os.path.join(FIXTURES, f'{name}.pt'),
+                              ml_collections.ConfigDict(CASES[name]), **norm)
+  with torch.no_grad():
+    got = module(torch.from_numpy(np.ascontiguousarray(f['x'].transpose(0, 3, 1, 2)))).numpy()
+  np.testing.assert_allclose(got, f['logits'], rtol=1e-5, atol=1e-6)
 
 
 def _launch_eval(tmp_path, tfds_dir, checkpoint, *flags):
@@ -219,3 +236,76 @@ def test_launch_evaluates_a_pytorch_file_like_its_own_checkpoints(tmp_path, tfds
   assert r.returncode == 2
   assert 'robust_jax: error:' in r.stderr and 'missing: block1.layer.1.' in r.stderr
   assert not (tmp_path / 'other').exists()
+
+
+
+def _trained_workdir(workdir):
+  """A workdir as training leaves it (config.json, a checkpoint of step 7) of a WRN-10-1 with EMA
+  weights and BatchNorm statistics that differ from its raw weights; returns (config, model,
+  the EMA variables, the raw variables)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from robust_jax import models  # pylint: disable=g-import-not-at-top
+  from robust_jax import report  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import optim  # pylint: disable=g-import-not-at-top
+  from robust_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  config = helpers.quick_config(**{'model.name': 'wide_resnet', 'model.depth': 10,
+                                   'model.width': 1, 'defense.name': 'standard',
+                                   'optim.ema_decay': 0.5})
+  model = models.build(config.model, num_classes=10, mean=(0.2860,), std=(0.3530,))
+  tx, _ = optim.make_optimizer(config.optim, 10, 10)
+  state = state_lib.init_state(model, tx, jax.random.key(0), (28, 28, 1), 0.5)
+
+  def moved(tree, scale):
+    return jax.tree.map(lambda v: v + scale * np.cos(np.arange(v.size).reshape(v.shape)), tree)
+
+  state = state.replace(step=state.step + 7, ema_params=moved(state.params, 0.05),
+                        batch_stats=moved(state.batch_stats, 0.2))
+  workdir.mkdir()
+  report.write_json(str(workdir / 'config.json'), config.to_dict())
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  ckpt.save(7, **state_lib.to_items(state))
+  ckpt.close()
+  return (config, model, {'params': state.ema_params, 'batch_stats': state.batch_stats},
+          {'params': state.params, 'batch_stats': state.batch_stats})
+
+
+@test_launch.needs_fashion_mnist
+def test_launch_exports_the_weights_eval_scores_as_a_pytorch_file(tmp_path, tfds_dir):
+  """--mode=export of a run with EMA writes the EMA weights (those --mode=eval scores); read
+  back without torch they give the run's own logits."""
+  from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+  wd, path = tmp_path / 'wd', tmp_path / 'out' / 'wrn.pt'
+  config, model, ema, raw = _trained_workdir(wd)
+  r = test_launch.launch('--mode=export', f'--checkpoint={wd}', f'--export_path={path}',
+                         '--config.model.name=wide_resnet', '--config.model.depth=10',
+                         '--config.model.width=1', '--config.defense.name=standard',
+                         '--config.optim.ema_decay=0.5', data_dir=tfds_dir)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'Exported the EMA weights of {wd} (step 7) to {path}' in r.stdout
+  assert 'architecture: name=wide_resnet, depth=10, width=1, num_classes=10' in r.stdout
+  assert f'sha256: {torch_files.sha256(path)}' in r.stdout
+  x = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 1)).astype(np.float32)
+  got = np.asarray(torch_models.torch_logits_fn(path, config.model, mean=(0.2860,),
+                                                std=(0.3530,), image_shape=(28, 28, 1))(x))
+  want = np.asarray(model.apply(ema, x, train=False))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+  assert np.abs(np.asarray(model.apply(raw, x, train=False)) - want).max() > 1e-2
+
+  # A model without a PyTorch layout: the error names the field and the exportable names.
+  small = config.copy_and_resolve_references()
+  small.model.name = 'small_cnn'
+  with pytest.raises(ValueError, match=r"model.name='small_cnn' has no PyTorch layout here; "
+                                       r"exportable: \['dm_wide_resnet', 'preact_resnet18', "
+                                       r"'wide_resnet'\]"):
+    experiment.export_checkpoint(small, str(wd), str(tmp_path / 'cnn.pt'))
+  assert not (tmp_path / 'cnn.pt').exists()
+  with pytest.raises(ValueError, match=r"--export_path='wrn.npz': name the PyTorch file to "
+                                       r'write, ending in \.pt or \.pth'):
+    experiment.export_checkpoint(config, str(wd), 'wrn.npz')
+  jpeg = config.copy_and_resolve_references()
+  jpeg.defense.name = 'jpeg'
+  with pytest.raises(ValueError, match=r"defense.name='jpeg' deploys more than the network "
+                                       r'\(transform\); a PyTorch file would hold the network '
+                                       'alone'):
+    experiment.export_checkpoint(jpeg, str(wd), str(tmp_path / 'jpeg.pt'))

@@ -138,12 +138,26 @@ def _torch_shape(shape, layout):
   return tuple(shape)
 
 
+# The config.model fields (beyond `name`) that fix each layout's shapes and function.
+ARCHITECTURE_FIELDS = {'preact_resnet18': {'base_width': 64},
+                       'wide_resnet': {'depth': None, 'width': None},
+                       'dm_wide_resnet': {'depth': None, 'width': None, 'activation': 'swish'}}
+
+
+def architecture(model_cfg):
+  """{'name': ..., field: value}: the config.model fields that define the PyTorch module of
+  `model_cfg`; ConfigError when its model has no PyTorch layout."""
+  if model_cfg.name not in MODULE_NAMES:
+    raise errors.ConfigError(f'model.name={model_cfg.name!r} has no PyTorch layout here; '
+                             f'exportable: {sorted(MODULE_NAMES)}')
+  return {'name': model_cfg.name, **{k: getattr(model_cfg, k, default) for k, default in
+                                     ARCHITECTURE_FIELDS[model_cfg.name].items()}}
+
+
 def _describe(model_cfg):
-  if model_cfg.name in ('wide_resnet', 'dm_wide_resnet'):
-    return f'{model_cfg.name} depth={model_cfg.depth} width={model_cfg.width}'
-  if model_cfg.name == 'preact_resnet18':
-    return f'preact_resnet18 base_width={getattr(model_cfg, "base_width", 64)}'
-  return model_cfg.name
+  if model_cfg.name not in MODULE_NAMES:
+    return model_cfg.name
+  return ' '.join(f'{k}={v}' if k != 'name' else v for k, v in architecture(model_cfg).items())
 
 
 def torch_logits_fn(path, model_cfg, *, num_classes=10, mean=(0.0,), std=(1.0,),
