@@ -1,7 +1,7 @@
 """Model application: variables, logits functions for attacks, and the training forward pass.
 
-Models behind a random input transformation (`models.preprocessed`, e.g. random resizing or
-Gaussian noise) take one PRNG key per example; the functions here pass them and, with
+Models behind a random input transformation (`defenses.transforms.Preprocessed`, e.g. random
+resizing or Gaussian noise) take one PRNG key per example; the functions here pass them and, with
 `bpda=True`, ask a transformation model for its BPDA gradient (forward pass unchanged).
 """
 
