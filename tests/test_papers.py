@@ -154,7 +154,7 @@ def test_table_renders_published_measured_and_delta_from_results_files(tmp_path)
   assert '| - | 83.80 | - |' in co_line
   assert any('catastrophic overfitting detected at epoch 8' in line for line in lines)
   assert 'Could not run cifar10_fgsm_rs_cpu here: no CIFAR-10 here' in text
-  assert 'Not run yet: fmnist_fgsm_rs_cpu, fmnist_co_rollback_cpu.' in text
+  assert 'Not run yet: cifar10_co_cpu, fmnist_fgsm_rs_cpu, fmnist_co_rollback_cpu.' in text
 
 
 def test_table_reads_the_best_checkpoint_figures_of_early_stopping(tmp_path):
