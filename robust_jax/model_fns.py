@@ -31,7 +31,7 @@ def variables(params, batch_stats):
   return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
 
 
-def _default_keys(batch):
+def default_keys(batch):
   """The same base key for every example (their draws still differ through the content hash)."""
   return jax.vmap(lambda _: jax.random.key(rng.DEFAULT_MODEL_SEED))(jnp.arange(batch))
 
@@ -42,7 +42,7 @@ def _extra(model, x, keys, bpda):
     kwargs['bpda'] = True
   if is_random(model):
     if keys is None:
-      keys = _default_keys(x.shape[0])
+      keys = default_keys(x.shape[0])
     kwargs['keys'] = keys
   return kwargs
 
@@ -80,7 +80,7 @@ def eot_logits_fn(model, params, batch_stats, bn_mode, keys=None, samples=1, bpd
     return logits_fn(model, params, batch_stats, bn_mode, keys=keys, bpda=bpda)
 
   def fn(x):
-    base = _default_keys(x.shape[0]) if keys is None else keys
+    base = default_keys(x.shape[0]) if keys is None else keys
 
     def draw(j):
       kj = jax.vmap(jax.random.fold_in, (0, None))(base, j)

@@ -247,3 +247,69 @@ def test_import_robust_jax_stays_light():
           'assert evaluate is api.evaluate and robust_jax.evaluate is api.evaluate')
   subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True,
                  env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+
+
+def noisy_brightness(params, apply, sigma=10 / 255):
+  """A random model: the brightness model behind a random shift of the whole image's brightness
+  (one draw per call, from `key`), so examples near a band's edge flip from draw to draw."""
+  def noisy(x, key):
+    return apply(params, x + sigma * jax.random.normal(key, (x.shape[0], 1, 1, 1)))
+  return noisy
+
+
+def test_a_random_function_draws_per_example_whatever_the_batch():
+  x, y = brightness_data(n=24, near_edge=24)
+  params, apply = brightness_model()
+  noisy = noisy_brightness(params, apply)
+  noise = dict(name='pgd', steps=1, step_size=1e-6, random_start=True)
+  run = lambda **kw: robust_jax.evaluate(  # noqa: E731
+      noisy, x, y, random=True, norm='Linf', eps=4 / 255, attacks={'noise': noise},
+      verbose=False, **kw)
+  seven = run(batch_size=7, suite=None, sanity_checks=False)
+  # The draws matter: the random model's clean verdicts are not the deterministic model's.
+  plain = np.asarray(jnp.argmax(apply(params, jnp.asarray(x)), -1)) == y
+  assert (seven['per_example']['clean'] != plain).any()
+  # Each example draws with its own key: the same verdicts in any batch.
+  other = run(batch_size=24, suite=None, sanity_checks=False)
+  for k, v in seven['per_example'].items():
+    np.testing.assert_array_equal(other['per_example'][k], v, err_msg=k)
+  # By default: AutoAttack's 'rand' suite (EOT), and the sanity checks see the randomness.
+  full = run(batch_size=12, num_examples=12, sanity_examples=12)
+  assert full['suite']['name'] == 'rand'
+  check = next(c for c in full['sanity_checks'] if c['name'] == 'deterministic model')
+  assert check['verdict'] == 'WARN' and 'EOT with 20 samples' in check['detail']
+  np.testing.assert_array_equal(full['per_example']['clean'], seven['per_example']['clean'][:12])
+  # A function declared random must take the key.
+  with pytest.raises(ValueError, match=r'logits_fn\(x, key\)'):
+    robust_jax.evaluate(lambda v: apply(params, v), x, y, random=True, verbose=False)
+
+
+def test_a_workdir_evaluation_resumes_from_its_kept_batches_and_only_for_the_same_model(
+    tmp_path):
+  x, y = brightness_data(n=20)
+  params, apply = brightness_model()
+  kw = dict(suite=None, attacks={'fgsm': FGSM}, workdir=str(tmp_path), **QUIET)
+  first = robust_jax.evaluate(lambda v: apply(params, v), x, y, **kw)
+  kept = tmp_path / 'eval_progress' / 'clean.npz'
+  with np.load(kept) as f:
+    state = dict(f)
+  assert state['done'].all()
+  np.testing.assert_array_equal(state['correct'], first['per_example']['clean'])
+  # Tamper with the kept clean verdicts: a resumed run reads them back instead of computing.
+  state['correct'] = ~state['correct']
+  np.savez(kept, **state)
+  resumed = robust_jax.evaluate(lambda v: apply(params, v), x, y, **kw)
+  np.testing.assert_array_equal(resumed['per_example']['clean'], ~first['per_example']['clean'])
+  # Other weights in the closure (same function, same settings): the kept batches are not used.
+  moved = jax.tree.map(lambda a: a, params)
+  moved['centers'] = params['centers'] + 1 / 255
+  other = robust_jax.evaluate(lambda v: apply(moved, v), x, y, **kw)
+  direct = np.asarray(jnp.argmax(apply(moved, jnp.asarray(x)), -1)) == y
+  np.testing.assert_array_equal(other['per_example']['clean'], direct)
+  # Tampered again; resume=False computes afresh.
+  with np.load(kept) as f:
+    state = dict(f)
+  state['correct'] = ~state['correct']
+  np.savez(kept, **state)
+  fresh = robust_jax.evaluate(lambda v: apply(moved, v), x, y, resume=False, **kw)
+  np.testing.assert_array_equal(fresh['per_example']['clean'], direct)

@@ -24,11 +24,23 @@ sanity checks (robust_jax/eval/sanity.py). Every figure is an exact count over t
 (`correct`, `clean_correct`, `worst_case_correct`), every attack's entry carries its norm and eps,
 and `threat_model` names the one threat model of the whole evaluation. With `workdir`, the
 results.json, report.md and plots are written there as `--mode=eval` writes them, with
-per_example.npz beside them.
+per_example.npz beside them, and each finished batch is kept in WORKDIR/eval_progress: run again
+after a kill, the evaluation resumes (see `fingerprint` for what must match).
+
+A randomised defense is a function of a PRNG key too: pass `random=True` and write
+`logits_fn(x, key)`. Each example then draws with its own key, the suite defaults to AutoAttack's
+'rand' version (APGD-CE and APGD-DLR with EOT) and the sanity checks test the randomness:
+
+    def noisy(x, key):                     # e.g. Gaussian noise on the input
+      return net(x + 0.03 * jax.random.normal(key, x.shape))
+    results = robust_jax.evaluate(noisy, x_test, y_test, random=True, eps=8 / 255)
 """
 
+import hashlib
+import json
 import math
 import os
+import shutil
 import time
 import types
 
@@ -41,16 +53,22 @@ from robust_jax import data as data_lib
 from robust_jax import parallel
 from robust_jax import report
 from robust_jax import suites
+from robust_jax import version
+from robust_jax.eval import batch_fns
+from robust_jax.eval import loop
 from robust_jax.eval import robust
 from robust_jax.eval import target as target_lib
 
 NORMS = {'linf': 'linf', 'l2': 'l2'}  # accepted spellings, case-insensitive ('Linf', 'L2')
 
 
-def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='standard',
+DEFAULT_SUITE = 'default'  # 'standard', or 'rand' for a random logits_fn
+
+
+def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite=DEFAULT_SUITE,
              attacks=None, num_examples=None, batch_size=500, sanity_checks=True,
-             sanity_examples=500, seed=0, params=None, workdir=None, title=None, devices=None,
-             verbose=True):
+             sanity_examples=500, seed=0, params=None, random=False, workdir=None, resume=True,
+             title=None, devices=None, verbose=True):
   """Evaluates `logits_fn` on (images, labels); returns the results dict of `--mode=eval`.
 
   Args:
@@ -61,7 +79,8 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
     norm: the threat model, 'Linf' or 'L2' (any case).
     eps: the radius of the threat model on the [0,1] pixel scale (e.g. 8/255).
     suite: an attack suite run as a cascade: 'standard' (AutoAttack: APGD-CE, APGD-T, FAB-T,
-      Square), 'apgd', 'rand' (EOT), 'quick', or None/'' for none.
+      Square), 'apgd', 'rand' (EOT), 'quick', or None/'' for none. Default: 'standard', and
+      'rand' (AutoAttack's version for randomised defenses) when `random`.
     attacks: {name: attack config} run on every example before the suite, e.g.
       {'pgd20': dict(name='pgd', steps=20)}; their norm and eps default to (and must equal)
       `norm` and `eps`. See robust_jax.attacks for the attacks and their fields.
@@ -72,7 +91,17 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
     sanity_examples: on the first this many examples (most checks).
     seed: of the attacks' randomness (each example's is a function of seed, attack and index).
     params: a pytree of weights that `logits_fn(params, x)` takes, or None.
-    workdir: a directory to write results.json, report.md, the plots and per_example.npz into.
+    random: `logits_fn` is random (a randomised defense) and takes a PRNG key last:
+      `logits_fn(x, key)` or `logits_fn(params, x, key)`. Each example then draws with its own
+      key (the function is vmapped over single examples), attacks that ask for EOT average
+      draws, and the sanity checks test the randomness.
+    workdir: a directory to write results.json, report.md, the plots and per_example.npz into;
+      each finished batch is also kept in WORKDIR/eval_progress, so that a killed evaluation
+      run again with the same arguments resumes where it stopped.
+    resume: with `workdir`, reuse the batches kept there. They are reused only when the
+      settings, the images and labels, robust_jax's source, `params` and the logits of the
+      function on the first images all match (a closure's weights are seen through those
+      logits); False starts afresh.
     title: the report's title (default: the function's name and the number of examples).
     devices: the devices to evaluate on (default: all).
     verbose: show a progress bar and print the report.
@@ -84,6 +113,10 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
   Raises:
     ValueError (robust_jax.errors.ConfigError for settings) naming the problem and the fix.
   """
+  if not isinstance(random, bool):
+    raise ValueError(f'random={random!r} must be True or False.')
+  if suite == DEFAULT_SUITE:
+    suite = 'rand' if random else 'standard'
   norm, eps, suite = _threat(norm, eps, suite)
   x, y = check_arrays(images, labels)
   given = len(y)
@@ -92,16 +125,23 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
   named = _attacks(attacks, norm, eps)
   mesh = parallel.make_mesh(devices)
   batch = _batch_size(batch_size, n, mesh.devices.size)
-  tgt = target_lib.of_function(logits_fn, params)
+  tgt = target_lib.of_function(logits_fn, params, random=random)
   num_classes = check_logits_fn(tgt, batch // mesh.devices.size, x.shape[1:])
   if int(y.max()) >= num_classes:
     raise ValueError(f'labels: label {int(y.max())} is outside the model\'s {num_classes} '
                      f'classes [0, {num_classes}) (logits_fn returns {num_classes} logits).')
+  config = _config(seed, named, suite, norm, eps, n, batch, sanity_checks, sanity_examples)
+  store = None
+  if workdir and resume:
+    store = loop.Progress(os.path.join(workdir, 'eval_progress'),
+                          fingerprint(tgt, x, y, config))
+  elif workdir and jax.process_index() == 0:
+    shutil.rmtree(os.path.join(workdir, 'eval_progress'), ignore_errors=True)
   if params is not None:
     tgt = tgt._replace(variables=parallel.replicate(params, mesh))
-  config = _config(seed, named, suite, norm, eps, n, batch, sanity_checks, sanity_examples)
   t0 = time.perf_counter()
-  results, artifacts = robust.evaluate_target(tgt, x, y, config, mesh, progress=verbose)
+  results, artifacts = robust.evaluate_target(tgt, x, y, config, mesh, progress=verbose,
+                                              store=store)
   results['eval_seconds'] = time.perf_counter() - t0
   per_example = artifacts['per_example']
   results['threat_model'] = {'norm': norm, 'eps': eps}  # the counts: robust.evaluate_target
@@ -117,6 +157,27 @@ def evaluate(logits_fn, images, labels, *, norm='Linf', eps=8 / 255, suite='stan
   if verbose:
     print('\n' + (text or report.full_report(results, title, console=True)) + '\n', flush=True)
   return {**results, 'per_example': per_example}
+
+
+PROBE_IMAGES = 8  # the function's logits on this many images go into the store's fingerprint
+
+
+def fingerprint(tgt, x, y, config):
+  """A digest of what the per-example results of evaluating `tgt` on (x, y) depend on: the
+  settings, robust_jax's source (results of older code are never reused), the images and labels,
+  the weights passed as `params`, and the function itself through its logits on the first
+  images (fixed keys for a random one), which change with a closure's weights."""
+  h = hashlib.sha256()
+  h.update(json.dumps({'config': _as_dict(config), 'random': tgt.random,
+                       'source': version.source_digest(), 'images': [x.shape, str(x.dtype)]},
+                      sort_keys=True, default=str).encode())
+  h.update(np.ascontiguousarray(x).tobytes())
+  h.update(np.ascontiguousarray(y).tobytes())
+  for leaf in jax.tree.leaves(tgt.variables):
+    h.update(np.ascontiguousarray(np.asarray(jax.device_get(leaf), np.float32)).tobytes())
+  probe = jnp.asarray(batch_fns.unit_images(x[:PROBE_IMAGES]))
+  h.update(np.asarray(jax.jit(tgt.apply(tgt.variables))(probe), np.float32).tobytes())
+  return h.hexdigest()
 
 
 def _name(fn):
@@ -245,7 +306,8 @@ def check_logits_fn(tgt, batch, image_shape):
     raise ValueError(
         f'logits_fn cannot take images f32{list(shape)} (NHWC, in [0,1]): {type(e).__name__}: '
         f'{str(e)[:400]}. It must be a JAX function of a JAX array (traceable by jax.jit), '
-        'logits_fn(x), or logits_fn(params, x) with params=...') from e
+        'logits_fn(x), or logits_fn(params, x) with params=...; with random=True it takes a '
+        'PRNG key last: logits_fn(x, key) or logits_fn(params, x, key).') from e
   if not hasattr(out, 'shape') or not hasattr(out, 'dtype'):
     raise ValueError(f'logits_fn must return one array of logits f32[B, num_classes]; got '
                      f'{type(out).__name__} (e.g. a flax apply with mutable=... returns '

@@ -12,10 +12,14 @@ mesh); `apply(variables, keys=None, samples=1, bpda=False)` returns the logits f
 model in inference mode (`loop.BN_MODE`); for a random model, drawing with one key per example
 (`keys`, default fixed keys) and averaging `samples` draws of the log-probabilities (EOT); for an
 input-transformation model with `bpda`, the gradient of the transformation's approximation.
-A plain function is deterministic and ignores keys, samples and bpda.
+A plain function is deterministic and ignores keys, samples and bpda, unless it is declared
+random (`of_function(..., random=True)`: it then takes a key and draws per example).
 """
 
 from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
 
 from robust_jax import model_fns
 from robust_jax.defenses import transforms
@@ -51,13 +55,40 @@ def of_flax(model, params, batch_stats):
   return Target(apply, (params, batch_stats), model_fns.is_random(model), transform)
 
 
-def of_function(logits_fn, params=None):
-  """Any JAX function: `logits_fn(x)`, or `logits_fn(params, x)` when `params` is given."""
+def of_function(logits_fn, params=None, random=False):
+  """Any JAX function: `logits_fn(x)`, or `logits_fn(params, x)` when `params` is given.
+
+  `random`: the function draws randomness (a randomised defense) from a PRNG key it takes last,
+  `logits_fn(x, key)` or `logits_fn(params, x, key)`. It is then called on one example at a time
+  (vmapped), example i with its own key (keys[i], as robust_jax's random models draw), so no
+  example's draw depends on the other examples of its batch or on the batch size; `samples` > 1
+  averages the log-probabilities of draws fold_in(keys[i], j) (EOT), as `model_fns`.
+  """
+  variables = () if params is None else params
   if params is None:
-    return Target(lambda variables, keys=None, samples=1, bpda=False: logits_fn, ())
+    call = lambda v, x, *key: logits_fn(x, *key)  # noqa: E731
+  else:
+    call = lambda v, x, *key: logits_fn(v, x, *key)  # noqa: E731
+  if not random:
+    def apply(variables, keys=None, samples=1, bpda=False):
+      del keys, samples, bpda
+      return lambda x: call(variables, x)
+    return Target(apply, variables)
 
-  def apply(variables, keys=None, samples=1, bpda=False):
-    del keys, samples, bpda
-    return lambda x: logits_fn(variables, x)
+  def random_apply(variables, keys=None, samples=1, bpda=False):
+    del bpda  # a plain function has no transformation to approximate
 
-  return Target(apply, params)
+    def draw(x, ks):
+      return jax.vmap(lambda xi, ki: call(variables, xi[None], ki)[0])(x, ks)
+
+    def fn(x):
+      base = model_fns.default_keys(x.shape[0]) if keys is None else keys
+      if samples <= 1:
+        return draw(x, base)
+
+      def one(j):
+        return jax.nn.log_softmax(draw(x, jax.vmap(jax.random.fold_in, (0, None))(base, j)))
+      return jnp.mean(jax.vmap(one)(jnp.arange(samples)), axis=0)
+    return fn
+
+  return Target(random_apply, variables, random=True)
