@@ -55,8 +55,10 @@ EXAMPLES = 1000
 MEMBERS = ('ensemble_member_1', 'ensemble_member_2', 'ensemble_member_3')
 
 
-def _row(defense, name, note='', needs=(), needs_field='defense.teacher', prerequisite=False):
-  """`defense`'s config as row `name` (needs: the rows whose workdirs go in `needs_field`)."""
+def _row(defense, name, note='', needs=(), needs_field='defense.teacher', prerequisite=False,
+         replayed=False):
+  """`defense`'s config as row `name` (needs: the rows whose workdirs go in `needs_field`;
+  replayed: its train.epochs is a budget of passes x defense.replays, as free AT's)."""
   c = defense.get_config()
   c.eval.num_examples = EXAMPLES
   c.paper = ml_collections.ConfigDict(dict(
@@ -69,7 +71,7 @@ def _row(defense, name, note='', needs=(), needs_field='defense.teacher', prereq
     for p in head:
       node = node[p]
     node[leaf] = ','.join(f'{WORKDIRS}/{n}' for n in needs)
-  if c.defense.name == 'free_at':  # train.epochs is a budget of passes x replays
+  if replayed:
     replays = c.defense.replays
     assert c.train.epochs % replays == 0, (name, c.train.epochs, replays)
     c.paper.passes = c.train.epochs // replays
@@ -98,7 +100,7 @@ ROWS = {
     'standard': lambda: _row(standard, 'standard', note='baseline'),
     'pgd_at': lambda: _row(pgd_at, 'pgd_at'),
     'fgsm_rs': lambda: _row(fgsm_rs, 'fgsm_rs'),
-    'free_at': lambda: _row(free_at, 'free_at'),
+    'free_at': lambda: _row(free_at, 'free_at', replayed=True),
     'trades': lambda: _row(trades, 'trades'),
     'mart': lambda: _row(mart, 'mart'),
     'awp': lambda: _row(awp, 'awp'),

@@ -127,8 +127,8 @@ def test_the_source_check_finds_comparisons_and_spares_messages():
 def test_nothing_outside_defenses_compares_a_defense_name():
   found = []
   for path in [os.path.join(ROOT, 'launch.py')] + [
-      os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, 'robust_jax'))
-      for f in files if f.endswith('.py')]:
+      os.path.join(d, f) for top in ('robust_jax', 'configs', 'benchmarks', 'scripts')
+      for d, _, files in os.walk(os.path.join(ROOT, top)) for f in files if f.endswith('.py')]:
     rel = os.path.relpath(path, ROOT)
     if rel.startswith(os.path.join('robust_jax', 'defenses') + os.sep):
       continue
