@@ -207,7 +207,8 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
   """Times one `training.step.make_train_step` step (config.defense, config.train_attack)."""
   b = config.benchmark
   tx, _ = optim.make_optimizer(config.optim, 1000, 100)
-  defense = defense_lib.build(config, run_io.load_model)
+  resolved = defense_lib.resolve(config, run_io.load_model)
+  defense = resolved.objective
   state = state_lib.init_state(model, tx, rng.root_key(config.seed, rng.INIT), image_shape,
                                config.optim.ema_decay,
                                **_carry(step_lib, defense, config, image_shape, batch_size))
@@ -229,8 +230,8 @@ def measure_train_step(config, model, image_shape, mesh, batch_size, ceiling):
     return metrics
 
   t = costs.timed(call, b.warmup, b.repeats, b.time_budget_s)
-  ta = defense_lib.train_attack(config)
-  runs_attack = defense_lib.facets(config).training_attack
+  ta = resolved.train_attack
+  runs_attack = resolved.facets.training_attack
   steps = ta['steps'] * ta.get('restarts', 1) if runs_attack else 0
   ndev = mesh.devices.size
   local = (batch_size // ndev,) + tuple(image_shape)

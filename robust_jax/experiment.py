@@ -43,12 +43,13 @@ deployed_model = run_io.deployed_model
 
 
 def setup(config):
-  """Validates the config, loads the data, builds the mesh and the model."""
+  """Validates the config, loads the data, builds the mesh, the model and the defense (once:
+  defenses.Resolved, passed on to training and evaluation)."""
   mesh = parallel.make_mesh()
-  validation.validate(config, mesh.devices.size)
+  defense = validation.validate(config, mesh.devices.size)
   dataset = data_lib.load(config.data)
   model = deployed_model(config, dataset.num_classes, dataset.mean, dataset.std)
-  return mesh, dataset, model
+  return mesh, dataset, model, defense
 
 
 def _finish(results, artifacts, config, workdir, title, extra, dataset):
@@ -64,7 +65,7 @@ def train_and_evaluate(config, workdir, progress=True):
   """Trains (resuming from WORKDIR's latest checkpoint), evaluates, returns the results dict."""
   if not defenses.facets(config).trainable:  # an ensemble: trained members, nothing to train
     return evaluate_ensemble(config, workdir, progress)
-  mesh, dataset, model = setup(config)
+  mesh, dataset, model, defense = setup(config)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
@@ -72,16 +73,16 @@ def train_and_evaluate(config, workdir, progress=True):
                dataset.name, len(dataset.train_labels), len(dataset.test_labels),
                mesh.devices.size)
   t0 = time.perf_counter()
-  fitted = loop.fit(config, workdir, defenses.training_data(config, dataset), model, mesh,
-                    progress=progress, load_model=load_model)
+  fitted = loop.fit(config, workdir, defense.training_data(dataset), model, mesh,
+                    progress=progress, load_model=load_model, defense=defense)
   state = fitted.state
   train_seconds = time.perf_counter() - t0
   records = getattr(dataset.train_images, 'records', None)
   if records is not None:  # data.train_read='records': this host read only its rows
     logging.info('Training records read by host %d: %d (of %d on disk).', jax.process_index(),
                  records.reads, records.size)
-  results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
-                                 dataset, mesh, progress)
+  results, artifacts = _evaluate(config, defense, workdir, model, state.eval_params(),
+                                 state.batch_stats, dataset, mesh, progress)
   extra = {'train_steps': int(jax.device_get(state.step)), 'train_seconds_this_run': train_seconds,
            'train_seconds_total': train_metrics.train_seconds(workdir), 'monitor': fitted.monitor}
   if fitted.best_state is not None:  # co_action 'best': the best epoch's weights too
@@ -117,11 +118,11 @@ def evaluate_checkpoint(config, workdir, checkpoint_path, progress=True):
     return evaluate_ensemble(config, workdir, progress)
   if torch_files.is_weights_file(checkpoint_path):
     return _evaluate_torch_file(config, workdir, checkpoint_path, progress)
-  mesh, dataset, model = setup(config)
+  mesh, dataset, model, defense = setup(config)
   state, step = restore(config, checkpoint_path, model, dataset.train_images.shape[1:],
                         len(dataset.train_labels), mesh)
-  results, artifacts = _evaluate(config, workdir, model, state.eval_params(), state.batch_stats,
-                                 dataset, mesh, progress)
+  results, artifacts = _evaluate(config, defense, workdir, model, state.eval_params(),
+                                 state.batch_stats, dataset, mesh, progress)
   title = f'{config.model.name} from {checkpoint_path} (step {step}) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(checkpoint_path), 'train_steps': step}, dataset)
@@ -158,7 +159,7 @@ def export_checkpoint(config, checkpoint_path, export_path):
   if torch_files.is_weights_file(checkpoint_path):
     raise errors.ConfigError(f'--checkpoint={checkpoint_path} is a weights file already; export '
                              'takes a workdir or a checkpoint folder.')
-  mesh, dataset, model = setup(config)
+  mesh, dataset, model, _ = setup(config)
   state, step = restore(config, checkpoint_path, model, dataset.train_images.shape[1:],
                         len(dataset.train_labels), mesh)
   variables = jax.device_get({'params': state.eval_params(), 'batch_stats': state.batch_stats})
@@ -182,7 +183,7 @@ def export_checkpoint(config, checkpoint_path, export_path):
 
 def _evaluate_torch_file(config, workdir, path, progress):
   """The evaluation of a PyTorch state dict file loaded into `config.model`'s network."""
-  mesh, dataset, model = setup(config)
+  mesh, dataset, model, defense = setup(config)
   image_shape = dataset.test_images.shape[1:]
   net, variables = torch_models.convert(
       torch_files.load_state_dict(path), config.model, num_classes=dataset.num_classes,
@@ -198,25 +199,27 @@ def _evaluate_torch_file(config, workdir, path, progress):
         'transformation.')
   params = parallel.replicate(variables['params'], mesh)
   batch_stats = parallel.replicate(variables.get('batch_stats', {}), mesh)
-  results, artifacts = _evaluate(config, workdir, model, params, batch_stats, dataset, mesh,
-                                 progress)
+  results, artifacts = _evaluate(config, defense, workdir, model, params, batch_stats, dataset,
+                                 mesh, progress)
   title = f'{config.model.name} from {os.path.basename(path)} (PyTorch) on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title,
                  {'checkpoint': os.path.abspath(path), 'checkpoint_format': 'pytorch',
                   'checkpoint_sha256': torch_files.sha256(path)}, dataset)
 
 
-def _evaluator(config):
+def _evaluator(defense):
   """detection.evaluate for a detection defense (the detector in the loop), else the robust
   evaluation (robust.evaluate; it certifies too when eval.certify says so)."""
-  detects = defenses.facets(config).deployment == 'detector'
+  detects = defense.facets.deployment == 'detector'
   return detection.evaluate if detects else robust.evaluate
 
 
-def _evaluate(config, workdir, model, params, batch_stats, dataset, mesh, progress):
-  """Runs the config's evaluation, keeping per-batch progress in WORKDIR/eval_progress."""
-  return _evaluator(config)(model, params, batch_stats, dataset, config, mesh, progress=progress,
-                            progress_dir=os.path.join(workdir, 'eval_progress'))
+def _evaluate(config, defense, workdir, model, params, batch_stats, dataset, mesh, progress):
+  """Runs the evaluation `defense` (defenses.Resolved) needs with config.eval, keeping per-batch
+  progress in WORKDIR/eval_progress."""
+  return _evaluator(defense)(model, params, batch_stats, dataset, config, mesh,
+                             progress=progress,
+                             progress_dir=os.path.join(workdir, 'eval_progress'))
 
 
 def evaluate_ensemble(config, workdir, progress=True):
@@ -225,15 +228,15 @@ def evaluate_ensemble(config, workdir, progress=True):
   Nothing is trained; results.json records each member's workdir, model and step.
   """
   mesh = parallel.make_mesh()
-  validation.validate(config, mesh.devices.size)
+  defense = validation.validate(config, mesh.devices.size)
   dataset = data_lib.load(config.data)
   model, params, batch_stats, members = defenses.ensemble.load(config, load_model)
   params, batch_stats = parallel.replicate((params, batch_stats), mesh)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  results, artifacts = _evaluate(config, workdir, model, params, batch_stats, dataset, mesh,
-                                 progress)
+  results, artifacts = _evaluate(config, defense, workdir, model, params, batch_stats, dataset,
+                                 mesh, progress)
   title = (f'ensemble of {len(members)} ({model.combine}: '
            f'{", ".join(m["model"] for m in members)}) on {dataset.name}')
   return _finish(results, artifacts, config, workdir, title,

@@ -58,18 +58,20 @@ def _normalization(config):
 
 
 def validate(config, num_devices=1):
-  """Raises ConfigError (a ValueError) on the first problem found."""
+  """Raises ConfigError (a ValueError) on the first problem found; returns the defense, built
+  once (defenses.Resolved), for the run to pass on."""
   _data_and_model(config)
   defenses.check_name(config)
   _sizes(config, num_devices)
   _optim(config.optim)
-  defenses.train_attack(config)  # the fields the defense cannot honour too
-  # The defense's own fields (defense.beta, ...) too; a transfer train_attack loads its surrogate.
-  defenses.build(config, run_io.load_model)
+  # The training attack's fields the defense cannot honour, the defense's own fields
+  # (defense.beta, ...); a transfer train_attack loads its surrogate.
+  defense = defenses.resolve(config, run_io.load_model)
   monitor.validate(config)  # train.monitor_examples, co_action, co_drop, monitor_attack
   _evaluation(config, num_devices)
   _positive_int(config.benchmark.batch_size, 'benchmark.batch_size')
   _positive_int(config.benchmark.repeats, 'benchmark.repeats')
+  return defense
 
 
 def _data_and_model(config):

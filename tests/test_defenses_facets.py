@@ -136,3 +136,33 @@ def test_nothing_outside_defenses_compares_a_defense_name():
       found += [f'{rel}:{line}' for line in name_comparisons(f.read())]
   assert not found, (f'defense.name compared at {found}: read robust_jax.defenses.facets(config) '
                      '(descriptor.py) instead, adding a facet there if none says it.')
+
+
+def test_a_run_builds_its_defense_once_and_passes_it_to_training(tmp_path, monkeypatch):
+  from robust_jax import experiment  # pylint: disable=g-import-not-at-top
+  c = helpers.quick_config(**{'defense.name': 'free_at', 'defense.replays': 2,
+                              'train.steps': 2, 'eval.num_examples': 8, 'eval.suite': ''})
+  c.train_attack = _shipped('free_at').train_attack
+  c.eval.attacks = {'fgsm': dict(name='fgsm', eps=0.1)}
+  monkeypatch.setattr(experiment.data_lib, 'load',
+                      lambda cfg: helpers.tiny_dataset(n_train=32, n_test=8))
+  built, passed, fit = [], [], experiment.loop.fit
+  build = defenses.build
+
+  def counting_build(*args, **kwargs):
+    built.append(build(*args, **kwargs))
+    return built[-1]
+
+  def recording_fit(*args, defense=None, **kwargs):
+    passed.append(defense)
+    return fit(*args, defense=defense, **kwargs)
+
+  monkeypatch.setattr(defenses, 'build', counting_build)
+  monkeypatch.setattr(experiment.loop, 'fit', recording_fit)
+  results = experiment.train_and_evaluate(c, str(tmp_path), progress=False)
+  assert len(built) == 1  # built once, when the config was validated
+  (resolved,) = passed
+  assert isinstance(resolved, defenses.Resolved) and resolved.objective is built[0]
+  assert resolved.name == 'free_at' and resolved.facets.replays == 2
+  assert resolved.train_attack['name'] == 'fgsm'
+  assert results['train_steps'] == 2

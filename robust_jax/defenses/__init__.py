@@ -76,6 +76,12 @@ transforms.facets). Training, evaluation and benchmarking read them; outside thi
 code compares `config.defense.name` (tests/test_defenses_facets.py). `check_name(config)`:
 ConfigError on an unknown name.
 
+One object per run: `resolve(config, load_model) -> Resolved` builds the defense once (its name,
+facets, training objective, training and monitor attacks, and the training split) when the
+config is validated (robust_jax.validation.validate returns it); the experiment passes it to
+training (training.loop.fit), the evaluation it picks and the benchmark, which read its fields.
+`facets(config)` remains for the dispatch and checks that run before anything is built.
+
 Each factory, `factory(config, load_model=None) -> Defense`, validates its fields and raises
 `errors.ConfigError` naming the bad one. `load_model` (workdir -> run_io.Run) is only used to
 build a train_attack that attacks another trained run (a transfer attack's surrogate); this
@@ -379,3 +385,28 @@ def build(config, load_model=None):
     defense = DEFENSES[name](config, load_model)
   amount = _label_smoothing(config)
   return _smoothed(defense, amount) if amount else defense
+
+
+class Resolved(NamedTuple):
+  """A defense built once from its config (`resolve`); training, evaluation and benchmarking
+  read these fields instead of config.defense."""
+  name: str
+  facets: Facets
+  objective: Defense        # the training objective (`build`)
+  train_attack: dict        # the training attack's full fields (training_attack.spec)
+  monitor_attack: dict      # the overfitting monitor's attack (training_attack.monitor_spec)
+  training_data: Callable   # dataset -> the dataset it trains on (less a detector's split)
+
+
+def resolve(config, load_model=None):
+  """The Resolved defense of `config`: every field checked (ConfigError naming the bad one) and
+  the training objective built once; `load_model`: see the module docstring."""
+  check_name(config)
+  f = facets(config)
+  attack = train_attack(config)
+  objective = build(config, load_model)
+
+  def data(dataset):
+    return squeezing.training_data(config, dataset) if f.deployment == 'detector' else dataset
+
+  return Resolved(config.defense.name, f, objective, attack, monitor_attack(config), data)

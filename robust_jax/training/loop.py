@@ -32,17 +32,18 @@ def _host_batch(dataset, config, step, host_rows, num_train):
                              num_train)
 
 
-def num_train_steps(config, num_examples):
+def num_train_steps(config, num_examples, replays=None):
   """Training steps (minibatches) of a run on a training set of `num_examples` images.
 
-  The monitor's held-out images do not count; free AT's epochs are divided by its replays.
+  The monitor's held-out images do not count; free AT's epochs are divided by its `replays`
+  (the resolved defense's facet; None: read from the config).
   """
   if config.train.steps > 0:
     return config.train.steps
   n = num_examples - monitor_lib.held_out(config, num_examples)
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
-  # Read, not built: evaluation-only defenses build no step. Free AT divides by its replays.
-  replays = defense_lib.facets(config).replays
+  if replays is None:  # read, not built: evaluation-only defenses build no step
+    replays = defense_lib.facets(config).replays
   if replays != 1:
     return free_at.num_steps(config.train.epochs, spe, replays)
   return config.train.epochs * spe
@@ -94,12 +95,12 @@ class _Plan(NamedTuple):
   monitored: bool
 
 
-def _plan(config, dataset, load_model):
-  defense = defense_lib.build(config, load_model)
+def _plan(config, dataset, resolved):
+  defense = resolved.objective
   n_all = len(dataset.train_labels)
   n = n_all - monitor_lib.held_out(config, n_all)
   spe = data_lib.steps_per_epoch(n, config.train.batch_size)
-  total, r = num_train_steps(config, n_all), defense.replays
+  total, r = num_train_steps(config, n_all, resolved.facets.replays), defense.replays
   tx, schedule = optim.make_optimizer(config.optim, total * r, spe * r)
   return _Plan(defense, tx, schedule, total, spe, n, n < n_all)
 
@@ -150,7 +151,8 @@ def _run_steps(config, workdir, dataset, mesh, plan, step_fn, state, ckpt, mon, 
   return state, done, stop, rolled_back_to
 
 
-def fit(config, workdir, dataset, model, mesh, progress=True, load_model=run_io.load_model):
+def fit(config, workdir, dataset, model, mesh, progress=True, load_model=run_io.load_model,
+        defense=None):
   """Trains (or resumes) `model` on `dataset`; returns a FitResult.
 
   Checkpoints every `config.checkpoint.every_steps` steps and at the end; metrics go to
@@ -158,16 +160,19 @@ def fit(config, workdir, dataset, model, mesh, progress=True, load_model=run_io.
   `train.monitor_examples` > 0 the catastrophic-overfitting monitor runs every epoch
   (training/monitor.py). `load_model` (workdir -> run_io.Run) loads the other trained runs the
   defense uses (a distillation teacher, ensemble AT's static models, a transfer train_attack's
-  surrogate).
+  surrogate). `defense`: the run's defenses.Resolved (validation.validate's), built here from
+  the config when None.
   """
-  plan = _plan(config, dataset, load_model)
+  if defense is None:
+    defense = defense_lib.resolve(config, load_model)
+  plan = _plan(config, dataset, defense)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint.max_to_keep)
   try:
     state = _restore_or_init(config, ckpt, plan, model, dataset.train_images.shape[1:], mesh)
     mon = None
     if plan.monitored:
       mon = monitor_lib.Monitor(config, workdir, model, mesh, dataset, ckpt,
-                                ckpt.latest_step() or 0)
+                                ckpt.latest_step() or 0, attack=defense.monitor_attack)
       if mon.stopped():
         logging.warning('%s: training stopped at step %d (co_action=%s; see monitor.json); not '
                         'training further.', workdir, mon.record['stopped_at'], mon.action)

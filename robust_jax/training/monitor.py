@@ -84,10 +84,11 @@ def _write_json(path, obj):
 class Monitor:
   """Held-out PGD accuracy each epoch; decides on collapses. See the module docstring."""
 
-  def __init__(self, config, workdir, model, mesh, dataset, ckpt, resume_step):
-    """`ckpt`: the run's checkpoint.Checkpointer (it keeps the best epoch's weights)."""
+  def __init__(self, config, workdir, model, mesh, dataset, ckpt, resume_step, attack=None):
+    """`ckpt`: the run's checkpoint.Checkpointer (it keeps the best epoch's weights); `attack`:
+    the resolved defense's monitor_attack (None: read from the config)."""
     t = config.train
-    attack = defenses.monitor_attack(config)
+    attack = defenses.monitor_attack(config) if attack is None else attack
     n_all, self.num = len(dataset.train_labels), t.monitor_examples
     first = n_all - self.num
     self._images, self._labels = dataset.train_images[first:], dataset.train_labels[first:]
