@@ -57,8 +57,8 @@ loss targets (1 - a) * onehot + a / K (optax.smooth_labels) in place of the one-
 every cross-entropy term of the training loss is smoothed and nothing else: TRADES' KL(p(x) ||
 p(x_adv)) compares two predictions and has no labels, so it is unchanged (as in those papers,
 which smooth only TRADES' clean cross-entropy). Objectives whose labels do more than weight a
-cross-entropy (`NO_SMOOTHING`: MART's p_y weight and boosted CE, distillation's soft labels)
-reject it. Evaluation and attacks never see smoothed labels. a = 0 is the unsmoothed loss, bit
+cross-entropy (label_smoothing.py's NO_SMOOTHING: MART's p_y weight and boosted CE,
+distillation's soft labels) reject it. Evaluation and attacks never see smoothed labels. a = 0 is the unsmoothed loss, bit
 for bit (the loss is not wrapped).
 
 `train_attack` has one meaning: the training attack as a full attack config, parsed once by
@@ -92,7 +92,6 @@ import math
 from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
-import optax
 
 from robust_jax import attacks
 from robust_jax import errors
@@ -103,6 +102,7 @@ from robust_jax.defenses import distillation
 from robust_jax.defenses import ensemble
 from robust_jax.defenses import ensemble_at
 from robust_jax.defenses import fast_at
+from robust_jax.defenses import label_smoothing
 from robust_jax.defenses import free_at
 from robust_jax.defenses import mart
 from robust_jax.defenses import squeezing
@@ -334,47 +334,6 @@ def _transformed(config, load_model=None):
   return standard(config, load_model)
 
 
-# Objectives whose labels are more than cross-entropy targets: label smoothing is refused.
-NO_SMOOTHING = ('mart', 'distillation', 'ensemble')
-
-
-def _label_smoothing(config):
-  """`defense.label_smoothing` as a float in [0, 1); ConfigError where it cannot apply."""
-  value = config.defense.get('label_smoothing', 0.0)
-  ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-        and math.isfinite(value) and 0 <= value < 1)
-  if not ok:
-    raise errors.ConfigError(f'defense.label_smoothing={value!r} must be a number in [0, 1) '
-                             '(0: off; the modern recipe: 0.1).')
-  name = config.defense.name
-  base = config.defense.get('awp_base') if name == 'awp' else name
-  if value and base in NO_SMOOTHING:
-    raise errors.ConfigError(
-        f'defense.label_smoothing={value} does not apply to defense {name}'
-        f'{f" (awp_base {base})" if base != name else ""}: its labels are more than '
-        'cross-entropy targets. Set it to 0.')
-  return float(value)
-
-
-def _smoothed(defense, amount):
-  """`defense` whose loss (and bound loss) sees label-smoothed targets."""
-  def smooth(loss):
-    def smoothed_loss(forward, x, x_adv, onehot):
-      return loss(forward, x, x_adv, optax.smooth_labels(onehot, amount))
-    return smoothed_loss
-
-  def smoothed_load(load_model):
-    frozen, bind = defense.load(load_model)
-
-    def smoothed_bind(frozen, key):
-      perturb, loss = bind(frozen, key)
-      return perturb, smooth(loss)
-    return frozen, smoothed_bind
-
-  return defense._replace(loss=smooth(defense.loss),
-                          load=None if defense.load is None else smoothed_load)
-
-
 def build(config, load_model=None):
   """The Defense of `config.defense.name`; `load_model`: see the module docstring."""
   check_name(config)
@@ -383,8 +342,8 @@ def build(config, load_model=None):
     defense = _transformed(config, load_model)
   else:
     defense = DEFENSES[name](config, load_model)
-  amount = _label_smoothing(config)
-  return _smoothed(defense, amount) if amount else defense
+  amount = label_smoothing.amount(config)
+  return label_smoothing.smoothed(defense, amount) if amount else defense
 
 
 class Resolved(NamedTuple):
