@@ -58,8 +58,8 @@ every cross-entropy term of the training loss is smoothed and nothing else: TRAD
 p(x_adv)) compares two predictions and has no labels, so it is unchanged (as in those papers,
 which smooth only TRADES' clean cross-entropy). Objectives whose labels do more than weight a
 cross-entropy (label_smoothing.py's NO_SMOOTHING: MART's p_y weight and boosted CE,
-distillation's soft labels) reject it. Evaluation and attacks never see smoothed labels. a = 0 is the unsmoothed loss, bit
-for bit (the loss is not wrapped).
+distillation's soft labels) reject it. Evaluation and attacks never see smoothed labels.
+a = 0 is the unsmoothed loss, bit for bit (the loss is not wrapped).
 
 `train_attack` has one meaning: the training attack as a full attack config, parsed once by
 `train_attack(config)` (training_attack.py) and read the same way by every defense; a field a
