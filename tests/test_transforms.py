@@ -20,7 +20,7 @@ def _model(name, **fields):
   c = helpers.quick_config(**{'defense.name': name, **{f'defense.{k}': v for k, v in
                                                          fields.items()}})
   model = experiment.deployed_model(c, 10, (0.5,), (0.25,))
-  v = model_fns.init_variables(model, jax.random.key(0), (28, 28, 1))
+  v = helpers.init_variables(model, jax.random.key(0), (28, 28, 1))
   return c, model, v['params']
 
 
