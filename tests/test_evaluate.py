@@ -30,13 +30,21 @@ def test_counts_every_example_exactly_once_and_worst_case_is_per_example():
   config = helpers.quick_config()
   dataset = helpers.tiny_dataset(n_test=37)
   model, params = _setup(config, dataset)
-  mesh = parallel.make_mesh()
-  results, _ = robust.evaluate(model, params, {}, dataset, config, mesh, progress=False)
-  assert results['num_examples'] == 37
   logits = model.apply({'params': params}, dataset.test_images.astype(np.float32) / 255,
                        train=False)
-  expected = int(np.sum(np.argmax(logits, -1) == dataset.test_labels))
-  assert results['clean_accuracy'] == expected / 37
+  # Labels: the model's predictions, every 3rd moved, so the last (padded) batch of 5 holds
+  # right and wrong examples and dropping or misplacing any of them changes the counts.
+  y = np.asarray(np.argmax(logits, -1)).astype(np.int32)
+  y[::3] = (y[::3] + 1) % 10
+  dataset = dataclasses.replace(dataset, test_labels=y)
+  mesh = parallel.make_mesh()
+  results, artifacts = robust.evaluate(model, params, {}, dataset, config, mesh, progress=False)
+  assert results['num_examples'] == 37
+  direct = np.asarray(np.argmax(logits, -1)) == y
+  assert 0 < direct[32:].sum() < 5
+  np.testing.assert_array_equal(artifacts['per_example']['clean'], direct)
+  expected = int(direct.sum())
+  assert results['clean_accuracy'] == expected / 37 and results['clean_correct'] == expected
   worst = results['worst_case_accuracy']
   assert worst <= min([results['clean_accuracy']] +
                       [a['accuracy'] for a in results['attacks'].values()])
