@@ -315,3 +315,23 @@ def test_a_workdir_evaluation_resumes_from_its_kept_batches_and_only_for_the_sam
   np.savez(kept, **state)
   fresh = robust_jax.evaluate(lambda v: apply(moved, v), x, y, resume=False, **kw)
   np.testing.assert_array_equal(fresh['per_example']['clean'], direct)
+
+
+def test_the_store_fingerprint_takes_any_params_pytree(tmp_path):
+  """params with integer and PRNG-key leaves (an NNX state's RNG keys): the workdir's store
+  works, and another key in params is another model."""
+  x, y = brightness_data(n=12)
+  params, apply = brightness_model()
+  given = {'p': params, 'count': jnp.int32(3), 'key': jax.random.key(1)}
+  run = lambda p: robust_jax.evaluate(  # noqa: E731
+      lambda q, v: apply(q['p'], v), x, y, params=p, suite=None, attacks={'fgsm': FGSM},
+      workdir=str(tmp_path), **QUIET)
+  first = run(given)
+  tgt = api.target_lib.of_function(lambda q, v: apply(q['p'], v), given)
+  config = api._config(0, {}, '', 'linf', 4 / 255, 12, 12, False, 0)
+  again = api.fingerprint(tgt, x, y, config)
+  assert again == api.fingerprint(tgt, x, y, config)
+  other = api.target_lib.of_function(lambda q, v: apply(q['p'], v),
+                                     {**given, 'key': jax.random.key(2)})
+  assert api.fingerprint(other, x, y, config) != again
+  np.testing.assert_array_equal(run(given)['per_example']['clean'], first['per_example']['clean'])

@@ -174,7 +174,10 @@ def fingerprint(tgt, x, y, config):
   h.update(np.ascontiguousarray(x).tobytes())
   h.update(np.ascontiguousarray(y).tobytes())
   for leaf in jax.tree.leaves(tgt.variables):
-    h.update(np.ascontiguousarray(np.asarray(jax.device_get(leaf), np.float32)).tobytes())
+    if jnp.issubdtype(getattr(leaf, 'dtype', None), jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)  # e.g. an NNX state's RNG keys
+    a = np.asarray(jax.device_get(leaf))
+    h.update(str(a.dtype).encode() + np.ascontiguousarray(a).tobytes())
   probe = jnp.asarray(batch_fns.unit_images(x[:PROBE_IMAGES]))
   h.update(np.asarray(jax.jit(tgt.apply(tgt.variables))(probe), np.float32).tobytes())
   return h.hexdigest()
