@@ -81,14 +81,18 @@ def eot_logits_fn(model, params, batch_stats, bn_mode, keys=None, samples=1, bpd
 
   def fn(x):
     base = default_keys(x.shape[0]) if keys is None else keys
-
-    def draw(j):
-      kj = jax.vmap(jax.random.fold_in, (0, None))(base, j)
-      return jax.nn.log_softmax(logits_fn(model, params, batch_stats, bn_mode, keys=kj,
-                                          bpda=bpda)(x))
-    return jnp.mean(jax.vmap(draw)(jnp.arange(samples)), axis=0)
+    return eot_mean(lambda kj: logits_fn(model, params, batch_stats, bn_mode, keys=kj,
+                                         bpda=bpda)(x), base, samples)
 
   return fn
+
+
+def eot_mean(logits_of_keys, keys, samples):
+  """The mean over `samples` draws of the log-probabilities `log_softmax(logits_of_keys(kj))`,
+  draw j of example i with key fold_in(keys[i], j)."""
+  def draw(j):
+    return jax.nn.log_softmax(logits_of_keys(jax.vmap(jax.random.fold_in, (0, None))(keys, j)))
+  return jnp.mean(jax.vmap(draw)(jnp.arange(samples)), axis=0)
 
 
 def forward_train(model, params, batch_stats, x, dropout_key):

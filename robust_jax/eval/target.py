@@ -19,7 +19,6 @@ random (`of_function(..., random=True)`: it then takes a key and draws per examp
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from robust_jax import model_fns
 from robust_jax.defenses import transforms
@@ -85,10 +84,7 @@ def of_function(logits_fn, params=None, random=False):
       base = model_fns.default_keys(x.shape[0]) if keys is None else keys
       if samples <= 1:
         return draw(x, base)
-
-      def one(j):
-        return jax.nn.log_softmax(draw(x, jax.vmap(jax.random.fold_in, (0, None))(base, j)))
-      return jnp.mean(jax.vmap(one)(jnp.arange(samples)), axis=0)
+      return model_fns.eot_mean(lambda kj: draw(x, kj), base, samples)
     return fn
 
   return Target(random_apply, variables, random=True)
