@@ -179,7 +179,8 @@ def fingerprint(tgt, x, y, config):
     a = np.asarray(jax.device_get(leaf))
     h.update(str(a.dtype).encode() + np.ascontiguousarray(a).tobytes())
   probe = jnp.asarray(batch_fns.unit_images(x[:PROBE_IMAGES]))
-  h.update(np.asarray(jax.jit(tgt.apply(tgt.variables))(probe), np.float32).tobytes())
+  logits = jax.jit(lambda v, p: tgt.apply(v)(p))(tgt.variables, probe)  # weights as arguments
+  h.update(np.asarray(logits, np.float32).tobytes())
   return h.hexdigest()
 
 
