@@ -145,10 +145,25 @@ def torch_attacks(net, s, num_classes):
   }
 
 
+_device = 'cpu'  # torch's device: main() sets it from --torch_device
+
+
 def _nchw(x):
   """A contiguous NCHW copy (jax arrays are read-only; torchattacks' FAB views its gradients,
   which take the input's strides, as contiguous)."""
-  return torch.tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+  return torch.tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)),
+                      device=_device)
+
+
+def _numpy(t):
+  """A torch tensor's values as numpy, from whichever device it is on."""
+  return t.detach().cpu().numpy()
+
+
+def _sync():
+  """Waits for the GPU's queued work, so that a torch timing covers it."""
+  if _device.startswith('cuda'):
+    torch.cuda.synchronize()
 
 
 def _predictors(logits_fn, net):
@@ -156,7 +171,7 @@ def _predictors(logits_fn, net):
 
   def torch_logits(x):
     with torch.no_grad():
-      return net(_nchw(x)).numpy()
+      return _numpy(net(_nchw(x)))
   return (lambda x: np.asarray(jax_logits(x))), torch_logits
 
 
@@ -177,7 +192,7 @@ def compare(logits_fn, net, x, y, s, names=ATTACKS, log=print):
   num_classes = jax_logits(x[:1]).shape[-1]
   jax_fns, ref_fns = jax_attacks(s, num_classes), torch_attacks(net, s, num_classes)
   key = jax.random.key(s.seed)
-  x_t, y_t = _nchw(x), torch.from_numpy(y.astype(np.int64))
+  x_t, y_t = _nchw(x), _labels(y)
   out = {'clean': dict(robust_jax=jax_logits(x).argmax(-1) == y,
                        robust_ref=torch_logits(x).argmax(-1) == y)}
   for name in names:
@@ -187,8 +202,10 @@ def compare(logits_fn, net, x, y, s, names=ATTACKS, log=print):
     t1 = time.perf_counter()
     x_jax = np.asarray(jax.block_until_ready(compiled(x, y, key)))
     t2 = time.perf_counter()
-    x_ref = ref_fns[name](x_t, y_t).detach().numpy().transpose(0, 2, 3, 1)
+    x_ref = ref_fns[name](x_t, y_t)
+    _sync()
     t3 = time.perf_counter()
+    x_ref = _numpy(x_ref).transpose(0, 2, 3, 1)
     r = dict(compile_jax=t1 - t0, time_jax=t2 - t1, time_ref=t3 - t2)
     for tag, xa, own, other in (('jax', x_jax, jax_logits, torch_logits),
                                 ('ref', x_ref, torch_logits, jax_logits)):
@@ -244,13 +261,18 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print):
     aa = torchattacks.AutoAttack(net, norm='Linf', eps=s.eps, version='standard',
                                  n_classes=_num_classes(net, x), seed=s.seed)
     t0 = time.perf_counter()
-    x_ref = aa(_nchw(x), torch.from_numpy(y.astype(np.int64))).detach()
+    x_ref = aa(_nchw(x), _labels(y)).detach()
+    _sync()
     out['ref'].append(time.perf_counter() - t0)
     with torch.no_grad():
-      out['robust_ref'] = net(x_ref).argmax(-1).numpy() == y
+      out['robust_ref'] = _numpy(net(x_ref).argmax(-1)) == y
     log(f'round {r}: torchattacks AutoAttack {out["robust_ref"].mean():.2%} in '
         f'{out["ref"][-1]:.1f} s; ratio {out["ref"][-1] / out["jax"][-1]:.2f}x')
   return out
+
+
+def _labels(y):
+  return torch.from_numpy(y.astype(np.int64)).to(_device)
 
 
 def _num_classes(net, x):
@@ -267,10 +289,11 @@ def compare_eval_path(logits_fn, net, x, y, s, log=print):
   for name in _ATTACKS.value:
     ok, outside, t_jax = eval_path(logits_fn, x, y, s, _JAX_BATCH.value, name)
     t0 = time.perf_counter()
-    x_ref = ref_fns[name](_nchw(x), torch.from_numpy(y.astype(np.int64))).detach().numpy()
+    x_ref = ref_fns[name](_nchw(x), _labels(y)).detach()
+    _sync()
     t_ref = time.perf_counter() - t0
     with torch.no_grad():
-      ref_ok = net(torch.from_numpy(x_ref)).numpy().argmax(-1) == y
+      ref_ok = _numpy(net(x_ref)).argmax(-1) == y
     rows[name] = dict(robust_jax=float(ok.mean()), robust_ref=float(ref_ok.mean()),
                       agreement=float(np.mean(ok == ref_ok)), seconds_jax=t_jax,
                       seconds_ref=t_ref, outside_jax=outside)
@@ -342,6 +365,13 @@ _JAX_PATH = flags.DEFINE_enum('jax_path', 'attack', ['attack', 'eval'], "robust_
                               'attacks as one jitted call on all n (attack) or through the '
                               'evaluation loop, in stages (eval).')
 _JAX_BATCH = flags.DEFINE_integer('jax_batch', 500, 'Batch size of robust_jax\'s evaluation.')
+_TORCH_DEVICE = flags.DEFINE_string(
+    'torch_device', 'cpu', "torch's device for the reference ('cuda' on a GPU machine; JAX takes "
+    'its default device). With cuda both frameworks compute in full float32 unless --tf32 (JAX\'s '
+    "default matmul precision 'highest', torch's cuDNN and matmul TF32 off), so that the logits "
+    'check holds.')
+_TF32 = flags.DEFINE_bool('tf32', False, '--torch_device=cuda: TF32 in both frameworks (JAX\'s '
+                          "GPU default, torch's TF32 switched on) instead of full float32.")
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here (JSON).')
 _TORCH_THREADS = flags.DEFINE_integer(
     'torch_threads', 1, 'torch intra-op threads (on 2 shared cores, 2 threads ran the small '
@@ -410,6 +440,11 @@ def main(argv):
   s = Settings(eps=eps, apgd_steps=_APGD_STEPS.value, num_targets=_NUM_TARGETS.value,
                fab_steps=_FAB_STEPS.value, square_queries=_SQUARE_QUERIES.value, seed=_SEED.value)
   torch.set_num_threads(_TORCH_THREADS.value)
+  global _device
+  _device = _TORCH_DEVICE.value
+  if _device.startswith('cuda'):
+    jax.config.update('jax_default_matmul_precision', None if _TF32.value else 'highest')
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = _TF32.value
   data_cfg = default.get_config().data
   data_cfg.name = _DATA.value
   dataset = data_lib.load(data_cfg)
@@ -417,12 +452,15 @@ def main(argv):
     logits_fn, net, source = load_models(dataset, _SEED.value)
   except ValueError as e:  # a file that does not fit the named architecture: the keys, no trace
     raise SystemExit(str(e)) from None
+  net = net.to(_device)
   x = dataset.test_images[:_N.value].astype(np.float32) / 255.0
   y = dataset.test_labels[:_N.value].astype(np.int32)
   gap = logits_gap(logits_fn, net, x)
   print(f'{source}; {len(y)} {dataset.name} test images; {s}')
   print(f'jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} '
-        f'({torch.get_num_threads()} threads), torchattacks {torchattacks.__version__}')
+        f'({_TORCH_DEVICE.value}, {torch.get_num_threads()} threads), torchattacks '
+        f'{torchattacks.__version__}' + (f', TF32 {_TF32.value}' if 'cuda' in _TORCH_DEVICE.value
+                                         else ''))
   print(f'max |logits_jax - logits_torch| = {gap:.2e} (tolerance {LOGITS_TOL:g})', flush=True)
   if not gap <= LOGITS_TOL:
     raise SystemExit(f'The torch copy of the model differs: logit gap {gap:.2e}.')

@@ -23,6 +23,7 @@ from robust_jax.interop import torch_files
 def _normalise(x, mean, std):
   if mean is None:
     return x
+  mean, std = mean.to(x.device), std.to(x.device)  # plain attributes: net.to(device) skips them
   return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 

@@ -263,22 +263,30 @@ def _carry(train_lib, defense, config, image_shape, batch_size):
 def run(config, model, image_shape, mesh, ceiling=None, name=None):
   """One model at `config.benchmark.batch_size`: the attack, then (optionally) a train step."""
   b = config.benchmark
-  ceiling = ceiling or costs.matmul_ceiling(b.matmul_size)
+  ceiling = ceiling or _ceiling(config)
   out = measure_attack(config, model, image_shape, mesh, b.batch_size, ceiling)
   out.update(model=name or config.model.name, platform=jax.devices()[0].platform,
-             ceiling_gflops=ceiling['gflops'])
+             ceiling_gflops=ceiling['gflops'], ceiling_dtype=ceiling.get('dtype', 'float32'),
+             model_dtype=config.model.get('dtype', 'float32'))
   if b.train_step:
     out['train_step'] = measure_train_step(config, model, image_shape, mesh, b.batch_size,
                                            ceiling)
   return out
 
 
+def _ceiling(config):
+  """The matmul ceiling in the models' compute dtype (model.dtype): a bfloat16 model's share is
+  of the bfloat16 peak."""
+  dtype = models.compute_dtype(config.model.get('dtype', 'float32'))
+  return costs.matmul_ceiling(config.benchmark.matmul_size, dtype=dtype)
+
+
 def sweep(config, mesh, log=print):
   """Every model of benchmark.models x every size of benchmark.batch_sizes; returns the JSON."""
   names, sizes = validate(config, mesh.devices.size)
   overrides = model_steps(config.benchmark.model_steps)
-  ceiling = costs.matmul_ceiling(config.benchmark.matmul_size)
-  log(f'float32 matmul ceiling: {ceiling["gflops"]:.1f} GFLOP/s (n={ceiling["n"]})')
+  ceiling = _ceiling(config)
+  log(f'{ceiling["dtype"]} matmul ceiling: {ceiling["gflops"]:.1f} GFLOP/s (n={ceiling["n"]})')
   results = []
   for name in names:
     model, image_shape = build_model(config, name)
@@ -340,7 +348,9 @@ def main(config, workdir, mesh):
   notes = ['peak MiB: ' + first['peak_memory']['source'] + (
       ' (a process-wide high-water mark) / XLA memory_analysis of this program'
       if first['peak_memory']['bytes'] != first['peak_memory'].get('xla_bytes') else ''),
-           f'GFLOP/s from the {first["flops_source"]} FLOP count']
+           f'GFLOP/s from the {first["flops_source"]} FLOP count',
+           f'compute dtype {first["model_dtype"]}; % ceiling: of the {first["ceiling_dtype"]} '
+           f'matmul ceiling, {first["ceiling_gflops"]:,.1f} GFLOP/s']
   if any(r.get('steps_overridden') for r in out.get('results', [])):
     notes.append('(cut): fewer attack steps for that model (benchmark.model_steps); the train '
                  'step uses at most that many train_attack steps too')

@@ -92,21 +92,24 @@ def default_matmul_size(platform):
   return 2048 if platform == 'cpu' else 8192
 
 
-def matmul_ceiling(n=0, repeats=10, device=None):
-  """This machine's float32 ceiling: GFLOP/s of a jitted n x n matmul, the fastest of `repeats`.
+def matmul_ceiling(n=0, repeats=10, device=None, dtype=jnp.float32):
+  """This machine's ceiling in `dtype`: GFLOP/s of a jitted n x n matmul, the fastest of `repeats`.
 
   The fastest, not the median: a ceiling is the best the machine does, and on a shared machine
   the median says more about the other users. n = 0 picks 2048 on CPU and 8192 on accelerators.
-  Returns {'gflops', 'gflops_median', 'n', 'times_s'}.
+  A bfloat16 model's share is taken against the bfloat16 ceiling (`dtype=jnp.bfloat16`: bfloat16
+  inputs, the product accumulated in float32 as the models' layers do).
+  Returns {'gflops', 'gflops_median', 'n', 'times_s', 'dtype'}.
   """
   device = device or jax.devices()[0]
   n = n or default_matmul_size(device.platform)
   keys = jax.random.split(jax.random.key(0))
-  a, b = (jax.device_put(jax.random.normal(k, (n, n), jnp.float32), device) for k in keys)
+  a, b = (jax.device_put(jax.random.normal(k, (n, n), dtype), device) for k in keys)
   fn = jax.jit(jnp.matmul).lower(a, b).compile()
   t = timed(lambda: fn(a, b), warmup=1, repeats=repeats)
   return {'gflops': 2 * n ** 3 / min(t['times_s']) / 1e9,
-          'gflops_median': 2 * n ** 3 / t['median_s'] / 1e9, 'n': n, 'times_s': t['times_s']}
+          'gflops_median': 2 * n ** 3 / t['median_s'] / 1e9, 'n': n, 'times_s': t['times_s'],
+          'dtype': jnp.dtype(dtype).name}
 
 
 def timed(call, warmup=1, repeats=5, budget_s=0.0):

@@ -2,6 +2,7 @@
 
     version.code_version()   # 'a1b2c3...' or 'a1b2c3...+dirty' or 'unknown'
     version.source_digest()  # sha256 over robust_jax/**/*.py: changes with any code change
+    version.write_stamp()    # .code_version: the commit, for a copy that travels without .git
     version.machine()        # 'AMD EPYC 7B13, avx2, 2 cores': the CPU a result came from
 
 The commit names the code for a reader; the digest is what resumable evaluations key on, since a
@@ -20,10 +21,18 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 RUN_CODE = ('robust_jax', 'configs', 'launch.py')  # what a run executes (not docs or tests)
 
 
-def code_version():
+STAMP = '.code_version'  # '<commit> <run_code_digest>', for a copy that travels without .git
+
+
+def code_version(root=None):
   """The git commit of this checkout, or 'unknown'; '+dirty' when the code a run executes
-  (`RUN_CODE`: the library, the configs, launch.py) has uncommitted or untracked changes."""
-  root = os.path.dirname(_PACKAGE)
+  (`RUN_CODE`: the library, the configs, launch.py) has uncommitted or untracked changes.
+
+  A copy without .git (the working tree sent to a lent GPU machine) names its commit through
+  the file `STAMP` that `write_stamp()` left in the checkout it came from: that commit if the run
+  code's digest is still the one recorded there, else that commit '+dirty'.
+  """
+  root = root or os.path.dirname(_PACKAGE)
   try:
     rev = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
                          timeout=10, check=True).stdout.strip()
@@ -31,7 +40,48 @@ def code_version():
                            capture_output=True, text=True, timeout=10).stdout.strip()
     return rev + ('+dirty' if dirty else '')
   except (OSError, subprocess.SubprocessError):
-    return 'unknown'
+    return _stamped(root) or 'unknown'
+
+
+def run_code_digest(root=None):
+  """sha256 (hex) over the relative paths and bytes of every file of `RUN_CODE` (.py files of
+  the folders, launch.py) under `root` (default: this checkout)."""
+  root = root or os.path.dirname(_PACKAGE)
+  paths = []
+  for entry in RUN_CODE:
+    top = os.path.join(root, entry)
+    if os.path.isfile(top):
+      paths.append(top)
+    for folder, dirs, files in os.walk(top):
+      dirs[:] = sorted(d for d in dirs if d != '__pycache__')
+      paths += [os.path.join(folder, f) for f in files if f.endswith('.py')]
+  h = hashlib.sha256()
+  for path in sorted(paths):
+    h.update(os.path.relpath(path, root).encode() + b'\0')
+    with open(path, 'rb') as f:
+      h.update(f.read())
+  return h.hexdigest()
+
+
+def write_stamp(root=None):
+  """Writes `STAMP` (this commit and the run code's digest) into the checkout `root`, for a copy
+  of it that will run where there is no .git; refuses (ValueError) on uncommitted run code."""
+  root = root or os.path.dirname(_PACKAGE)
+  rev = code_version(root)
+  if rev == 'unknown' or rev.endswith('+dirty'):
+    raise ValueError(f'code version {rev!r}: commit the run code first; a stamp names a commit.')
+  with open(os.path.join(root, STAMP), 'w') as f:
+    f.write(f'{rev} {run_code_digest(root)}\n')
+  return rev
+
+
+def _stamped(root):
+  try:
+    with open(os.path.join(root, STAMP)) as f:
+      rev, digest = f.read().split()
+  except (OSError, ValueError):
+    return None
+  return rev if digest == run_code_digest(root) else rev + '+dirty'
 
 
 @functools.lru_cache(maxsize=None)
