@@ -4,7 +4,7 @@
 # epochs FGSM-RS, PreAct ResNet-18, evaluated on the first 1,000 test images with PGD-50 x 10 and
 # the standard suite), then that model exported to PyTorch and the standard suite timed against
 # torchattacks' AutoAttack on the same GPU. $OUT: logs, JSON, table, results.
-D=benchmarks/runs/gpu_2026-12-04
+D=benchmarks/gpu
 source $D/env.sh
 ROW=${ROW:-cifar10_fgsm_rs}
 W=workdirs/papers/wong2020_fast/$ROW

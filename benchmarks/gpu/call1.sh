@@ -1,7 +1,7 @@
 #!/bin/bash
 # Call 1 on the lent H200 (issue 16 goal 4): the harness (PGD-40 and one PGD-AT step), float32
 # (JAX's GPU default precision) and bfloat16 compute; also checks the stack. $OUT: logs + JSON.
-D=benchmarks/runs/gpu_2026-12-04
+D=benchmarks/gpu
 source $D/env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee $OUT/gpu.txt
 python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__, "torch", torch.__version__)' | tee -a $OUT/gpu.txt
