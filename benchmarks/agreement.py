@@ -271,6 +271,12 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print):
   return out
 
 
+def _set_tf32(on):
+  """TF32 (JAX's GPU default precision, torch's TF32) or full float32 in both frameworks."""
+  jax.config.update('jax_default_matmul_precision', None if on else 'highest')
+  torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
+
+
 def _labels(y):
   return torch.from_numpy(y.astype(np.int64)).to(_device)
 
@@ -367,11 +373,11 @@ _JAX_PATH = flags.DEFINE_enum('jax_path', 'attack', ['attack', 'eval'], "robust_
 _JAX_BATCH = flags.DEFINE_integer('jax_batch', 500, 'Batch size of robust_jax\'s evaluation.')
 _TORCH_DEVICE = flags.DEFINE_string(
     'torch_device', 'cpu', "torch's device for the reference ('cuda' on a GPU machine; JAX takes "
-    'its default device). With cuda both frameworks compute in full float32 unless --tf32 (JAX\'s '
-    "default matmul precision 'highest', torch's cuDNN and matmul TF32 off), so that the logits "
-    'check holds.')
+    'its default device). With cuda both frameworks compute in full float32 (JAX\'s default '
+    "matmul precision 'highest', torch's cuDNN and matmul TF32 off); the logits check always "
+    'does.')
 _TF32 = flags.DEFINE_bool('tf32', False, '--torch_device=cuda: TF32 in both frameworks (JAX\'s '
-                          "GPU default, torch's TF32 switched on) instead of full float32.")
+                          "GPU default, torch's TF32 switched on) after the logits check.")
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here (JSON).')
 _TORCH_THREADS = flags.DEFINE_integer(
     'torch_threads', 1, 'torch intra-op threads (on 2 shared cores, 2 threads ran the small '
@@ -442,9 +448,8 @@ def main(argv):
   torch.set_num_threads(_TORCH_THREADS.value)
   global _device
   _device = _TORCH_DEVICE.value
-  if _device.startswith('cuda'):
-    jax.config.update('jax_default_matmul_precision', None if _TF32.value else 'highest')
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = _TF32.value
+  if _device.startswith('cuda'):  # the logits check in full float32 (--tf32: switched after it)
+    _set_tf32(False)
   data_cfg = default.get_config().data
   data_cfg.name = _DATA.value
   dataset = data_lib.load(data_cfg)
@@ -464,6 +469,8 @@ def main(argv):
   print(f'max |logits_jax - logits_torch| = {gap:.2e} (tolerance {LOGITS_TOL:g})', flush=True)
   if not gap <= LOGITS_TOL:
     raise SystemExit(f'The torch copy of the model differs: logit gap {gap:.2e}.')
+  if _device.startswith('cuda') and _TF32.value:
+    _set_tf32(True)
   log = lambda m: print(m, flush=True)  # noqa: E731
   if _SUITE.value:
     out = compare_suite(logits_fn, net, x, y, s, _JAX_BATCH.value, _ROUNDS.value, log)
