@@ -87,23 +87,36 @@ def train_and_evaluate(config, workdir, progress=True):
            'train_seconds_total': train_metrics.train_seconds(workdir), 'monitor': fitted.monitor}
   if fitted.best_state is not None:  # co_action 'best': the best epoch's weights too
     extra['early_stopping'] = _evaluate_best(config, workdir, model, fitted, dataset, mesh,
-                                             progress)
+                                             progress, results)
   title = f'{config.model.name} / {config.defense.name} on {dataset.name}'
   return _finish(results, artifacts, config, workdir, title, extra, dataset)
 
 
-def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress):
-  """The evaluation (attacks and suite, no sanity checks) of the best monitored epoch's weights."""
+_FINAL_ONLY = ('sanity_checks', 'eps_curve', 'certify')  # what the best weights' evaluation skips
+
+
+def _evaluate_best(config, workdir, model, fitted, dataset, mesh, progress, final):
+  """The evaluation (attacks and suite, no sanity checks) of the best monitored epoch's weights.
+
+  When the best epoch is the last one, its weights are the final ones: the final evaluation
+  `final` is reported again (less its sanity checks, eps curve and certification, which the best
+  weights' evaluation does not run) instead of attacking the same weights twice.
+  """
   best = fitted.best_state
-  cfg = config.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.eval.sanity_checks = False
-    cfg.eval.certify.examples = 0
-  results, _ = robust.evaluate(model, best.eval_params(), best.batch_stats, dataset, cfg, mesh,
+  step = int(jax.device_get(best.step))
+  if step == int(jax.device_get(fitted.state.step)):
+    results = {k: v for k, v in final.items() if k not in _FINAL_ONLY}
+    results.update(same_as_final=True, eval_seconds=0.0)  # no time of its own
+  else:
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+      cfg.eval.sanity_checks = False
+      cfg.eval.certify.examples = 0
+    results, _ = robust.evaluate(model, best.eval_params(), best.batch_stats, dataset, cfg, mesh,
                                  progress=progress,
                                  progress_dir=os.path.join(workdir, 'eval_progress_best'))
   record = fitted.monitor['best']
-  return {**results, 'step': int(jax.device_get(best.step)), 'epoch': record['epoch'],
+  return {**results, 'step': step, 'epoch': record['epoch'],
           'monitor_pgd_accuracy': record['pgd_accuracy'],
           'monitor_clean_accuracy': record['clean_accuracy']}
 

@@ -336,7 +336,10 @@ def test_co_action_best_evaluates_the_best_epoch_beside_the_final_weights(tmp_pa
   results = experiment.train_and_evaluate(config, str(tmp_path), progress=False)
   early = results['early_stopping']
   assert early['step'] == 4 and early['epoch'] == results['monitor']['best']['epoch']
-  # One monitored epoch: the best weights are the final ones, so the figures agree.
+  # One monitored epoch: the best weights are the final ones, evaluated once and reported twice.
+  assert early['same_as_final'] and not (tmp_path / 'eval_progress_best').exists()
+  assert early['eval_seconds'] == 0 < results['eval_seconds']  # the table's time counts it once
+  assert not set(early) & set(experiment._FINAL_ONLY)  # pylint: disable=protected-access
   assert early['clean_accuracy'] == results['clean_accuracy']
   assert early['attacks']['pgd']['accuracy'] == results['attacks']['pgd']['accuracy']
   assert layouts.measured(results, 'best_pgd') == results['attacks']['pgd']['accuracy']
