@@ -13,3 +13,8 @@ set -euo pipefail
     --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=1 \
     --json=benchmarks/runs/agreement_cifar10/suite_n200.json \
     2>&1 | tee benchmarks/runs/agreement_cifar10/suite_n200.log
+# 2026-12-04, 20:41 UTC, the machine otherwise idle, torch on both cores (issue 16's protocol):
+.venv-ref/bin/python benchmarks/agreement.py --torch_checkpoint=workdirs/cifar10_demo.pt \
+    --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=1 \
+    --torch_threads=2 --json=benchmarks/runs/agreement_cifar10/suite_n200_idle.json \
+    2>&1 | grep -v -i 'warn\|^I1\|^W1' > benchmarks/runs/agreement_cifar10/suite_n200_idle.log
