@@ -98,6 +98,11 @@ def suite_runs(args, platform, out):
   2 processes with N/2 devices each; returns their results, each with its agreement."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   sizes = [int(t) for t in args.devices.split(',') if t]
+  if platform != 'cpu':  # real devices: only as many as the machine has
+    import jax  # pylint: disable=g-import-not-at-top
+    for n in [n for n in sizes if n > jax.device_count()]:
+      print(f'{n} devices: skipped, only {jax.device_count()} {platform} device(s)', flush=True)
+    sizes = [n for n in sizes if n <= jax.device_count()]
   runs = [(n, 1) for n in sizes] + ([(max(sizes), args.processes)] if args.processes > 1 else [])
   rows, first = [], None
   for n, procs in runs:
