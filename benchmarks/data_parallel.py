@@ -93,16 +93,13 @@ def suite_child(args):
       json.dump(r, f)
 
 
-def suite_runs(args, platform, out):
-  """The --suite runs: N devices in one process for each N of --devices, then (--processes=2)
+def suite_runs(args, sizes, platform, out):
+  """The --suite runs: N devices in one process for each N of `sizes`, then (--processes=2)
   2 processes with N/2 devices each; returns their results, each with its agreement."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  sizes = [int(t) for t in args.devices.split(',') if t]
-  if platform != 'cpu':  # real devices: only as many as the machine has
-    import jax  # pylint: disable=g-import-not-at-top
-    for n in [n for n in sizes if n > jax.device_count()]:
-      print(f'{n} devices: skipped, only {jax.device_count()} {platform} device(s)', flush=True)
-    sizes = [n for n in sizes if n <= jax.device_count()]
+  if args.processes > 1 and max(sizes) % args.processes:
+    raise SystemExit(f'--processes={args.processes} must divide the largest of --devices '
+                     f'({max(sizes)}): each process holds the same number of devices.')
   runs = [(n, 1) for n in sizes] + ([(max(sizes), args.processes)] if args.processes > 1 else [])
   rows, first = [], None
   for n, procs in runs:
@@ -201,45 +198,49 @@ def main(argv=None):
   if args.child:
     return suite_child(args) if args.suite else child(args)
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   platform = args.platform or jax.default_backend()
-  if args.suite:
-    with tempfile.TemporaryDirectory() as out:
-      rows = suite_runs(args, platform, out)
-    print(f'\n**The standard suite, data-parallel: {args.suite}, first {args.n} test images, '
-          f'global batch {args.batch}**\n\n' + suite_table(rows), flush=True)
-    if args.json:
-      with open(args.json, 'w') as f:
-        json.dump(rows, f, indent=1)
-    return rows
-  available = jax.device_count() if platform != 'cpu' else None
-  rows = []
+  sizes = [int(t) for t in args.devices.split(',') if t]
+  if platform != 'cpu':  # real devices: only as many as the machine has
+    for n in [n for n in sizes if n > jax.device_count()]:
+      print(f'{n} devices: skipped, only {jax.device_count()} {platform} device(s)', flush=True)
+    sizes = [n for n in sizes if n <= jax.device_count()]
   with tempfile.TemporaryDirectory() as out:
-    for n in [int(t) for t in args.devices.split(',') if t]:
-      if available is not None and n > available:
-        print(f'{n} devices: skipped, only {available} {platform} device(s)', flush=True)
-        continue
-      cmd = [sys.executable, os.path.abspath(__file__), f'--child={n}', f'--out={out}'] + [
-          f'--{k}={getattr(args, k)}' for k in ('model', 'batch', 'steps', 'train_attack_steps',
-                                                'repeats', 'matmul_size')]
-      proc = subprocess.run(cmd, env=_env(n, platform), capture_output=True, text=True)
-      if proc.returncode:
-        raise SystemExit(f'{n} devices failed:\n{proc.stderr[-3000:]}')
-      with open(os.path.join(out, f'result_{n}.json')) as f:
-        r = json.load(f)
-      first = rows[0]['devices'] if rows else n
-      r['x_adv_gap'] = float(np.max(np.abs(np.load(os.path.join(out, f'x_adv_{n}.npy'))
-                                           - np.load(os.path.join(out, f'x_adv_{first}.npy')))))
-      rows.append(r)
-      print(f'{n} devices: {r["img_steps_per_s"]:,.0f} img-steps/s, gap {r["x_adv_gap"]:.1e}',
-            flush=True)
-  print(f'\n**Data-parallel PGD-{args.steps} and PGD-AT step, {args.model}, global batch '
-        f'{args.batch}**\n\n' + table(rows), flush=True)
+    if args.suite:
+      rows = suite_runs(args, sizes, platform, out)
+      text = (f'**The standard suite, data-parallel: {args.suite}, first {args.n} test images, '
+              f'global batch {args.batch}**\n\n' + suite_table(rows))
+    else:
+      rows = pgd_runs(args, sizes, platform, out)
+      text = (f'**Data-parallel PGD-{args.steps} and PGD-AT step, {args.model}, global batch '
+              f'{args.batch}**\n\n' + table(rows))
+  print('\n' + text, flush=True)
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(rows, f, indent=1)
   return rows
 
+
+def pgd_runs(args, sizes, platform, out):
+  """PGD and a PGD-AT step on N devices for each N of `sizes`, each with its x_adv's distance to
+  the first run's."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rows = []
+  for n in sizes:
+    cmd = [sys.executable, os.path.abspath(__file__), f'--child={n}', f'--out={out}'] + [
+        f'--{k}={getattr(args, k)}' for k in ('model', 'batch', 'steps', 'train_attack_steps',
+                                              'repeats', 'matmul_size')]
+    proc = subprocess.run(cmd, env=_env(n, platform), capture_output=True, text=True)
+    if proc.returncode:
+      raise SystemExit(f'{n} devices failed:\n{proc.stderr[-3000:]}')
+    with open(os.path.join(out, f'result_{n}.json')) as f:
+      r = json.load(f)
+    first = rows[0]['devices'] if rows else n
+    r['x_adv_gap'] = float(np.max(np.abs(np.load(os.path.join(out, f'x_adv_{n}.npy'))
+                                         - np.load(os.path.join(out, f'x_adv_{first}.npy')))))
+    rows.append(r)
+    print(f'{n} devices: {r["img_steps_per_s"]:,.0f} img-steps/s, gap {r["x_adv_gap"]:.1e}',
+          flush=True)
+  return rows
 
 if __name__ == '__main__':
   main()
