@@ -69,7 +69,7 @@ def test_conv_variants_match_lax(case):
   x, w, strides, padding, pads = _conv_args(case)
   ops = [fast_ops.conv, fast_ops.patches_conv, fast_ops._cpu_conv]  # pylint: disable=protected-access
   if case[3] % case[4] == 0:  # kernel a multiple of the stride
-    ops.append(fast_ops.space_to_depth_conv)
+    ops += [fast_ops.space_to_depth_conv, fast_ops.strided_conv]
   expected, *results = jax.jit(lambda x, w: [_value_and_grads(_lax_conv(strides, padding), x, w)]
                                + [_value_and_grads(lambda x, w, op=op: op(x, w, strides, pads),
                                                    x, w) for op in ops])(x, w)
@@ -111,11 +111,19 @@ def test_conv_general_dilated_dispatch():
   assert 'stablehlo.convolution' not in patches and 'stablehlo.dot_general' in patches
   custom = _lowered(input_grad(w16), 'cpu', x16)
   assert 'optimization_barrier' in custom and 'lhs_dilate = [2, 2]' not in custom
-  # A kernel that is a multiple of the stride: space-to-depth, so no strided convolution at all.
+  # A kernel that is a multiple of the stride, few input channels: space-to-depth (patches), so no
+  # strided convolution at all.
+  w4 = jnp.ones((4, 4, 1, 4))
+  s2d = _lowered(input_grad(w4), 'cpu', x1)
+  assert 'stablehlo.convolution' not in s2d and 'stablehlo.transpose' in s2d
+  # ... many input channels: the strided forward pass, the space-to-depth input gradient (stride 1,
+  # no dilated input).
   w4 = jnp.ones((4, 4, 16, 4))
-  s2d = _lowered(input_grad(w4), 'cpu', x16)
-  assert 'optimization_barrier' in s2d and 'window_strides = array<i64: 2, 2>' not in s2d
-  assert 'stablehlo.transpose' in s2d
+  strided = [line for line in _lowered(input_grad(w4), 'cpu', x16).splitlines()
+             if 'stablehlo.convolution' in line]
+  assert len(strided) == 2, strided
+  assert 'stride = [2, 2]' in strided[0] and 'stride = [1, 1]' in strided[1]
+  assert all('lhs_dilate = [1, 1]' in line for line in strided)
   for platform in ('cuda', 'rocm', 'tpu'):   # cuDNN & co. keep their own gradients
     for x, w in ((x1, w1), (x16, w16)):
       other = _lowered(input_grad(w), platform, x)
