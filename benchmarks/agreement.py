@@ -29,7 +29,10 @@ models must give the same logits to 1e-4 on the images before any attack runs. e
 --suite instead times the whole standard suite as a cascade: robust_jax's evaluation
 (`robust_jax.evaluate` with suite='standard', compiles included, attacks in stages on the points
 still robust, batch --jax_batch) against torchattacks' AutoAttack (version 'standard'),
-interleaved for --rounds rounds, with robust accuracy and per-example agreement.
+interleaved for --rounds rounds, with robust accuracy and per-example agreement. torchattacks
+3.5.1's `AutoAttack(version='standard')` leaves APGD-CE, APGD-T and FAB-T at their classes' default
+of 10 iterations, a tenth of the AutoAttack paper's 100; --torch_suites times it as shipped and
+as the same cascade at the paper's settings (`torch_suite`).
 --jax_path=eval runs robust_jax's single attacks through the same evaluation loop (verdicts
 only; times include compiling). Settings match AutoAttack's standard version: 1 restart, 100
 steps, 9 target classes, Square with p_init 0.8 and --square_queries queries (5000 in
@@ -242,11 +245,33 @@ def eval_path(logits_fn, x, y, s, batch_size, name):
   return correct, bool(outside.any()), time.perf_counter() - t0
 
 
-def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print):
+TORCH_SUITES = ('shipped', 'paper')
+
+
+def torch_suite(net, s, num_classes, which):
+  """torchattacks' standard AutoAttack: `which='shipped'` is `AutoAttack(version='standard')` as
+  torchattacks 3.5.1 builds it, whose APGD-CE, APGD-T and FAB-T keep their classes' default of 10
+  iterations; `'paper'` is the same cascade (`MultiAttack`) at Croce & Hein 2020's settings, the
+  ones robust_jax's suite runs: 100 iterations each (`s`), 9 targets, Square 5,000 queries."""
+  if which == 'shipped':
+    return torchattacks.AutoAttack(net, norm='Linf', eps=s.eps, version='standard',
+                                   n_classes=num_classes, seed=s.seed)
+  return torchattacks.MultiAttack(list(torch_attacks(net, s, num_classes).values()))
+
+
+def suite_steps(attack):
+  """{attack class: its iterations} of a `torch_suite`, read from the objects themselves."""
+  attacks = getattr(attack, '_autoattack', attack).attacks
+  return {type(a).__name__: getattr(a, 'steps', getattr(a, 'n_queries', None)) for a in attacks}
+
+
+def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
+                  torch_suites=TORCH_SUITES):
   """The standard suite, robust_jax's evaluation (`robust_jax.evaluate`) vs torchattacks'
-  AutoAttack on `x: f32[N,H,W,C]`, `y: int32[N]`, `rounds` times interleaved:
-  {'jax': [seconds], 'ref': [seconds], 'cascade_jax', 'robust_jax', 'robust_ref': bool[N]}."""
-  out = {'jax': [], 'ref': [], 'cascade_jax': []}
+  AutoAttack (each of `torch_suites`, see `torch_suite`) on `x: f32[N,H,W,C]`, `y: int32[N]`,
+  `rounds` times interleaved: {'jax': [seconds], 'cascade_jax', 'robust_jax': bool[N], and per
+  torch suite w: 'ref_w': [seconds], 'robust_ref_w': bool[N], 'steps_ref_w'}."""
+  out = {'jax': [], 'cascade_jax': [], **{f'ref_{w}': [] for w in torch_suites}}
   for r in range(rounds):
     t0 = time.perf_counter()
     res = robust_jax.evaluate(logits_fn, x, y, norm='Linf', eps=s.eps, suite='standard',
@@ -258,16 +283,18 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print):
                                for a in res['suite']['attacks']])
     log(f'round {r}: robust_jax standard suite {out["robust_jax"].mean():.2%} in '
         f'{out["jax"][-1]:.1f} s (compiles included): {out["cascade_jax"][-1]}')
-    aa = torchattacks.AutoAttack(net, norm='Linf', eps=s.eps, version='standard',
-                                 n_classes=_num_classes(net, x), seed=s.seed)
-    t0 = time.perf_counter()
-    x_ref = aa(_nchw(x), _labels(y)).detach()
-    _sync()
-    out['ref'].append(time.perf_counter() - t0)
-    with torch.no_grad():
-      out['robust_ref'] = _numpy(net(x_ref).argmax(-1)) == y
-    log(f'round {r}: torchattacks AutoAttack {out["robust_ref"].mean():.2%} in '
-        f'{out["ref"][-1]:.1f} s; ratio {out["ref"][-1] / out["jax"][-1]:.2f}x')
+    for w in torch_suites:
+      aa = torch_suite(net, s, _num_classes(net, x), w)
+      out[f'steps_ref_{w}'] = suite_steps(aa)
+      t0 = time.perf_counter()
+      x_ref = aa(_nchw(x), _labels(y)).detach()
+      _sync()
+      out[f'ref_{w}'].append(time.perf_counter() - t0)
+      with torch.no_grad():
+        out[f'robust_ref_{w}'] = _numpy(net(x_ref).argmax(-1)) == y
+      log(f'round {r}: torchattacks AutoAttack ({w}: {out[f"steps_ref_{w}"]}) '
+          f'{out[f"robust_ref_{w}"].mean():.2%} in {out[f"ref_{w}"][-1]:.1f} s; ratio '
+          f'{out[f"ref_{w}"][-1] / out["jax"][-1]:.2f}x')
   return out
 
 
@@ -367,6 +394,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'JAX key, torch seed and random-init see
 _SUITE = flags.DEFINE_bool('suite', False, 'Time the standard suite as a cascade (robust_jax '
                            "evaluation vs torchattacks' AutoAttack) instead of single attacks.")
 _ROUNDS = flags.DEFINE_integer('rounds', 1, '--suite: interleaved rounds.')
+_TORCH_SUITES = flags.DEFINE_multi_enum(
+    'torch_suites', list(TORCH_SUITES), TORCH_SUITES, "--suite: torchattacks' AutoAttack as it "
+    "ships (shipped: APGD-CE, APGD-T and FAB-T at 10 iterations) and/or at the paper's settings "
+    '(paper: 100, as robust_jax runs them); see torch_suite.')
 _JAX_PATH = flags.DEFINE_enum('jax_path', 'attack', ['attack', 'eval'], "robust_jax's single "
                               'attacks as one jitted call on all n (attack) or through the '
                               'evaluation loop, in stages (eval).')
@@ -424,18 +455,22 @@ def load_models(dataset, seed=0):
 
 
 def _report_suite(out, n, source):
-  agree = float(np.mean(out['robust_jax'] == out['robust_ref']))
-  ratio = float(np.median(np.array(out['ref']) / np.array(out['jax'])))
-  print(f'\nstandard suite: robust_jax {out["robust_jax"].mean():.2%} vs AutoAttack '
-        f'{out["robust_ref"].mean():.2%}, per-example agreement {agree:.1%}; seconds robust_jax '
-        f'{out["jax"]}, torchattacks {out["ref"]}; median speed-up {ratio:.2f}x', flush=True)
+  result = {'seconds_jax': out['jax'], 'cascade_jax': out['cascade_jax'],
+            'robust_jax': float(out['robust_jax'].mean()), 'n': n, 'jax_batch': _JAX_BATCH.value,
+            'source': source, 'torch_suites': {}}
+  for w in _TORCH_SUITES.value:
+    agree = float(np.mean(out['robust_jax'] == out[f'robust_ref_{w}']))
+    ratio = float(np.median(np.array(out[f'ref_{w}']) / np.array(out['jax'])))
+    print(f'\nstandard suite: robust_jax {out["robust_jax"].mean():.2%} vs torchattacks '
+          f'AutoAttack ({w}: {out[f"steps_ref_{w}"]}) {out[f"robust_ref_{w}"].mean():.2%}, '
+          f'per-example agreement {agree:.1%}; seconds robust_jax {out["jax"]}, torchattacks '
+          f'{out[f"ref_{w}"]}; median speed-up {ratio:.2f}x', flush=True)
+    result['torch_suites'][w] = {
+        'steps': out[f'steps_ref_{w}'], 'seconds': out[f'ref_{w}'], 'speedup_median': ratio,
+        'robust': float(out[f'robust_ref_{w}'].mean()), 'agreement': agree}
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
-      json.dump({'seconds_jax': out['jax'], 'seconds_ref': out['ref'],
-                 'cascade_jax': out['cascade_jax'], 'speedup_median': ratio,
-                 'robust_jax': float(out['robust_jax'].mean()),
-                 'robust_ref': float(out['robust_ref'].mean()), 'agreement': agree,
-                 'n': n, 'jax_batch': _JAX_BATCH.value, 'source': source}, f, indent=1)
+      json.dump(result, f, indent=1)
 
 
 def main(argv):
@@ -473,7 +508,8 @@ def main(argv):
     _set_tf32(True)
   log = lambda m: print(m, flush=True)  # noqa: E731
   if _SUITE.value:
-    out = compare_suite(logits_fn, net, x, y, s, _JAX_BATCH.value, _ROUNDS.value, log)
+    out = compare_suite(logits_fn, net, x, y, s, _JAX_BATCH.value, _ROUNDS.value, log,
+                        _TORCH_SUITES.value)
     _report_suite(out, len(y), source)
     return
   if _JAX_PATH.value == 'eval':
