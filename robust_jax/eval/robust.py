@@ -71,9 +71,10 @@ def _phase_runner(tgt, images, labels, mesh, batch_size, bar, store):
   A short subset runs in smaller fixed batch sizes (`loop.bucket_sizes`); an attack in stages
   runs each stage only on the examples no earlier stage fooled (`loop.run_staged`)."""
   arrays = {'x': images, 'y': labels, 'i': np.arange(len(labels), dtype=np.int32)}
-  buckets = loop.bucket_sizes(batch_size, 1 if mesh is None else mesh.devices.size)
+  devices = 1 if mesh is None else mesh.devices.size
 
   def phase(cfg, subset, key, name):
+    buckets = loop.bucket_sizes(batch_size, devices, len(subset))
     staged = None if cfg is None else make_staged_eval_fns(tgt.apply, cfg, mesh)
     if staged is None:
       fn = target_eval_fn(tgt.apply, cfg, mesh)
