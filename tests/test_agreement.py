@@ -96,3 +96,20 @@ def test_attacks_agree_with_torchattacks():
     assert abs(int(a.sum()) - int(b.sum())) <= MAX_DIFF[name], table
     assert np.mean(a == b) >= MIN_AGREE[name], table
     assert not agreement.out_of_ball(r, SETTINGS.eps), table
+
+
+def test_torch_suites_shipped_at_10_iterations_paper_at_robust_jax_settings():
+  """torchattacks 3.5.1's AutoAttack('standard') runs APGD-CE, APGD-T and FAB-T at their classes'
+  default of 10 iterations; the 'paper' cascade runs them at Settings' (the AutoAttack paper's
+  100 by default), in AutoAttack's order, with the same number of targets."""
+  _, net, _, _ = _setup()
+  s = agreement.Settings(eps=0.1, apgd_steps=100, num_targets=9, fab_steps=100,
+                         square_queries=5000, seed=0)
+  shipped = agreement.torch_suite(net, s, 10, 'shipped')
+  paper = agreement.torch_suite(net, s, 10, 'paper')
+  assert agreement.suite_steps(shipped) == {'APGD': 10, 'APGDT': 10, 'FAB': 10, 'Square': 5000}
+  assert agreement.suite_steps(paper) == {'APGD': 100, 'APGDT': 100, 'FAB': 100, 'Square': 5000}
+  for suite in (shipped, paper):
+    apgd_ce, apgd_t, fab_t, sq = getattr(suite, '_autoattack', suite).attacks
+    assert apgd_ce.loss == 'ce' and apgd_t.n_target_classes == fab_t.n_target_classes == 9
+    assert fab_t.multi_targeted and sq.p_init == 0.8
