@@ -1,0 +1,28 @@
+#!/bin/bash
+# AutoAttack on an idle 2-core CPU (issue 16 goal 1), from the repository's root, torch on both
+# cores: robust_jax's standard suite (robust_jax.evaluate, compiles included) against torchattacks
+# 3.5.1's AutoAttack twice, interleaved in one process with the same weights and images:
+#   shipped: AutoAttack(version='standard') as torchattacks builds it (APGD-CE, APGD-T and FAB-T
+#            at their classes' default of 10 iterations);
+#   paper:   the same cascade (MultiAttack) at the AutoAttack paper's settings, 100 iterations,
+#            the ones robust_jax's suite runs.
+# Models: the zoo's small_cnn runs (PGD-AT and standard training, the zoo's configs, 3 epochs):
+#   .venv/bin/python launch.py --config=configs/zoo.py:pgd_at --workdir=workdirs/zoo/pgd_at \
+#       --config.eval.suite= --config.eval.num_examples=200 --config.eval.sanity_checks=False
+#   (and :standard into workdirs/zoo/standard), and the README's CIFAR-10 demo checkpoint
+#   exported to workdirs/cifar10_demo.pt (sha256 59479dcf...; benchmarks/runs/agreement_cifar10/).
+set -euo pipefail
+OUT=benchmarks/runs/autoattack_paper_settings_2026-12-04
+quiet() { grep -v -i 'warn\|^I1\|^W1'; }
+for m in pgd_at standard; do
+  .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/$m --n=500 --suite \
+      --rounds=2 --torch_threads=2 --json=$OUT/suite_$m.json 2>&1 | quiet | tee $OUT/suite_$m.log
+done
+# Each attack on its own, on all 500 images (both frameworks at 100 iterations).
+.venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/pgd_at --n=500 \
+    --torch_threads=2 --jax_path=eval --json=$OUT/attacks_pgd_at.json 2>&1 | quiet \
+    | tee $OUT/attacks_pgd_at.log
+.venv-ref/bin/python benchmarks/agreement.py --torch_checkpoint=workdirs/cifar10_demo.pt \
+    --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=1 \
+    --torch_threads=2 --json=$OUT/suite_cifar10_demo.json 2>&1 | quiet \
+    | tee $OUT/suite_cifar10_demo.log
