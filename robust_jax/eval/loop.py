@@ -126,7 +126,8 @@ def bucket_sizes(batch_size, num_devices=1, n=None):
   """The batch sizes `n` rows (a phase's subset; None: unknown) may be cut into: batch_size, the
   rows left after whole batches rounded up to a multiple of MIN_BUCKET (one padded batch for a
   subset shorter than a batch: the points still robust in a cascade, which run thousands of
-  model passes each; per image, small_cnn's forward pass is 25% cheaper at 384 rows than at 64),
+  model passes each; per image, a Square query on small_cnn was ~25% cheaper at 256-384 rows than
+  at 64 on 2 cores),
   and MIN_BUCKET itself (for the few rows left when most are settled). Each size is a multiple of
   `num_devices` (MIN_BUCKET rounded up first). Each jitted function compiles for at most these
   three shapes (compiling is a large part of an attack on a small subset)."""

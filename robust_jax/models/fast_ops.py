@@ -11,6 +11,10 @@ badly inside a `while` loop:
   the gradient is an ordinary `01io` convolution. With a stride, that gradient would also need a
   dilated input (another slow path); it is computed as stride^2 stride-1 convolutions, one per
   phase of the input grid (the sub-pixel form; Shi et al. 2016);
+- a strided convolution whose kernel is a multiple of the stride has a plain input gradient once
+  input and kernel are cut into stride x stride blocks stacked on the channel axis
+  (`space_to_depth_conv`); with many input channels its forward pass stays XLA's own strided
+  convolution, which is faster there (`strided_conv`, a custom VJP);
 - a convolution with one (or few) input channels runs at a fraction of the machine's speed, and its
   input gradient (a convolution with one *output* channel) even more so. `patches_conv` computes it
   as a matmul of the k*k shifted copies of the input with the kernel (im2col; Chellapilla et al.
@@ -192,7 +196,8 @@ def _stride1_conv(x, w, pads, precision=None):
 
 
 def _cpu_conv(x, w, strides, pads, precision=None):
-  """The CPU form of a convolution: stride-1 (patches or `conv`), or space-to-depth, or phases."""
+  """The CPU form of a convolution: stride-1 (patches or `conv`); a kernel that is a multiple of the
+  stride: space-to-depth (few input channels) or `strided_conv`; else patches or phases."""
   kh, kw, c, _ = w.shape
   sh, sw = strides
   if (sh, sw) == (1, 1):
