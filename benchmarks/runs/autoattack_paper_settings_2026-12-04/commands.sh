@@ -26,3 +26,16 @@ done
     --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=1 \
     --torch_threads=2 --json=$OUT/suite_cifar10_demo.json 2>&1 | quiet \
     | tee $OUT/suite_cifar10_demo.log
+# fast_ops.strided_conv A/B (the commit before it, 49de6ce, against this tree), one core, one
+# XLA thread, alternating, then both cores with the PGD harness:
+git worktree add --detach /tmp/old 49de6ce && ln -s "$PWD/.venv" /tmp/old/.venv
+for r in 1 2; do for t in /tmp/old $PWD; do
+  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" PYTHONPATH=$t \
+      taskset -c 1 .venv/bin/python $OUT/forward_ab.py $t 2>&1 | tail -1 | tee -a $OUT/forward_ab.log
+done; done
+for r in 1 2; do for t in old new; do d=$PWD; [ $t = old ] && d=/tmp/old
+  (cd $d && .venv/bin/python launch.py --mode=benchmark --config.model.name=small_cnn \
+      --config.benchmark.batch_size=256 --workdir=/tmp/bm_$t$r) >/dev/null 2>&1
+  cp /tmp/bm_$t$r/benchmark.json $OUT/pgd_harness_$t$r.json
+done; done
+git worktree remove --force /tmp/old
