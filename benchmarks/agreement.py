@@ -259,6 +259,21 @@ def torch_suite(net, s, num_classes, which):
   return torchattacks.MultiAttack(list(torch_attacks(net, s, num_classes).values()))
 
 
+def time_suite_attacks(attack):
+  """Wraps each attack of a `torch_suite` so that it records [(name, rows attacked, seconds)] in
+  the returned list as the cascade runs (torch's counterpart of robust_jax's cascade record)."""
+  record = []
+  for a in getattr(attack, '_autoattack', attack).attacks:
+    def timed(images, labels, *args, _a=a, _forward=a.forward, **kwargs):
+      t0 = time.perf_counter()
+      out = _forward(images, labels, *args, **kwargs)
+      _sync()
+      record.append((type(_a).__name__, int(images.shape[0]), round(time.perf_counter() - t0, 1)))
+      return out
+    a.forward = timed
+  return record
+
+
 def suite_steps(attack):
   """{attack class: its iterations} of a `torch_suite`, read from the objects themselves."""
   attacks = getattr(attack, '_autoattack', attack).attacks
@@ -270,7 +285,7 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
   """The standard suite, robust_jax's evaluation (`robust_jax.evaluate`) vs torchattacks'
   AutoAttack (each of `torch_suites`, see `torch_suite`) on `x: f32[N,H,W,C]`, `y: int32[N]`,
   `rounds` times interleaved: {'jax': [seconds], 'cascade_jax', 'robust_jax': bool[N], and per
-  torch suite w: 'ref_w': [seconds], 'robust_ref_w': bool[N], 'steps_ref_w'}."""
+  torch suite w: 'ref_w': [seconds], 'robust_ref_w': bool[N], 'steps_ref_w', 'cascade_ref_w'}."""
   out = {'jax': [], 'cascade_jax': [], **{f'ref_{w}': [] for w in torch_suites}}
   for r in range(rounds):
     t0 = time.perf_counter()
@@ -286,15 +301,17 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
     for w in torch_suites:
       aa = torch_suite(net, s, _num_classes(net, x), w)
       out[f'steps_ref_{w}'] = suite_steps(aa)
+      cascade = time_suite_attacks(aa)
       t0 = time.perf_counter()
       x_ref = aa(_nchw(x), _labels(y)).detach()
       _sync()
       out[f'ref_{w}'].append(time.perf_counter() - t0)
       with torch.no_grad():
         out[f'robust_ref_{w}'] = _numpy(net(x_ref).argmax(-1)) == y
+      out.setdefault(f'cascade_ref_{w}', []).append(cascade)
       log(f'round {r}: torchattacks AutoAttack ({w}: {out[f"steps_ref_{w}"]}) '
           f'{out[f"robust_ref_{w}"].mean():.2%} in {out[f"ref_{w}"][-1]:.1f} s; ratio '
-          f'{out[f"ref_{w}"][-1] / out["jax"][-1]:.2f}x')
+          f'{out[f"ref_{w}"][-1] / out["jax"][-1]:.2f}x; (attack, rows, seconds): {cascade}')
   return out
 
 
@@ -467,6 +484,7 @@ def _report_suite(out, n, source):
           f'{out[f"ref_{w}"]}; median speed-up {ratio:.2f}x', flush=True)
     result['torch_suites'][w] = {
         'steps': out[f'steps_ref_{w}'], 'seconds': out[f'ref_{w}'], 'speedup_median': ratio,
+        'cascade': out[f'cascade_ref_{w}'],
         'robust': float(out[f'robust_ref_{w}'].mean()), 'agreement': agree}
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
