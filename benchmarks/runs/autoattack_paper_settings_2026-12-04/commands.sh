@@ -39,3 +39,8 @@ for r in 1 2; do for t in old new; do d=$PWD; [ $t = old ] && d=/tmp/old
   cp /tmp/bm_$t$r/benchmark.json $OUT/pgd_harness_$t$r.json
 done; done
 git worktree remove --force /tmp/old
+# Later (code 'agreement.py --suite: torchattacks' cascade timed attack by attack'): one more round
+# on the PGD-AT model, for torchattacks' per-attack seconds in its cascade.
+.venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/pgd_at --n=500 --suite \
+    --rounds=1 --torch_threads=2 --json=$OUT/suite_pgd_at_cascade.json 2>&1 | quiet \
+    | tee $OUT/suite_pgd_at_cascade.log
