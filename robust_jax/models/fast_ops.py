@@ -243,10 +243,10 @@ def strided_conv(x, w, strides, pads, precision=None):
   """A strided convolution computed as lax does, with the input gradient of `space_to_depth_conv`.
 
   For inputs with many channels XLA:CPU's strided convolution is the faster forward pass
-  (small_cnn's second layer, 16 -> 32 channels, 4x4 stride 2, batch 256 on one core: 2.9 ms
-  against 5.5 ms for its space-to-depth form), which is all that forward-only attacks (Square)
-  and the forward half of a gradient step run; its input gradient, a convolution with a dilated
-  input, is not, so the gradient is the space-to-depth one.
+  (small_cnn's second layer, 16 -> 32 channels, 4x4 stride 2: with it small_cnn's forward pass
+  is ~1.5x faster at 256 rows on one core, BENCHMARKS.md), which is all that forward-only attacks
+  (Square) and the forward half of a gradient step run; its input gradient, a convolution with a
+  dilated input, is not, so the gradient is the space-to-depth one.
   Args and result as for `space_to_depth_conv` (the kernel a multiple of the stride).
   """
   return _plain(x, w, strides, pads, precision)
