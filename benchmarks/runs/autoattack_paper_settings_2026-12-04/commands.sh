@@ -17,7 +17,7 @@ quiet() { grep -v -i 'warn\|^I1\|^W1'; }
 for m in pgd_at standard; do
   .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/$m --n=500 --suite \
       --rounds=2 --torch_threads=2 --json=$OUT/suite_$m.json 2>&1 | quiet | tee $OUT/suite_$m.log
-done
+done  # then the default twice more and onednn once more, appended to xla_flags.log
 # Each attack on its own, on all 500 images (both frameworks at 100 iterations).
 .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/pgd_at --n=500 \
     --torch_threads=2 --jax_path=eval --json=$OUT/attacks_pgd_at.json 2>&1 | quiet \
@@ -44,3 +44,15 @@ git worktree remove --force /tmp/old
 .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/pgd_at --n=500 --suite \
     --rounds=1 --torch_threads=2 --json=$OUT/suite_pgd_at_cascade.json 2>&1 | quiet \
     | tee $OUT/suite_pgd_at_cascade.log
+# Supporting checks for the text (run after the above, machine otherwise idle except where said):
+# batch invariance of small_cnn's bits, the suite alone with its compile times, XLA:CPU flags.
+PYTHONPATH=. .venv/bin/python $OUT/batch_bits.py 2>&1 | grep rows | tee $OUT/batch_bits.log
+JAX_LOG_COMPILES=1 PYTHONPATH=. .venv/bin/python $OUT/suite_compiles.py 2>&1 \
+    | grep -E "Finished XLA compilation of jit\((per_device|step)\)|^suite" | tee $OUT/suite_compiles.log
+for f in "" --xla_cpu_prefer_vector_width=512 --xla_cpu_use_onednn=true --xla_cpu_use_xnnpack=true \
+    --xla_cpu_use_thunk_runtime=false; do
+  XLA_FLAGS="$f" PYTHONPATH=. .venv/bin/python $OUT/forward_ab.py "flags '$f'" 2>&1 | tail -1 | tee -a $OUT/xla_flags.log
+done  # then the default twice more and onednn once more, appended to xla_flags.log
+# Earlier the same session, the one-batch layout's before/after (one round each, same command as
+# above with --rounds=1; the second with --torch_suites=shipped): suite_pgd_at_6e748a6.json (code
+# 6e748a6, 64-row batches) and suite_pgd_at_8034070.json (8034070 = 0e8adbb, one 384-row batch).
