@@ -259,11 +259,16 @@ def torch_suite(net, s, num_classes, which):
   return torchattacks.MultiAttack(list(torch_attacks(net, s, num_classes).values()))
 
 
+def _suite_attacks(attack):
+  """The attacks of a `torch_suite`, in cascade order (AutoAttack wraps a MultiAttack)."""
+  return getattr(attack, '_autoattack', attack).attacks
+
+
 def time_suite_attacks(attack):
   """Wraps each attack of a `torch_suite` so that it records [(name, rows attacked, seconds)] in
   the returned list as the cascade runs (torch's counterpart of robust_jax's cascade record)."""
   record = []
-  for a in getattr(attack, '_autoattack', attack).attacks:
+  for a in _suite_attacks(attack):
     def timed(images, labels, *args, _a=a, _forward=a.forward, **kwargs):
       t0 = time.perf_counter()
       out = _forward(images, labels, *args, **kwargs)
@@ -276,8 +281,8 @@ def time_suite_attacks(attack):
 
 def suite_steps(attack):
   """{attack class: its iterations} of a `torch_suite`, read from the objects themselves."""
-  attacks = getattr(attack, '_autoattack', attack).attacks
-  return {type(a).__name__: getattr(a, 'steps', getattr(a, 'n_queries', None)) for a in attacks}
+  return {type(a).__name__: getattr(a, 'steps', getattr(a, 'n_queries', None))
+          for a in _suite_attacks(attack)}
 
 
 def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
@@ -286,7 +291,9 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
   AutoAttack (each of `torch_suites`, see `torch_suite`) on `x: f32[N,H,W,C]`, `y: int32[N]`,
   `rounds` times interleaved: {'jax': [seconds], 'cascade_jax', 'robust_jax': bool[N], and per
   torch suite w: 'ref_w': [seconds], 'robust_ref_w': bool[N], 'steps_ref_w', 'cascade_ref_w'}."""
-  out = {'jax': [], 'cascade_jax': [], **{f'ref_{w}': [] for w in torch_suites}}
+  out = {'jax': [], 'cascade_jax': [], **{f'{k}_{w}': [] for w in torch_suites
+                                            for k in ('ref', 'cascade_ref')}}
+  num_classes = _num_classes(net, x)
   for r in range(rounds):
     t0 = time.perf_counter()
     res = robust_jax.evaluate(logits_fn, x, y, norm='Linf', eps=s.eps, suite='standard',
@@ -299,7 +306,7 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
     log(f'round {r}: robust_jax standard suite {out["robust_jax"].mean():.2%} in '
         f'{out["jax"][-1]:.1f} s (compiles included): {out["cascade_jax"][-1]}')
     for w in torch_suites:
-      aa = torch_suite(net, s, _num_classes(net, x), w)
+      aa = torch_suite(net, s, num_classes, w)
       out[f'steps_ref_{w}'] = suite_steps(aa)
       cascade = time_suite_attacks(aa)
       t0 = time.perf_counter()
@@ -308,7 +315,7 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
       out[f'ref_{w}'].append(time.perf_counter() - t0)
       with torch.no_grad():
         out[f'robust_ref_{w}'] = _numpy(net(x_ref).argmax(-1)) == y
-      out.setdefault(f'cascade_ref_{w}', []).append(cascade)
+      out[f'cascade_ref_{w}'].append(cascade)
       log(f'round {r}: torchattacks AutoAttack ({w}: {out[f"steps_ref_{w}"]}) '
           f'{out[f"robust_ref_{w}"].mean():.2%} in {out[f"ref_{w}"][-1]:.1f} s; ratio '
           f'{out[f"ref_{w}"][-1] / out["jax"][-1]:.2f}x; (attack, rows, seconds): {cascade}')

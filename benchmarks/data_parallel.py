@@ -242,5 +242,6 @@ def pgd_runs(args, sizes, platform, out):
           flush=True)
   return rows
 
+
 if __name__ == '__main__':
   main()

@@ -119,12 +119,16 @@ def _input_grad(g, w, strides, pads, in_hw, precision):
   return dx.reshape(b, rows * sh, cols * sw, c)[:, :in_hw[0], :in_hw[1]]
 
 
+def _weight_grad(x, w, strides, pads, precision, g):
+  """The weight gradient as lax computes it (dead code inside an attack, used for training)."""
+  _, w_vjp = jax.vjp(lambda w: _plain(x, w, strides, pads, precision), w)
+  return w_vjp(g)[0]
+
+
 def _conv_bwd(strides, pads, precision, res, g):
   x, w = res
   dx = _input_grad(g, w, strides, pads, x.shape[1:3], precision)
-  # The weight gradient as lax computes it (dead code inside an attack, used for training).
-  _, w_vjp = jax.vjp(lambda w: _plain(x, w, strides, pads, precision), w)
-  return dx, w_vjp(g)[0]
+  return dx, _weight_grad(x, w, strides, pads, precision, g)
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
@@ -252,18 +256,13 @@ def strided_conv(x, w, strides, pads, precision=None):
   return _plain(x, w, strides, pads, precision)
 
 
-def _strided_conv_fwd(x, w, strides, pads, precision):
-  return _plain(x, w, strides, pads, precision), (x, w)
-
-
 def _strided_conv_bwd(strides, pads, precision, res, g):
   x, w = res
   _, x_vjp = jax.vjp(lambda x: space_to_depth_conv(x, w, strides, pads, precision), x)
-  _, w_vjp = jax.vjp(lambda w: _plain(x, w, strides, pads, precision), w)
-  return x_vjp(g)[0], w_vjp(g)[0]
+  return x_vjp(g)[0], _weight_grad(x, w, strides, pads, precision, g)
 
 
-strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+strided_conv.defvjp(_conv_fwd, _strided_conv_bwd)  # the forward pass and residuals of `conv`
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
