@@ -70,16 +70,18 @@ def test_buckets_cover_each_example_once_in_the_fixed_sizes(n, b, buckets):
 
 
 def test_a_subset_shorter_than_a_batch_runs_as_one_padded_batch_of_its_own_size():
-  assert loop.bucket_sizes(500, n=331) == (500, 384, 64)
+  assert loop.bucket_sizes(500, n=331) == (500, 336, 64)  # rounded up to ROW_GRANULE = 8
+  assert loop.bucket_sizes(500, n=336) == (500, 336, 64)
   assert loop.bucket_sizes(500, n=1000) == (500, 64)   # whole batches: no third size
-  assert loop.bucket_sizes(500, n=1100) == (500, 128, 64)
-  assert loop.bucket_sizes(500, n=40) == (500, 64)
-  assert loop.bucket_sizes(504, 3, n=100) == (504, 132, 66)
+  assert loop.bucket_sizes(500, n=1100) == (500, 104, 64)
+  assert loop.bucket_sizes(500, n=40) == (500, 64)     # never below MIN_BUCKET
+  assert loop.bucket_sizes(500, n=499) == (500, 64)
+  assert loop.bucket_sizes(504, 3, n=100) == (504, 108, 66)  # multiples of 9 = 8 rounded to 3
   sizes = lambda n, buckets: [(len(r), v) for _, v, r in loop.batches(np.arange(n), 500,
                                                                       buckets=buckets)]
-  assert sizes(331, (384, 64)) == [(384, 331)]   # 53 rows of padding (< 1/4): one batch
-  # Most of the subset settled (a later stage): 64-row batches, not 384 rows for 250.
-  assert sizes(250, (384, 64)) == [(64, 64), (64, 64), (64, 64), (64, 58)]
+  assert sizes(331, (336, 64)) == [(336, 331)]   # 5 rows of padding (< 1/4): one batch
+  # Most of the subset settled (a later stage): 64-row batches, not 336 rows for 250.
+  assert sizes(250, (336, 64)) == [(64, 64), (64, 64), (64, 64), (64, 58)]
   assert sizes(1100, (128, 64)) == [(500, 500), (500, 500), (128, 100)]
 
 

@@ -120,22 +120,27 @@ def store_for(progress_dir, config, params, batch_stats):
 
 
 MIN_BUCKET = 64  # smallest re-batched size (smaller batches changed small_cnn's logits' rounding)
+ROW_GRANULE = 8  # a short subset's batch: its rows rounded up to a multiple of this
 
 
 def bucket_sizes(batch_size, num_devices=1, n=None):
   """The batch sizes `n` rows (a phase's subset; None: unknown) may be cut into: batch_size, the
-  rows left after whole batches rounded up to a multiple of MIN_BUCKET (one padded batch for a
-  subset shorter than a batch: the points still robust in a cascade, which run thousands of
-  model passes each; per image, a Square query on small_cnn was ~25% cheaper at 256-384 rows than
-  at 64 on 2 cores),
-  and MIN_BUCKET itself (for the few rows left when most are settled). Each size is a multiple of
-  `num_devices` (MIN_BUCKET rounded up first). Each jitted function compiles for at most these
-  three shapes (compiling is a large part of an attack on a small subset)."""
-  small = -(-MIN_BUCKET // num_devices) * num_devices
+  rows left after whole batches rounded up to a multiple of ROW_GRANULE, at least MIN_BUCKET
+  (one padded batch for a subset shorter than a batch: the points still robust in a cascade,
+  which run thousands of model passes each; per image, a Square query on small_cnn was ~25%
+  cheaper at 256-384 rows than at 64 on 2 cores, and costs the same per image from 331 to 448
+  rows, so padding is work thrown away), and MIN_BUCKET itself (for the few rows left when most
+  are settled). Each size is a multiple of `num_devices` (MIN_BUCKET and ROW_GRANULE rounded up
+  first). Each jitted function compiles for at most these three shapes (compiling is a large
+  part of an attack on a small subset). From MIN_BUCKET rows up, the models' logits and input
+  gradients were bitwise the same at every batch size tried (64 to 520 rows, odd ones included;
+  BENCHMARKS.md), so these sizes do not change any example's result."""
+  up = lambda v, m: -(-v // m) * m
+  small = up(MIN_BUCKET, num_devices)
   sizes = [batch_size]
   rest = 0 if n is None else n % batch_size
   if rest:
-    sizes.append(min(batch_size, -(-rest // small) * small))
+    sizes.append(min(batch_size, max(small, up(rest, up(ROW_GRANULE, num_devices)))))
   sizes.append(small)
   return tuple(sorted({s for s in sizes if s <= batch_size}, reverse=True))
 
