@@ -65,6 +65,11 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Multi-host: number of processes (or $JAX_NUM_PROCESSES).')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Multi-host: this process, 0..num_processes-1 (or $JAX_PROCESS_ID).')
+_COMPILE_CACHE = flags.DEFINE_string(
+    'compile_cache', 'auto', 'Directory of the persistent cache of compiled programs, so a '
+    'later run with the same model and shapes skips compiling (robust_jax/compile_cache.py): '
+    '"auto": ~/.cache/robust_jax/xla, except --mode=benchmark (cold compiles); "off": none. '
+    '$JAX_COMPILATION_CACHE_DIR wins when set.')
 _HEARTBEAT = flags.DEFINE_integer(
     'heartbeat_timeout_s', 60, 'Multi-host: seconds after which the survivors of a dead peer exit.')
 
@@ -136,8 +141,10 @@ def main(argv):
   from robust_jax import experiment  # pylint: disable=g-import-not-at-top
   from robust_jax.interop import torch_files  # pylint: disable=g-import-not-at-top
 
+  from robust_jax import compile_cache  # pylint: disable=g-import-not-at-top
   from robust_jax import distributed  # pylint: disable=g-import-not-at-top
 
+  compile_cache.enable(compile_cache.choose(_COMPILE_CACHE.value, _MODE.value))
   config = _CONFIG.value
   workdir = _WORKDIR.value or _default_workdir()
   try:

@@ -162,9 +162,11 @@ def peak_memory(compiled, device=None):
 
 
 def environment():
-  """Backend, device kind and count, versions and XLA_FLAGS, for the record."""
+  """Backend, device kind and count, versions, XLA_FLAGS and the persistent compilation cache
+  directory (None: compile times are cold), for the record."""
   d = jax.devices()[0]
   return {'platform': d.platform, 'device_kind': d.device_kind, 'devices': jax.device_count(),
           'jax': jax.__version__, 'cpu_count': os.cpu_count(),
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'matmul_precision': str(jax.config.jax_default_matmul_precision or 'default')}
+          'matmul_precision': str(jax.config.jax_default_matmul_precision or 'default'),
+          'compile_cache': jax.config.jax_compilation_cache_dir or None}

@@ -22,10 +22,12 @@ needs_fashion_mnist = pytest.mark.skipif(
     reason='Debian package dataset-fashion-mnist not installed (make test installs it)')
 
 
-def launch(*args, data_dir, timeout=600, devices=1, fast_compile=True):
+def launch(*args, data_dir, timeout=600, devices=1, fast_compile=True, drop_env=()):
   """launch.py in a subprocess. `fast_compile`: XLA's backend optimisation off, as in-process
-  tests compile (conftest.FAST_COMPILE); runs that train for real pass False."""
+  tests compile (conftest.FAST_COMPILE); runs that train for real pass False. `drop_env`:
+  variables of the test environment the child runs without."""
   env = conftest.subprocess_env(devices, fast_compile, TFDS_DATA_DIR=str(data_dir))
+  env = {k: v for k, v in env.items() if k not in drop_env}
   return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -60,12 +62,16 @@ def test_train_eval_resume_and_eval_mode(tmp_path, tfds_dir):
 
 
 def test_benchmark_mode_prints_json(tmp_path):
+  # Without the test session's JAX_COMPILATION_CACHE_DIR, --compile_cache picks the directory
+  # and the JSON records it (the benchmark's default, 'auto', is no cache).
   r = launch('--mode=benchmark', '--config.benchmark.batch_size=16',
              '--config.benchmark.attack.steps=3', '--config.benchmark.repeats=2',
-             data_dir=tmp_path)
+             f'--compile_cache={tmp_path / "xla"}', data_dir=tmp_path,
+             drop_env=('JAX_COMPILATION_CACHE_DIR',))
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout.strip().splitlines()[-1])
   assert out['img_steps_per_s'] > 0 and out['compile_s'] > 0 and out['steps'] == 3
+  assert out['environment']['compile_cache'] == str(tmp_path / 'xla')
 
 
 @pytest.mark.parametrize('flag,message', [
