@@ -303,8 +303,11 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
     out['robust_jax'] = res['per_example']['suite']
     out['cascade_jax'].append([(a['name'], a['attacked'], a['broken'], round(a['seconds'], 1))
                                for a in res['suite']['attacks']])
+    cache = jax.config.jax_compilation_cache_dir
     log(f'round {r}: robust_jax standard suite {out["robust_jax"].mean():.2%} in '
-        f'{out["jax"][-1]:.1f} s (compiles included): {out["cascade_jax"][-1]}')
+        f'{out["jax"][-1]:.1f} s (compiles included'
+        + (f'; persistent compilation cache {cache}: programs of earlier rounds or runs are '
+           'read back' if cache else '') + f'): {out["cascade_jax"][-1]}')
     for w in torch_suites:
       aa = torch_suite(net, s, num_classes, w)
       out[f'steps_ref_{w}'] = suite_steps(aa)
@@ -481,7 +484,8 @@ def load_models(dataset, seed=0):
 def _report_suite(out, n, source):
   result = {'seconds_jax': out['jax'], 'cascade_jax': out['cascade_jax'],
             'robust_jax': float(out['robust_jax'].mean()), 'n': n, 'jax_batch': _JAX_BATCH.value,
-            'source': source, 'torch_suites': {}}
+            'source': source, 'compile_cache': jax.config.jax_compilation_cache_dir,
+            'torch_suites': {}}
   for w in _TORCH_SUITES.value:
     agree = float(np.mean(out['robust_jax'] == out[f'robust_ref_{w}']))
     ratio = float(np.median(np.array(out[f'ref_{w}']) / np.array(out['jax'])))
