@@ -123,7 +123,7 @@ MIN_BUCKET = 64  # smallest re-batched size (smaller batches changed small_cnn's
 ROW_GRANULE = 8  # a short subset's batch: its rows rounded up to a multiple of this
 
 
-def bucket_sizes(batch_size, num_devices=1, n=None):
+def bucket_sizes(batch_size, num_devices=1, n=None, small_ok=None):
   """The batch sizes `n` rows (a phase's subset; None: unknown) may be cut into: batch_size, the
   rows left after whole batches rounded up to a multiple of ROW_GRANULE, at least MIN_BUCKET
   (one padded batch for a subset shorter than a batch: the points still robust in a cascade,
@@ -134,15 +134,51 @@ def bucket_sizes(batch_size, num_devices=1, n=None):
   first). Each jitted function compiles for at most these three shapes (compiling is a large
   part of an attack on a small subset). From MIN_BUCKET rows up, the models' logits and input
   gradients were bitwise the same at every batch size tried (64 to 520 rows, odd ones included;
-  BENCHMARKS.md), so these sizes do not change any example's result."""
+  BENCHMARKS.md), so these sizes do not change any example's result.
+
+  `small_ok(size) -> bool`: whether the model gives the same bits in a batch of `size` <
+  MIN_BUCKET rows as in a MIN_BUCKET-row one (`batch_invariance`); the rows left then run at
+  their rounded size below MIN_BUCKET when it says so (46 points as 48 rows, not 64).
+  """
   up = lambda v, m: -(-v // m) * m
   small = up(MIN_BUCKET, num_devices)
   sizes = [batch_size]
   rest = 0 if n is None else n % batch_size
   if rest:
-    sizes.append(min(batch_size, max(small, up(rest, up(ROW_GRANULE, num_devices)))))
+    size = up(rest, up(ROW_GRANULE, num_devices))
+    if size < small and not (small_ok is not None and small_ok(size)):
+      size = small
+    sizes.append(min(batch_size, size))
   sizes.append(small)
   return tuple(sorted({s for s in sizes if s <= batch_size}, reverse=True))
+
+
+def batch_invariance(logits_fn, variables, x):
+  """`ok(size) -> bool`: are `logits_fn(variables)`'s logits and input gradients for the first
+  `size` rows of `x` (f32[MIN_BUCKET,...]) bitwise the same in a `size`-row batch as in the
+  MIN_BUCKET-row batch `x`? XLA picks its kernels by shape, so a kernel whose rounding depends on
+  the batch size shows here (small_cnn's dense layers change below 56 rows; madry_cnn and PreAct
+  ResNet-18 gave the same bits from 2 and 4 rows). Nothing runs before the first call; each
+  size is checked once (one compile of the model's forward and backward pass at that shape)."""
+  num_classes = jax.eval_shape(lambda v, a: logits_fn(v)(a), variables, x[:1]).shape[-1]
+  w = jax.random.normal(jax.random.key(0), (num_classes,))
+
+  @jax.jit
+  def run(v, a):
+    logits, vjp = jax.vjp(logits_fn(v), a)
+    return logits, vjp(jax.numpy.broadcast_to(w, logits.shape))[0]
+
+  ref, seen = [], {}
+
+  def ok(size):
+    if size not in seen:
+      if not ref:
+        ref.extend(np.asarray(a) for a in run(variables, x))
+      got = run(variables, x[:size])
+      seen[size] = all(np.array_equal(a[:size], np.asarray(b)) for a, b in zip(ref, got))
+    return seen[size]
+
+  return ok
 
 
 PAD_FRACTION = 4  # one padded batch when at most 1/PAD_FRACTION of its rows are padding
