@@ -2,6 +2,7 @@
 padded and dropped again, sharded or not; the store that lets a killed evaluation resume is
 tested with the evaluators (test_evaluate.py, test_detection.py)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -106,3 +107,25 @@ def test_run_staged_runs_each_stage_on_the_unsettled_examples_only(b, buckets):
   for s, rows in calls:
     if s > 0:
       assert np.all((need[rows] >= s) | (rows == 0))  # unsettled rows (row 0 pads batches)
+
+
+def test_rows_left_run_below_64_rows_only_where_the_model_allows():
+  yes, no = (lambda size: True), (lambda size: False)
+  assert loop.bucket_sizes(500, n=46, small_ok=yes) == (500, 64, 48)
+  assert loop.bucket_sizes(500, n=46, small_ok=no) == (500, 64)
+  assert loop.bucket_sizes(500, n=46) == (500, 64)
+  assert loop.bucket_sizes(500, n=331, small_ok=yes) == (500, 336, 64)  # >= 64: not asked
+  asked = []
+  loop.bucket_sizes(500, n=1046, small_ok=lambda size: asked.append(size) or True)
+  assert asked == [48]
+
+
+def test_batch_invariance_sees_a_model_whose_rows_depend_on_the_batch():
+  x = jnp.asarray(np.random.RandomState(0).rand(loop.MIN_BUCKET, 4, 4, 1), jnp.float32)
+  w = jnp.asarray(np.random.RandomState(1).randn(16, 10), jnp.float32)
+  per_example = lambda v: lambda a: jnp.tanh(a.reshape(a.shape[0], -1) @ v)
+  ok = loop.batch_invariance(per_example, w, x)
+  assert ok(8) and ok(48)
+  # The batch's mean leaks into every row (as BatchNorm in training mode would).
+  leaky = lambda v: lambda a: per_example(v)(a) + jnp.mean(a)
+  assert not loop.batch_invariance(leaky, w, x)(8)

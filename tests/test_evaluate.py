@@ -124,6 +124,30 @@ def test_results_do_not_depend_on_batch_size_or_device_count():
     np.testing.assert_array_equal(v, art_b['per_example'][k], err_msg=k)
 
 
+@pytest.mark.multidevice
+def test_rows_left_run_below_64_rows_on_one_device_when_the_model_gives_the_same_bits(
+    monkeypatch):
+  # 42 examples in batches of 128: the rows run as one batch of 48 (rounded up to 8) on one
+  # device when the model's bits allow it (the check is replaced here: it says yes), as 64 on
+  # four devices, where it is not asked; the real check is tested in test_eval_loop.py.
+  config, dataset, model, params = _partly_robust(n_test=42)
+  config.eval.batch_size = 128
+  asked, sizes, batches = [], [], loop.batches
+  monkeypatch.setattr(loop, 'batch_invariance',
+                      lambda *args: lambda size: asked.append(size) or True)
+  monkeypatch.setattr(loop, 'batches', lambda *a, **k: [
+      sizes.append(len(b[2])) or b for b in batches(*a, **k)])
+  a, art_a = robust.evaluate(model, params, {}, dataset, config,
+                             parallel.make_mesh(jax.devices()[:1]), progress=False)
+  assert 48 in asked and 48 in sizes and 64 not in sizes
+  asked.clear()
+  sizes.clear()
+  b, art_b = robust.evaluate(model, params, {}, dataset, config, parallel.make_mesh(),
+                             progress=False)
+  assert not asked and 48 not in sizes and 64 in sizes
+  assert a['worst_case_accuracy'] == b['worst_case_accuracy']
+
+
 def test_attacks_in_stages_give_the_whole_attacks_verdicts_whatever_the_batches(monkeypatch):
   # APGD-T, FAB-T and Square run in stages in the evaluation (one target, one block of queries
   # each), every stage only on the examples not yet fooled, re-batched into smaller buckets. Per
