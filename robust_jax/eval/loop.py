@@ -119,7 +119,7 @@ def store_for(progress_dir, config, params, batch_stats):
   return Progress(progress_dir, fingerprint(config, params, batch_stats))
 
 
-MIN_BUCKET = 64  # smallest re-batched size (smaller batches changed small_cnn's logits' rounding)
+MIN_BUCKET = 64  # smallest re-batched size, unless the model's bits allow less (batch_invariance)
 ROW_GRANULE = 8  # a short subset's batch: its rows rounded up to a multiple of this
 
 

@@ -60,3 +60,14 @@ JAX_COMPILATION_CACHE_DIR=/tmp/aa_cache_c10 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIM
     --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=2 \
     --torch_threads=2 --torch_suites=paper --json=$OUT/suite_cifar10_demo_cache.json 2>&1 | quiet \
     > $OUT/suite_cifar10_demo_cache.log
+# 9. Below 64 rows (why loop.batch_invariance asks per model), then the CIFAR-10 run of 8 again
+#    with subsets below 64 rows where the model allows it (code of that commit), cold / warm.
+for m in "small_cnn 28,28,1" "madry_cnn 28,28,1" "preact_resnet18 32,32,3"; do
+  PYTHONPATH=. .venv/bin/python $OUT/batch_bits_small.py $m 2>&1 | tail -1 | tee -a $OUT/batch_bits_small.log
+done
+rm -rf /tmp/aa_cache_c10b
+JAX_COMPILATION_CACHE_DIR=/tmp/aa_cache_c10b JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.2 \
+  .venv-ref/bin/python benchmarks/agreement.py --torch_checkpoint=workdirs/cifar10_demo.pt \
+    --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=2 \
+    --torch_threads=2 --torch_suites=paper --json=$OUT/suite_cifar10_demo_small_rows.json 2>&1 \
+    | quiet > $OUT/suite_cifar10_demo_small_rows.log
