@@ -6,8 +6,10 @@ set -euo pipefail
 OUT=benchmarks/runs/autoattack_2026-12-05
 quiet() { grep -v -i 'warn\|^I1\|^W1'; }
 # 1. Bitwise batch invariance from 64 rows up (why a subset may run at any size >= 64).
+#    (Both bit checks, 1 and 9, were run again at the end of the session with the one script
+#    batch_bits.py that replaced two; the same lines came out.)
 for m in "small_cnn 28,28,1" "madry_cnn 28,28,1" "preact_resnet18 32,32,3"; do
-  PYTHONPATH=. .venv/bin/python $OUT/batch_bits_rows.py $m 2>&1 | tail -1 | tee -a $OUT/batch_bits_rows.log
+  PYTHONPATH=. .venv/bin/python $OUT/batch_bits.py $m above 2>&1 | tail -1 | tee -a $OUT/batch_bits_rows.log
 done
 # 2. The suite alone, before (7d3c81e: subsets rounded up to 64 rows) and after (5b5bd2d: to 8),
 #    alternating twice; suite_only.py = ../autoattack_paper_settings_2026-12-04/suite_compiles.py.
@@ -63,7 +65,7 @@ JAX_COMPILATION_CACHE_DIR=/tmp/aa_cache_c10 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIM
 # 9. Below 64 rows (why loop.batch_invariance asks per model), then the CIFAR-10 run of 8 again
 #    with subsets below 64 rows where the model allows it (code of that commit), cold / warm.
 for m in "small_cnn 28,28,1" "madry_cnn 28,28,1" "preact_resnet18 32,32,3"; do
-  PYTHONPATH=. .venv/bin/python $OUT/batch_bits_small.py $m 2>&1 | tail -1 | tee -a $OUT/batch_bits_small.log
+  PYTHONPATH=. .venv/bin/python $OUT/batch_bits.py $m below 2>&1 | tail -1 | tee -a $OUT/batch_bits_small.log
 done
 rm -rf /tmp/aa_cache_c10b
 JAX_COMPILATION_CACHE_DIR=/tmp/aa_cache_c10b JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.2 \
