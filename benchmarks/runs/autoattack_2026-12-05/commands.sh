@@ -73,3 +73,6 @@ JAX_COMPILATION_CACHE_DIR=/tmp/aa_cache_c10b JAX_PERSISTENT_CACHE_MIN_COMPILE_TI
     --model=preact_resnet18 --base_width=8 --data=cifar10 --n=200 --suite --rounds=2 \
     --torch_threads=2 --torch_suites=paper --json=$OUT/suite_cifar10_demo_small_rows.json 2>&1 \
     | quiet > $OUT/suite_cifar10_demo_small_rows.log
+# 10. A Square query's cost per image against the rows (small_cnn, 331-448 rows), for the text
+#     behind ROW_GRANULE (loop.bucket_sizes); run at the end of the session.
+PYTHONPATH=. .venv/bin/python $OUT/query_rows.py 2>&1 | grep "rows:" | tee $OUT/query_rows.log
