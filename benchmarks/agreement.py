@@ -59,6 +59,7 @@ from absl import flags  # noqa: E402
 
 import robust_jax  # noqa: E402
 from configs import default  # noqa: E402
+from robust_jax import compile_cache  # noqa: E402
 from robust_jax import data as data_lib  # noqa: E402
 from robust_jax import experiment  # noqa: E402
 from robust_jax import model_fns  # noqa: E402
@@ -303,7 +304,7 @@ def compare_suite(logits_fn, net, x, y, s, batch_size, rounds, log=print,
     out['robust_jax'] = res['per_example']['suite']
     out['cascade_jax'].append([(a['name'], a['attacked'], a['broken'], round(a['seconds'], 1))
                                for a in res['suite']['attacks']])
-    cache = jax.config.jax_compilation_cache_dir
+    cache = compile_cache.in_use()
     log(f'round {r}: robust_jax standard suite {out["robust_jax"].mean():.2%} in '
         f'{out["jax"][-1]:.1f} s (compiles included'
         + (f'; persistent compilation cache {cache}: programs of earlier rounds or runs are '
@@ -484,7 +485,7 @@ def load_models(dataset, seed=0):
 def _report_suite(out, n, source):
   result = {'seconds_jax': out['jax'], 'cascade_jax': out['cascade_jax'],
             'robust_jax': float(out['robust_jax'].mean()), 'n': n, 'jax_batch': _JAX_BATCH.value,
-            'source': source, 'compile_cache': jax.config.jax_compilation_cache_dir,
+            'source': source, 'compile_cache': compile_cache.in_use(),
             'torch_suites': {}}
   for w in _TORCH_SUITES.value:
     agree = float(np.mean(out['robust_jax'] == out[f'robust_ref_{w}']))

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from robust_jax import compile_cache
+
 
 def forward_macs(model, variables, image_shape):
   """Multiply-adds of one forward pass of one image, counted layer by layer.
@@ -169,4 +171,4 @@ def environment():
           'jax': jax.__version__, 'cpu_count': os.cpu_count(),
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'matmul_precision': str(jax.config.jax_default_matmul_precision or 'default'),
-          'compile_cache': jax.config.jax_compilation_cache_dir or None}
+          'compile_cache': compile_cache.in_use()}
