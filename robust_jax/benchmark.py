@@ -43,6 +43,7 @@ from robust_jax import models
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
+from robust_jax import xla_flags
 from robust_jax.attacks import objectives
 from robust_jax.training import optim
 from robust_jax.training import state as state_lib
@@ -161,8 +162,11 @@ def measure_attack(config, model, image_shape, mesh, batch_size, ceiling, attack
   def per_device(params, stats, x, y, keys):
     return attack(model_fns.logits_fn(model, params, stats, bn_mode), x, y, keys)
 
+  # The options the evaluation compiles this attack with (batch_fns), so the harness times its
+  # program.
   fn = jax.jit(parallel.per_device(per_device, mesh, (P(), P(), P('data'), P('data'), P('data')),
-                                   P('data')))
+                                   P('data')),
+               compiler_options=xla_flags.program_options(attack_cfg['name']))
   images, labels = _random_batch(config.seed, batch_size, image_shape)
   keys = jax.random.key_data(jax.random.split(jax.random.key(config.seed), batch_size))
   args = (*parallel.replicate((params, stats), mesh),

@@ -21,6 +21,7 @@ from robust_jax import attacks
 from robust_jax import parallel
 from robust_jax import rng
 from robust_jax import run_io
+from robust_jax import xla_flags
 from robust_jax.attacks import threat
 from robust_jax.eval import target as target_lib
 
@@ -77,7 +78,8 @@ def target_eval_fn(apply, attack_cfg, mesh):
     return _score(apply, variables, spec, x, x_adv, labels, index, key)
 
   return jax.jit(parallel.per_device(per_device, mesh, in_specs=_BATCH,
-                                     out_specs=(P('data'), P('data'))))
+                                     out_specs=(P('data'), P('data'))),
+                 compiler_options=xla_flags.program_options(spec and spec['name']))
 
 
 def make_eval_fn(model, attack_cfg, mesh):
@@ -123,4 +125,5 @@ def make_staged_eval_fns(apply, attack_cfg, mesh):
   data = P('data')
   return StagedEvalFns(
       staged.num_stages, lambda *a: jax.eval_shape(jax.jit(init), *a),
-      jax.jit(parallel.per_device(step, mesh, _BATCH + (data, P()), data)))
+      jax.jit(parallel.per_device(step, mesh, _BATCH + (data, P()), data),
+              compiler_options=xla_flags.program_options(spec['name'])))
