@@ -20,9 +20,10 @@ them). What each one does, and what it was measured to give, is in BENCHMARKS.md
 One setting is per program instead (`program_options`, jax.jit's `compiler_options`): the
 evaluation programs of the gradient attacks in OLD_FUSION_EMITTERS compile with XLA's older
 loop-fusion code generation (`xla_cpu_use_fusion_emitters=false`): the same output bits in the
-programs measured, about half the compile time (small_cnn PGD-40 0.9 -> 0.5 s, madry_cnn 1.4 -> 0.7 s) and as fast to run.
-Not process-wide: other programs run up to 10% slower with it (FAB-T, Square, a PreAct ResNet-18
-training step), and an evaluation's many short programs are where compile time counts.
+programs measured, 30-45% less compile time (small_cnn PGD-40 0.9 -> 0.6 s, madry_cnn 1.1 -> 0.6
+s), and within a few percent in run time (small_cnn 2-3% slower, madry_cnn 4% faster). Not
+process-wide: APGD-T, FAB-T and Square run 5-12% slower with it, and an evaluation's short
+programs are where compile time counts (BENCHMARKS.md, "Compile time").
 """
 
 import os

@@ -76,7 +76,7 @@ def test_program_options_change_no_result():
   y = jnp.arange(16) % 10
   for cfg in (dict(name='apgd_ce', eps=0.1, steps=5), dict(name='pgd', eps=0.1, steps=5)):
     attack = attacks.build(cfg)
-    outs = [np.asarray(jax.jit(lambda a, b: attack(logits_fn, a, b, jax.random.key(2)),
+    outs = [np.asarray(jax.jit(lambda a, b, f=attack: f(logits_fn, a, b, jax.random.key(2)),
                                compiler_options=options)(x, y))
             for options in (None, xla_flags.program_options(cfg['name']))]
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-6, err_msg=cfg['name'])
