@@ -90,8 +90,7 @@ def _unknown_option_for_pgd(monkeypatch):
                       lambda name: {'xla_no_such_option': True} if name == 'pgd' else None)
 
 
-def test_the_evaluation_and_the_harness_compile_attacks_with_their_program_options(
-    monkeypatch, tmp_path):
+def test_the_evaluation_and_the_harness_compile_attacks_with_their_program_options(monkeypatch):
   _unknown_option_for_pgd(monkeypatch)
   model, logits_fn = _small_cnn()
   x = np.asarray(jax.random.uniform(jax.random.key(1), (8, 28, 28, 1)))
