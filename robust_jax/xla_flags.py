@@ -76,10 +76,14 @@ def _checked():
 def program_options(attack_name):
   """`jax.jit`'s `compiler_options` for the program of attack `attack_name`, or None: XLA:CPU's
   older fusion emitters for OLD_FUSION_EMITTERS, unless switched off (ENV_SWITCH=0), set by the
-  user in XLA_FLAGS (theirs wins) or on a jaxlib it was not checked on. The option changes code
+  user in XLA_FLAGS (theirs wins), on a jaxlib it was not checked on, or when JAX's default
+  backend is not the CPU (GPU and TPU programs get no options). The option changes code
   generation only: results equal up to float32 rounding (tests/test_xla_flags.py), bitwise in
-  the programs measured at XLA's default optimisation. GPU and TPU programs ignore it."""
+  the programs measured at XLA's default optimisation."""
   if (attack_name not in OLD_FUSION_EMITTERS or os.environ.get(ENV_SWITCH, '1') == '0'
       or _EMITTERS in os.environ.get('XLA_FLAGS', '') or not _checked()):
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != 'cpu':
     return None
   return {_EMITTERS: False}

@@ -48,11 +48,15 @@ def test_imported_robust_jax_set_the_flags_and_xla_accepts_them():
 def test_program_options_are_for_the_gradient_attacks_and_yield_to_the_user(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', xla_flags.FLAGS[0])
   checked = any(jaxlib.version.__version__.startswith(v) for v in xla_flags.CHECKED_JAXLIB)
-  old = {'xla_cpu_use_fusion_emitters': False} if checked else None
+  on_cpu = jax.default_backend() == 'cpu'
+  old = {'xla_cpu_use_fusion_emitters': False} if checked and on_cpu else None
   for name in ('pgd', 'fgsm', 'apgd_ce'):
     assert xla_flags.program_options(name) == old
   for name in ('apgd_t', 'fab_t', 'square', 'cw_l2', None):
     assert xla_flags.program_options(name) is None
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')  # accelerators get no options
+  assert xla_flags.program_options('pgd') is None
+  monkeypatch.undo()
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_fusion_emitters=true')  # the user's value wins
   assert xla_flags.program_options('pgd') is None
   monkeypatch.setenv('XLA_FLAGS', '')
