@@ -38,9 +38,17 @@ OLD_FUSION_EMITTERS = ('fgsm', 'pgd', 'apgd_ce')
 _EMITTERS = 'xla_cpu_use_fusion_emitters'
 
 
+def _checked(jaxlib_version=None):
+  """Whether `jaxlib_version` (None: the installed one) is one these settings were checked on."""
+  if jaxlib_version is None:
+    import jaxlib  # pylint: disable=g-import-not-at-top
+    jaxlib_version = jaxlib.version.__version__
+  return any(jaxlib_version.startswith(v) for v in CHECKED_JAXLIB)
+
+
 def wanted(existing, jaxlib_version):
   """The flags of FLAGS to add to an XLA_FLAGS value `existing` (none named there already)."""
-  if not any(jaxlib_version.startswith(v) for v in CHECKED_JAXLIB):
+  if not _checked(jaxlib_version):
     return []
   return [f for f in FLAGS if f.split('=')[0] not in existing]
 
@@ -66,11 +74,6 @@ def apply():
     return []
   os.environ['XLA_FLAGS'] = ' '.join([existing] + add).strip()
   return add
-
-
-def _checked():
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  return any(jaxlib.version.__version__.startswith(v) for v in CHECKED_JAXLIB)
 
 
 def program_options(attack_name):
