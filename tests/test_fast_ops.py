@@ -136,6 +136,53 @@ def test_conv_general_dilated_dispatch():
       lax.conv_general_dilated(x16, w16, (1, 1), 'SAME', (1, 1), (2, 2), dn))
 
 
+@pytest.mark.parametrize('rows', [1, 8, 32, 50, 63])
+def test_rows_floor_dot_gives_the_bits_of_a_64_row_batch_and_plain_gradients(rows):
+  # small_cnn's Dense(1568 -> 100): XLA:CPU's matmul rounds differently below 51 rows. The forward
+  # pass of a short batch must be the first rows of the 64-row product, bit for bit; the gradients
+  # those of the unpadded product (jax.vjp of jnp.dot), bit for bit.
+  x = jax.random.normal(jax.random.key(0), (fast_ops.DOT_MIN_ROWS, 1568))
+  w = jax.random.normal(jax.random.key(1), (1568, 100))
+  full = np.asarray(jax.jit(jnp.dot)(x, w))
+
+  def value_and_grads(dot):
+    return jax.jit(lambda x, w: _value_and_grads(dot, x, w))(x[:rows], w)
+  fast = value_and_grads(fast_ops.rows_floor_dot)
+  plain = value_and_grads(jnp.dot)
+  np.testing.assert_array_equal(fast[0], full[:rows])
+  _close(fast[0], plain[0])
+  np.testing.assert_array_equal(fast[1], plain[1])
+  np.testing.assert_array_equal(fast[2], plain[2])
+
+
+def test_dot_general_dispatch():
+  """On CPU, a Dense product of fewer than DOT_MIN_ROWS rows is padded; otherwise it is lax's."""
+  dims = (((1,), (0,)), ((), ()))
+  w = jnp.ones((16, 4))
+
+  def dense(x):
+    return jax.grad(lambda x: jnp.sum(fast_ops.dot_general(x, w, dims) ** 2))(x)
+  short = _lowered(dense, 'cpu', jnp.ones((8, 16)))
+  assert 'optimization_barrier' in short and 'stablehlo.pad' in short
+  for platform, rows in (('cpu', fast_ops.DOT_MIN_ROWS), ('cuda', 8), ('tpu', 8)):
+    other = _lowered(dense, platform, jnp.ones((rows, 16)))
+    assert 'optimization_barrier' not in other and 'stablehlo.pad' not in other
+  x3 = jnp.ones((2, 3, 16))   # not a 2-D product: lax's
+  np.testing.assert_array_equal(fast_ops.dot_general(x3, w, (((2,), (0,)), ((), ()))), x3 @ w)
+
+
+def test_small_cnn_logits_and_input_gradients_do_not_depend_on_the_batch_size():
+  # What lets the evaluation run a cascade's few points still robust below 64 rows on small_cnn
+  # (eval.loop.batch_invariance, the check it runs on the model itself).
+  from robust_jax.eval import loop  # pylint: disable=g-import-not-at-top
+  model = models.build(ml_collections.ConfigDict(dict(name='small_cnn')), num_classes=10,
+                       mean=(0.3,), std=(0.35,))
+  x = jax.random.uniform(jax.random.key(0), (loop.MIN_BUCKET, 28, 28, 1))
+  variables = jax.jit(lambda x: model.init(jax.random.key(1), x, train=False))(x)
+  ok = loop.batch_invariance(lambda v: lambda x: model.apply(v, x, train=False), variables, x)
+  assert [size for size in (8, 24, 32, 48, 56) if not ok(size)] == []
+
+
 @pytest.mark.parametrize('shape,window', [((2, 8, 8, 3), 2), ((2, 7, 9, 4), 2), ((1, 9, 9, 2), 3)])
 @pytest.mark.parametrize('ties', [False, True], ids=['distinct', 'ties'])
 def test_max_pool_matches_flax(shape, window, ties):

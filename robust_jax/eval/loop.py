@@ -157,8 +157,9 @@ def batch_invariance(logits_fn, variables, x):
   """`ok(size) -> bool`: are `logits_fn(variables)`'s logits and input gradients for the first
   `size` rows of `x` (f32[MIN_BUCKET,...]) bitwise the same in a `size`-row batch as in the
   MIN_BUCKET-row batch `x`? XLA picks its kernels by shape, so a kernel whose rounding depends on
-  the batch size shows here (small_cnn's dense layers change below 56 rows; madry_cnn and PreAct
-  ResNet-18 gave the same bits from 2 and 4 rows). Nothing runs before the first call; each
+  the batch size shows here (small_cnn's first dense layer changed below 51 rows until its
+  forward product was padded, `models.fast_ops.dot_general`; madry_cnn and PreAct ResNet-18 gave
+  the same bits from 2 and 4 rows). Nothing runs before the first call; each
   size is checked once (one compile of the model's forward and backward pass at that shape)."""
   num_classes = jax.eval_shape(lambda v, a: logits_fn(v)(a), variables, x[:1]).shape[-1]
   w = jax.random.normal(jax.random.key(0), (num_classes,))

@@ -54,3 +54,11 @@ def conv_fn(fast: bool):
   Either way the parameters (names, shapes, init) are those of `nn.Conv`.
   """
   return fast_ops.conv_general_dilated if fast else None
+
+
+def dot_fn(fast: bool):
+  """The `dot_general` for `nn.Dense`: `fast_ops`' (the same logits in any batch size) or lax's.
+
+  Either way the parameters (names, shapes, init) are those of `nn.Dense`.
+  """
+  return fast_ops.dot_general if fast else None

@@ -21,16 +21,21 @@ badly inside a `while` loop:
   2006); its gradient is a matmul and a sum of padded slices;
 - the gradient of `reduce_window` max-pooling is `select_and_scatter`, rewritten into a scatter on
   CPU. `max_pool` (non-overlapping windows) routes the gradient through a mask of each window's
-  first maximum instead, which is what `select_and_scatter` computes.
+  first maximum instead, which is what `select_and_scatter` computes;
+- a dense layer's matmul rounds differently in small batches on some shapes, so an evaluation
+  could not run a short subset in a short batch without changing its results (small_cnn).
+  `dot_general` runs the forward product of fewer than DOT_MIN_ROWS rows padded to DOT_MIN_ROWS.
 
 Every op computes the same values and the same input and weight gradients as the plain lax version
 (tests/test_fast_ops.py); models use them through `conv_general_dilated`, a drop-in for
-`flax.linen.Conv(conv_general_dilated=...)`, so the parameter tree does not change. The
-convolutions are used only in programs lowered for CPU (on GPU cuDNN's own gradients are as fast or
-faster); `max_pool` everywhere. tests/test_hlo.py checks the compiled PGD loop for the slow ops.
+`flax.linen.Conv(conv_general_dilated=...)` and `flax.linen.Dense(dot_general=...)`, so the
+parameter tree does not change. The convolutions and `dot_general` are used only in programs
+lowered for CPU (on GPU cuDNN's own gradients are as fast or faster); `max_pool` everywhere.
+tests/test_hlo.py checks the compiled PGD loop for the slow ops.
 
     y = fast_ops.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=dn)  # like lax
     y = fast_ops.max_pool(x, 2)                  # x: f[B,H,W,C] -> f[B,H//2,W//2,C]
+    nn.Dense(100, dot_general=fast_ops.dot_general)
 """
 
 import functools
@@ -263,6 +268,62 @@ def _strided_conv_bwd(strides, pads, precision, res, g):
 
 
 strided_conv.defvjp(_conv_fwd, _strided_conv_bwd)  # the forward pass and residuals of `conv`
+
+
+# A dense layer's forward pass runs at no fewer rows than this (`dot_general`).
+DOT_MIN_ROWS = 64
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def rows_floor_dot(x, w, precision=None):
+  """`x @ w` for f[B,K] x f[K,N], computed on at least DOT_MIN_ROWS rows.
+
+  XLA:CPU picks its matmul kernel by shape, and for small_cnn's Dense(1568 -> 100) the kernel it
+  takes below 51 rows rounds differently from the one at 51 rows and up (the rows are bitwise the
+  same from 51 to 520 rows): the logits of a 32-row batch differ in the last bit from the same
+  images' logits in a 64-row one, so the evaluation had to run the few points still robust in a
+  cascade padded to 64 rows (`eval.loop.batch_invariance`). Here fewer than DOT_MIN_ROWS rows are
+  zero-padded to DOT_MIN_ROWS (behind an optimization barrier, so XLA cannot slice the padding
+  away again) and the first B rows of the product kept: the same bits as in a DOT_MIN_ROWS-row
+  batch. The gradients are the unpadded product's (their matmuls gave the same bits at every
+  batch size measured).
+  """
+  b = x.shape[0]
+  if b >= DOT_MIN_ROWS:
+    return jnp.dot(x, w, precision=precision)
+  x = lax.optimization_barrier(jnp.pad(x, ((0, DOT_MIN_ROWS - b), (0, 0))))
+  return jnp.dot(x, w, precision=precision)[:b]
+
+
+def _rows_floor_dot_fwd(x, w, precision):
+  return rows_floor_dot(x, w, precision), (x, w)
+
+
+def _rows_floor_dot_bwd(precision, res, g):
+  x, w = res
+  _, vjp = jax.vjp(lambda x, w: jnp.dot(x, w, precision=precision), x, w)
+  return vjp(g)
+
+
+rows_floor_dot.defvjp(_rows_floor_dot_fwd, _rows_floor_dot_bwd)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """Drop-in for `lax.dot_general` as `flax.linen.Dense(dot_general=...)` calls it.
+
+  Compiled for CPU, a 2-D `lhs @ rhs` with fewer than DOT_MIN_ROWS rows is `rows_floor_dot`, so a
+  batch's logits do not depend on how many rows it has; anything else, and any other platform, is
+  `lax.dot_general`.
+  """
+  def plain(lhs, rhs):
+    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                           preferred_element_type=preferred_element_type)
+  (contract_l, contract_r), batch = dimension_numbers
+  if (lhs.ndim != 2 or rhs.ndim != 2 or tuple(contract_l) != (1,) or tuple(contract_r) != (0,)
+      or batch != ((), ()) or lhs.shape[0] >= DOT_MIN_ROWS or preferred_element_type is not None):
+    return plain(lhs, rhs)
+  fast = functools.partial(rows_floor_dot, precision=precision)
+  return lax.platform_dependent(lhs, rhs, cpu=fast, default=plain)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
