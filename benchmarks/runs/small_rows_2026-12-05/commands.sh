@@ -1,0 +1,36 @@
+#!/bin/bash
+# Issue 16, 2026-12-05 (stop 30): small_cnn's dense forward pass pads batches of fewer than 64 rows
+# to 64 (robust_jax/models/fast_ops.py, dot_general), so its logits no longer depend on the batch
+# size and the evaluation runs a cascade's few points still robust at their own size (rounded up to
+# 8 rows) instead of 64. Idle 2-vCPU AMD EPYC (AVX-512), from the repository's root, each command
+# alone. "old" = ddc8bd2 (the commit before), "new" = this tree. Models: the zoo's small_cnn
+# standard and PGD-AT runs (workdirs/zoo/, as in ../autoattack_2026-12-05/commands.sh).
+set -euo pipefail
+OUT=benchmarks/runs/small_rows_2026-12-05
+quiet() { grep -v -i 'warn\|^I1\|^W1'; }
+BITS=benchmarks/runs/autoattack_2026-12-05/batch_bits.py
+S=benchmarks/runs/autoattack_paper_settings_2026-12-04/suite_compiles.py
+git worktree add --detach /tmp/old ddc8bd2 && ln -s "$PWD/.venv" /tmp/old/.venv && ln -s "$PWD/workdirs" /tmp/old/workdirs
+# 1. small_cnn's bits below 64 rows, old and new (L / G: logits / input gradients the same as in
+#    the 64-row batch).
+for t in old new; do d=$PWD; [ $t = old ] && d=/tmp/old
+  (cd $d && PYTHONPATH=$d .venv/bin/python $OLDPWD/$BITS small_cnn 28,28,1 below 2>&1 | tail -1 \
+     | sed "s/^/$t: /") | tee -a $OUT/batch_bits_small.log
+done
+# 2. The suite alone on the standard small_cnn (500 images; 28 points still robust after APGD-CE),
+#    old and new alternating, three rounds, no compile cache.
+sed 's#workdirs/zoo/pgd_at#workdirs/zoo/standard#' $S > /tmp/suite_standard.py
+for r in 1 2 3; do for t in old new; do d=$PWD; [ $t = old ] && d=/tmp/old
+  (cd $d && PYTHONPATH=$d .venv/bin/python /tmp/suite_standard.py 2>&1 | grep ^suite \
+     | sed "s/^/$t round $r: /") | tee -a $OUT/suite_ab.log
+done; done
+git worktree remove --force /tmp/old
+# 3. The standard suite against torchattacks' cascade at the paper's settings, no compile cache:
+#    the standard small_cnn (two rounds) and the PGD-AT one (one round; its subsets are above 64
+#    rows, so unchanged).
+.venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/standard --n=500 --suite \
+    --rounds=2 --torch_threads=2 --torch_suites=paper --json=$OUT/suite_standard.json 2>&1 | quiet \
+    > $OUT/suite_standard.log
+.venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/pgd_at --n=500 --suite \
+    --rounds=1 --torch_threads=2 --torch_suites=paper --json=$OUT/suite_pgd_at.json 2>&1 | quiet \
+    > $OUT/suite_pgd_at.log
