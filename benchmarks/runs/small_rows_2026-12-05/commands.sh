@@ -34,3 +34,9 @@ git worktree remove --force /tmp/old
 .venv-ref/bin/python benchmarks/agreement.py --checkpoint=workdirs/zoo/pgd_at --n=500 --suite \
     --rounds=1 --torch_threads=2 --torch_suites=paper --json=$OUT/suite_pgd_at.json 2>&1 | quiet \
     > $OUT/suite_pgd_at.log
+# 4. APGD-T, FAB-T and Square's programs alone on 32 rows, XLA's default and older fusion
+#    emitters (is the per-program option worth it on short subsets?), two rounds each.
+for a in "apgd_t 32" "fab_t 32" "square 32"; do
+  PYTHONPATH=. .venv/bin/python benchmarks/runs/compile_2026-12-05/emitters_ab.py $a 2>&1 | grep "opts=" \
+      | tee -a $OUT/emitters_32.log
+done
