@@ -58,9 +58,9 @@ def get_config():
       # Compute dtype: 'float32' or 'bfloat16' (parameters and logits stay float32; bfloat16 is
       # for accelerators: it is slower than float32 on CPU).
       dtype='float32',
-      # Convolutions and pooling (and small_cnn's dense layers, whose logits then do not depend
-      # on the batch size) from robust_jax/models/fast_ops.py, whose input gradients compile to
-      # faster code (same parameters and results); False: plain flax ops (A/B runs).
+      # Convolutions and pooling (and small_cnn's and trades_cnn's dense layers, whose logits
+      # then do not depend on the batch size) from robust_jax/models/fast_ops.py, whose input
+      # gradients compile to faster code (same parameters and results); False: plain flax ops.
       fast_ops=True,
       # Inputs normalised by the dataset's mean and std inside the model; False feeds the [0,1]
       # pixels as they are (the MNIST papers' code does; attacks see [0,1] pixels either way).

@@ -59,8 +59,8 @@ def build(model_cfg: Any, *, num_classes: int, mean, std, dtype=None) -> nn.Modu
       (e.g. `config.model`); for 'preact_resnet18' optionally `base_width` (default 64);
       optionally `dtype` ('float32' | 'bfloat16', default 'float32'),
       `fast_ops` (default True: convolutions and pooling from `fast_ops`, whose input gradients
-      compile to faster code, and for small_cnn dense layers whose logits do not depend on the
-      batch size; the parameters are the same either way) and `normalize` (default
+      compile to faster code, and for small_cnn and trades_cnn dense layers whose logits do not
+      depend on the batch size; the parameters are the same either way) and `normalize` (default
       True; False ignores mean and std and feeds the [0,1] pixels as they are) and `mean`, `std`
       (non-empty: used instead of the `mean` and `std` arguments, e.g. the constants a
       checkpoint was trained with).

@@ -40,3 +40,14 @@ for a in "apgd_t 32" "fab_t 32" "square 32"; do
   PYTHONPATH=. .venv/bin/python benchmarks/runs/compile_2026-12-05/emitters_ab.py $a 2>&1 | grep "opts=" \
       | tee -a $OUT/emitters_32.log
 done
+# 5. trades_cnn's bits below 64 rows with its dense layers plain ("off": the class attribute set
+#    False for the run) and through fast_ops.dot_general ("on", this tree's default).
+for v in False True; do
+  PYTHONPATH=. .venv/bin/python -c "
+import runpy, sys
+from robust_jax.models import cnns
+cnns.TradesCNN.small_batch_dense = $v
+sys.argv = ['batch_bits.py', 'trades_cnn', '28,28,1', 'below']
+runpy.run_path('$BITS', run_name='__main__')" 2>&1 | tail -1 | sed "s/^/small_batch_dense=$v: /" \
+      | tee -a $OUT/batch_bits_trades.log
+done
