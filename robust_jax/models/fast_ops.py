@@ -24,8 +24,8 @@ badly inside a `while` loop:
   first maximum instead, which is what `select_and_scatter` computes;
 - a dense layer's matmul rounds differently in small batches on some shapes, so an evaluation
   could not run a short subset in a short batch without changing its results (small_cnn,
-  trades_cnn).
-  `dot_general` runs the forward product of fewer than DOT_MIN_ROWS rows padded to DOT_MIN_ROWS.
+  trades_cnn). `dot_general` runs the forward product of fewer than DOT_MIN_ROWS rows padded to
+  DOT_MIN_ROWS.
 
 Every op computes the same values and the same input and weight gradients as the plain lax version
 (tests/test_fast_ops.py); models use them through `conv_general_dilated`, a drop-in for
