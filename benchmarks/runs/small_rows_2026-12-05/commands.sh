@@ -51,3 +51,12 @@ sys.argv = ['batch_bits.py', 'trades_cnn', '28,28,1', 'below']
 runpy.run_path('$BITS', run_name='__main__')" 2>&1 | tail -1 | sed "s/^/small_batch_dense=$v: /" \
       | tee -a $OUT/batch_bits_trades.log
 done
+# 6. The same results, bit for bit, as the commit before (scripts/same_results.py; the last line
+#    of each run is kept): small_cnn suite at two sizes (head 60719ef's tree), trades_cnn (13903f7).
+SR="--config.eval.sanity_examples=100 --config.eval.suite=standard"
+for f in "--config.train.steps=200 --config.eval.num_examples=1000" \
+         "--config.train.steps=30 --config.eval.num_examples=200" \
+         "--config.model.name=trades_cnn --config.train.steps=30 --config.eval.num_examples=200"; do
+  .venv/bin/python scripts/same_results.py --base=ddc8bd2 --head=HEAD -- $f $SR 2>&1 | tail -1 \
+      | tee -a $OUT/same_results.log
+done
