@@ -52,7 +52,8 @@ runpy.run_path('$BITS', run_name='__main__')" 2>&1 | tail -1 | sed "s/^/small_ba
       | tee -a $OUT/batch_bits_trades.log
 done
 # 6. The same results, bit for bit, as the commit before (scripts/same_results.py; the last line
-#    of each run is kept): small_cnn suite at two sizes (head 60719ef's tree), trades_cnn (13903f7).
+#    of each run is kept): small_cnn suite at two sizes (head f335b08, the tree of 60719ef before its
+#    message was amended), trades_cnn (head 13903f7).
 SR="--config.eval.sanity_examples=100 --config.eval.suite=standard"
 for f in "--config.train.steps=200 --config.eval.num_examples=1000" \
          "--config.train.steps=30 --config.eval.num_examples=200" \
