@@ -61,3 +61,7 @@ for f in "--config.train.steps=200 --config.eval.num_examples=1000" \
   .venv/bin/python scripts/same_results.py --base=ddc8bd2 --head=HEAD -- $f $SR 2>&1 | tail -1 \
       | tee -a $OUT/same_results.log
 done
+# 7. Square's cost beyond the forward passes (PGD-AT small_cnn, 336 rows), two runs.
+for r in 1 2; do
+  PYTHONPATH=. .venv/bin/python $OUT/square_overhead.py 336 2>&1 | grep queries | tee -a $OUT/square_overhead.log
+done
