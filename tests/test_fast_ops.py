@@ -155,6 +155,31 @@ def test_rows_floor_dot_gives_the_bits_of_a_64_row_batch_and_plain_gradients(row
   np.testing.assert_array_equal(fast[2], plain[2])
 
 
+def test_rows_floor_dot_under_vmap_pools_the_mapped_rows():
+  # A model vmapped over single examples (robust_jax.evaluate's random functions), restarts or
+  # EOT draws: the mapped axis joins the rows, so 8 vmapped one-row products are one padded
+  # 64-row product (not 8 of them), with the bits of the 64-row batch; gradients as plain vmap's.
+  x = jax.random.normal(jax.random.key(0), (fast_ops.DOT_MIN_ROWS, 16))
+  w = jax.random.normal(jax.random.key(1), (16, 4))
+  full = np.asarray(jax.jit(jnp.dot)(x, w))
+  one_row = lambda dot: jax.vmap(lambda xi: dot(xi[None], w)[0])  # noqa: E731
+  np.testing.assert_array_equal(jax.jit(one_row(fast_ops.rows_floor_dot))(x[:8]), full[:8])
+  text = _lowered(one_row(fast_ops.rows_floor_dot), 'cpu', x[:8])
+  assert 'tensor<64x16xf32>' in text and 'tensor<8x64x16xf32>' not in text
+  restarts = x.reshape(4, 16, 16)   # 4 mapped blocks of 16 rows: 64 rows, no padding
+  pooled = jax.jit(jax.vmap(lambda xs: fast_ops.rows_floor_dot(xs, w)))(restarts)
+  np.testing.assert_array_equal(pooled, full.reshape(4, 16, 4))
+
+  def grads(dot):
+    return jax.jit(jax.vmap(jax.grad(lambda xi, w: jnp.sum(dot(xi[None], w) ** 2), (0, 1)),
+                            in_axes=(0, None)))(x[:8], w)
+  for fast, plain in zip(grads(fast_ops.rows_floor_dot), grads(jnp.dot)):
+    np.testing.assert_array_equal(fast, plain)
+  ws = jax.random.normal(jax.random.key(2), (3, 16, 4))   # a kernel per mapped element
+  _close(jax.vmap(lambda w: fast_ops.rows_floor_dot(x[:5], w))(ws),
+         jnp.einsum('bk,vkn->vbn', x[:5], ws))
+
+
 def test_dot_general_dispatch():
   """On CPU, a Dense product of fewer than DOT_MIN_ROWS rows is padded; otherwise it is lax's."""
   dims = (((1,), (0,)), ((), ()))

@@ -287,13 +287,35 @@ def rows_floor_dot(x, w, precision=None):
   zero-padded to DOT_MIN_ROWS (behind an optimization barrier, so XLA cannot slice the padding
   away again) and the first B rows of the product kept: the same bits as in a DOT_MIN_ROWS-row
   batch. The gradients are the unpadded product's (their matmuls gave the same bits at every
-  batch size measured).
+  batch size measured). Under `jax.vmap` (a model vmapped over single examples, restarts or EOT
+  draws) the mapped axis joins the rows before padding, so V vmapped B-row products cost one
+  product of max(V * B, DOT_MIN_ROWS) rows, not V padded ones.
   """
-  b = x.shape[0]
-  if b >= DOT_MIN_ROWS:
-    return jnp.dot(x, w, precision=precision)
-  x = lax.optimization_barrier(jnp.pad(x, ((0, DOT_MIN_ROWS - b), (0, 0))))
-  return jnp.dot(x, w, precision=precision)[:b]
+  return _padded_dot(precision)(x, w)
+
+
+@functools.lru_cache(maxsize=None)
+def _padded_dot(precision):
+  """The forward product of `rows_floor_dot` for one `precision`, with its vmap rule."""
+
+  @jax.custom_batching.custom_vmap
+  def dot(x, w):
+    b = x.shape[0]
+    if b >= DOT_MIN_ROWS:
+      return jnp.dot(x, w, precision=precision)
+    x = lax.optimization_barrier(jnp.pad(x, ((0, DOT_MIN_ROWS - b), (0, 0))))
+    return jnp.dot(x, w, precision=precision)[:b]
+
+  @dot.def_vmap
+  def _(axis_size, in_batched, x, w):
+    x_batched, w_batched = in_batched
+    if w_batched:  # a kernel per mapped element (an ensemble): no rows to pool
+      x = x if x_batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+      return jnp.einsum('vbk,vkn->vbn', x, w, precision=precision), True
+    v, b, k = x.shape
+    return dot(x.reshape(v * b, k), w).reshape(v, b, -1), True
+
+  return dot
 
 
 def _rows_floor_dot_fwd(x, w, precision):
