@@ -65,3 +65,11 @@ done
 for r in 1 2; do
   PYTHONPATH=. .venv/bin/python $OUT/square_overhead.py 336 2>&1 | grep queries | tee -a $OUT/square_overhead.log
 done
+# 8. small_cnn vmapped over single images / blocks, fast_ops on and off: at 60719ef (each mapped
+#    element padded to 64 rows) and at 6cfe3fd (the mapped rows pooled first, custom_vmap).
+for c in 60719ef 6cfe3fd; do
+  git worktree add --detach /tmp/vm $c > /dev/null 2>&1
+  (cd /tmp/vm && PYTHONPATH=/tmp/vm $OLDPWD/.venv/bin/python $OLDPWD/$OUT/vmap_cost.py 2>&1 | grep fast_ops \
+     | sed "s/^/$c: /") | tee -a $OUT/vmap_cost.log
+  git worktree remove --force /tmp/vm
+done
