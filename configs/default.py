@@ -148,9 +148,6 @@ def get_config():
       suite_eps=0.1,
       sanity_checks=True,   # gradient-masking and consistency checks (robust_jax/eval/sanity.py)
       sanity_examples=500,  # run on the first N evaluated examples
-      # Compile each attack's program in a background thread while the phases before it run
-      # (robust_jax/eval/robust.py, _Phases); the same programs and results either way.
-      compile_ahead=True,
       # Randomised smoothing (robust_jax/eval/certify.py; needs defense gaussian_noise, whose sigma
       # it uses): certify the first `examples` test images (0 = off) with n0 selection and n
       # estimation noise draws at confidence 1 - alpha; certified accuracy at each of `radii`.

@@ -120,25 +120,6 @@ def test_rows_left_run_below_64_rows_only_where_the_model_allows():
   assert asked == [48]
 
 
-def test_rows_left_run_in_a_size_compiled_ahead_when_it_holds_them_with_little_padding():
-  yes = lambda size: True  # noqa: E731
-  assert loop.bucket_sizes(500, n=330, compiled=(344,)) == (500, 344, 64)   # 14 rows, < 1/16
-  assert loop.bucket_sizes(500, n=330, compiled=(336, 344)) == (500, 336, 64)  # the smallest
-  assert loop.bucket_sizes(500, n=300, compiled=(344,)) == (500, 304, 64)   # 44 rows: too many
-  assert loop.bucket_sizes(500, n=338, compiled=(448,)) == (500, 344, 64)
-  assert loop.bucket_sizes(500, n=350, compiled=(344,)) == (500, 352, 64)   # does not hold them
-  assert loop.bucket_sizes(500, n=28, compiled=(40,), small_ok=yes) == (500, 64, 40)  # a granule
-  assert loop.bucket_sizes(500, n=28, compiled=(48,), small_ok=yes) == (500, 64, 32)
-  assert loop.bucket_sizes(500, n=490, compiled=(500,)) == (500, 64)
-  asked = []  # a compiled size below 64 was allowed when it was compiled: not asked again
-  assert loop.bucket_sizes(500, n=28, compiled=(32,),
-                           small_ok=lambda size: asked.append(size) or False) == (500, 64, 32)
-  assert not asked
-  assert loop.first_sizes(1338, 500, (500, 344, 64)) == [500, 344]
-  assert loop.first_sizes(28, 500, (500, 64, 32)) == [32]
-  assert loop.first_sizes(1000, 500, (500, 64)) == [500]
-
-
 def test_batch_invariance_sees_a_model_whose_rows_depend_on_the_batch():
   x = jnp.asarray(np.random.RandomState(0).rand(loop.MIN_BUCKET, 4, 4, 1), jnp.float32)
   w = jnp.asarray(np.random.RandomState(1).randn(16, 10), jnp.float32)

@@ -193,8 +193,7 @@ def _config(seed, named, suite, norm, eps, n, batch, sanity_checks, sanity_examp
   """The `config` (seed and eval fields) that robust.evaluate_target reads."""
   ev = types.SimpleNamespace(
       num_examples=n, batch_size=batch, suite=suite, suite_norm=norm, suite_eps=eps,
-      sanity_checks=bool(sanity_checks), sanity_examples=int(sanity_examples), attacks=named,
-      compile_ahead=True)
+      sanity_checks=bool(sanity_checks), sanity_examples=int(sanity_examples), attacks=named)
   return types.SimpleNamespace(seed=int(seed), eval=ev)
 
 

@@ -98,17 +98,12 @@ class Progress:
     os.replace(path + '.tmp', path)
 
 
-# eval fields that change how fast, not what, an evaluation computes (not in `fingerprint`).
-RESULT_FREE = ('compile_ahead',)
-
-
 def fingerprint(config, params, batch_stats):
   """A digest of what an evaluation's per-example results depend on: the eval, model, defense
   and data configs, the seed, the library's source (so results saved by older code, e.g. before
   an attack fix, are never reused) and the weights."""
   h = hashlib.sha256()
-  ev = {k: v for k, v in config.eval.to_dict().items() if k not in RESULT_FREE}
-  h.update(json.dumps({'eval': ev, 'seed': config.seed,
+  h.update(json.dumps({'eval': config.eval.to_dict(), 'seed': config.seed,
                        'model': config.model.to_dict(), 'defense': config.defense.to_dict(),
                        'data': config.data.to_dict(), 'source': version.source_digest()},
                       sort_keys=True, default=str).encode())
@@ -126,10 +121,9 @@ def store_for(progress_dir, config, params, batch_stats):
 
 MIN_BUCKET = 64  # smallest re-batched size, unless the model's bits allow less (batch_invariance)
 ROW_GRANULE = 8  # a short subset's batch: its rows rounded up to a multiple of this
-COMPILED_PAD = 16  # a compiled size is used for fewer rows when <= 1/COMPILED_PAD is padding
 
 
-def bucket_sizes(batch_size, num_devices=1, n=None, small_ok=None, compiled=()):
+def bucket_sizes(batch_size, num_devices=1, n=None, small_ok=None):
   """The batch sizes `n` rows (a phase's subset; None: unknown) may be cut into: batch_size, the
   rows left after whole batches rounded up to a multiple of ROW_GRANULE, at least MIN_BUCKET
   (one padded batch for a subset shorter than a batch: the points still robust in a cascade,
@@ -145,12 +139,6 @@ def bucket_sizes(batch_size, num_devices=1, n=None, small_ok=None, compiled=()):
   `small_ok(size) -> bool`: whether the model gives the same bits in a batch of `size` <
   MIN_BUCKET rows as in a MIN_BUCKET-row one (`batch_invariance`); the rows left then run at
   their rounded size below MIN_BUCKET when it says so (46 points as 48 rows, not 64).
-
-  `compiled`: sizes this phase's program is already compiled for (`first_sizes` of about as many
-  rows; compiled ahead in the background, robust.py): the rows left run in the smallest of them
-  that holds them with one ROW_GRANULE or at most 1/COMPILED_PAD of its rows as padding (330
-  points as the 344 rows compiled for 338, not a new program for 336): a compile costs more than
-  a few padded rows, and no result depends on the size.
   """
   up = lambda v, m: -(-v // m) * m
   small = up(MIN_BUCKET, num_devices)
@@ -158,11 +146,7 @@ def bucket_sizes(batch_size, num_devices=1, n=None, small_ok=None, compiled=()):
   rest = 0 if n is None else n % batch_size
   if rest:
     size = up(rest, up(ROW_GRANULE, num_devices))
-    held = [c for c in compiled if size <= c <= batch_size
-            and (c - size <= up(ROW_GRANULE, num_devices) or (c - rest) * COMPILED_PAD <= c)]
-    if held:
-      size = min(held)
-    elif size < small and not (small_ok is not None and small_ok(size)):
+    if size < small and not (small_ok is not None and small_ok(size)):
       size = small
     sizes.append(min(batch_size, size))
   sizes.append(small)
@@ -199,23 +183,6 @@ def batch_invariance(logits_fn, variables, x):
 
 
 PAD_FRACTION = 4  # one padded batch when at most 1/PAD_FRACTION of its rows are padding
-
-
-def first_sizes(n, batch_size, buckets=()):
-  """The batch sizes `batches` cuts `n` rows into (with these buckets): the programs a phase on
-  `n` rows compiles before its first results (an attack in stages may need smaller ones later)."""
-  return sorted({len(rows) for _, _, rows in batches(np.arange(n), batch_size, buckets=buckets)},
-                reverse=True)
-
-
-def load_batch(arrays, rows, mesh=None):
-  """{name: array[rows]} as `run` hands it to `fn`: this process's part of the rows, sharded
-  over `mesh` (None: the numpy rows, unsharded)."""
-  host_rows = slice(None)
-  if mesh is not None:
-    host_rows = data_lib.host_slice(len(rows), jax.process_index(), jax.process_count())
-  batch = {name: a[rows][host_rows] for name, a in arrays.items()}
-  return batch if mesh is None else parallel.shard_batch(batch, mesh)
 
 
 def batches(subset, batch_size, pad_rows=None, buckets=()):
@@ -270,7 +237,11 @@ def run(fn, arrays, subset, batch_size, outputs, *, mesh=None, bar=None, store=N
       phase, subset, outputs)
   for start, valid, rows in batches(subset, batch_size, pad_rows, buckets):
     if not state['done'][start:start + valid].all():
-      got = fn(load_batch(arrays, rows, mesh))
+      host_rows = slice(None)
+      if mesh is not None:
+        host_rows = data_lib.host_slice(len(rows), jax.process_index(), jax.process_count())
+      batch = {name: a[rows][host_rows] for name, a in arrays.items()}
+      got = fn(batch if mesh is None else parallel.shard_batch(batch, mesh))
       for name, a in zip(outputs, got):
         if mesh is not None:
           a = multihost_utils.process_allgather(a, tiled=True)

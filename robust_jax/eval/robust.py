@@ -24,8 +24,6 @@ its running statistics, `loop.BN_MODE`), whatever `model.attack_bn_mode` says fo
 attack, so no example's result depends on the other examples of its batch or on padding.
 """
 
-import concurrent.futures
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -67,109 +65,46 @@ def _suite_cfgs(config):
   return suites.attacks(config.eval.suite, norm=config.eval.suite_norm, eps=config.eval.suite_eps)
 
 
-class _Phases:
-  """`phases(cfg, subset, key, name) -> (correct, outside)`, bool[len(subset)] each: attack `cfg`
+def _phase_runner(tgt, images, labels, mesh, batch_size, bar, store):
+  """`phase(cfg, subset, key, name) -> (correct, outside)`, bool[len(subset)] each: attack `cfg`
   (None: clean) on the test examples `subset`, through the evaluation loop (stored as `name`).
   A short subset runs in smaller fixed batch sizes (`loop.bucket_sizes`), below MIN_BUCKET rows
   only on one device, for a deterministic model without an input transformation whose bits
   `loop.batch_invariance` finds the same at that size; an attack in stages runs each stage only on
-  the examples no earlier stage fooled (`loop.run_staged`).
+  the examples no earlier stage fooled (`loop.run_staged`)."""
+  arrays = {'x': images, 'y': labels, 'i': np.arange(len(labels), dtype=np.int32)}
+  devices = 1 if mesh is None else mesh.devices.size
+  small_ok = None
+  if devices == 1 and not tgt.random and tgt.transform is None:
+    probe = np.resize(np.asarray(images[:loop.MIN_BUCKET]),
+                      (loop.MIN_BUCKET,) + tuple(images.shape[1:]))
+    small_ok = loop.batch_invariance(tgt.apply, tgt.variables, unit_images(probe))
 
-  `phases.ahead(cfg, n, key)` compiles `cfg`'s program for a subset of about `n` rows in a
-  background thread (one, first come first served), while the phases before it run; the phase
-  of `cfg` waits for it and runs its rows left in that batch size when it holds them
-  (`loop.bucket_sizes(compiled=...)`). Compiling is host work: on an accelerator it overlaps the
-  device's run entirely, on a CPU it takes the cores the run leaves idle. The programs and the
-  results are those of a phase compiled on the spot (the batch size never changes a result).
-  Each attack config's jitted program is made once per `_Phases`, so a program compiled ahead is
-  the one the phase calls. `close()` drops what has not started.
-  """
+  def phase(cfg, subset, key, name):
+    buckets = loop.bucket_sizes(batch_size, devices, len(subset), small_ok)
+    staged = None if cfg is None else make_staged_eval_fns(tgt.apply, cfg, mesh)
+    if staged is None:
+      fn = target_eval_fn(tgt.apply, cfg, mesh)
+      out = loop.run(lambda b: fn(tgt.variables, b['x'], b['y'], b['i'], key), arrays,
+                     subset, batch_size, _OUTPUTS, mesh=mesh, bar=bar, store=store, phase=name,
+                     buckets=buckets)
+      return out['correct'], out['outside']
+    shapes = staged.carry(tgt.variables, *(
+        jax.ShapeDtypeStruct((batch_size,) + a.shape[1:], a.dtype) for a in arrays.values()), key)
+    spec = [(np.dtype(c.dtype), c.shape[1:]) for c in shapes]
+    num_classes = jax.eval_shape(tgt.apply(tgt.variables),
+                                 jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32))
 
-  def __init__(self, tgt, images, labels, mesh, batch_size, bar, store, ahead=True):
-    self._tgt, self._mesh, self._batch_size, self._bar, self._store = (
-        tgt, mesh, batch_size, bar, store)
-    self._arrays = {'x': images, 'y': labels, 'i': np.arange(len(labels), dtype=np.int32)}
-    self._devices = 1 if mesh is None else mesh.devices.size
-    self._small_ok = None
-    if self._devices == 1 and not tgt.random and tgt.transform is None:
-      probe = np.resize(np.asarray(images[:loop.MIN_BUCKET]),
-                        (loop.MIN_BUCKET,) + tuple(images.shape[1:]))
-      self._small_ok = loop.batch_invariance(tgt.apply, tgt.variables, unit_images(probe))
-    self._programs = {}  # config -> (jitted fn, carry spec or None, number of stages or None)
-    self._pending = {}   # config -> (batch sizes, future)
-    self._pool = None
-    if ahead:
-      self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='compile_ahead')
+    def step(b, s):
+      carry = tuple(b[f'carry{j}'] for j in range(len(spec)))
+      return staged.step(tgt.variables, b['x'], b['y'], b['i'], key, carry, s)
 
-  def _program(self, cfg, key):
-    """(name, (jitted program, carry spec or None, stages or None)) of `cfg`, made once."""
-    name = json.dumps(cfg, sort_keys=True, default=str)
-    if name not in self._programs:
-      tgt = self._tgt
-      staged = None if cfg is None else make_staged_eval_fns(tgt.apply, cfg, self._mesh)
-      if staged is None:
-        self._programs[name] = (target_eval_fn(tgt.apply, cfg, self._mesh), None, None)
-      else:
-        shapes = staged.carry(tgt.variables, *(
-            jax.ShapeDtypeStruct((self._batch_size,) + a.shape[1:], a.dtype)
-            for a in self._arrays.values()), key)
-        num_classes = jax.eval_shape(tgt.apply(tgt.variables), jax.ShapeDtypeStruct(
-            (1,) + self._arrays['x'].shape[1:], jnp.float32)).shape[-1]
-        self._programs[name] = (staged.step, [(np.dtype(c.dtype), c.shape[1:]) for c in shapes],
-                                staged.num_stages(num_classes))
-    return name, self._programs[name]
-
-  def _args(self, spec, b, key, s=0):
-    """The jitted program's arguments for the loaded batch `b` (stage `s` of an attack in stages,
-    whose carry is `spec`; None: an attack in one piece). The phase and the compile ahead both
-    call with these, so that a program compiled ahead is the one the phase finds."""
-    args = (self._tgt.variables, b['x'], b['y'], b['i'], key)
-    if spec is None:
-      return args
-    return (*args, tuple(b[f'carry{j}'] for j in range(len(spec))), s)
-
-  def _buckets(self, n, compiled=()):
-    return loop.bucket_sizes(self._batch_size, self._devices, n, self._small_ok, compiled)
-
-  def ahead(self, cfg, n, key):
-    """Starts compiling `cfg`'s program for the batch sizes of a phase on `n` rows."""
-    name, (fn, spec, _) = self._program(cfg, key)
-    if self._pool is None or name in self._pending or not n:
-      return
-    sizes = loop.first_sizes(n, self._batch_size, self._buckets(n))
-    one = {k: np.asarray(a[:1]) for k, a in self._arrays.items()}
-    one.update({f'carry{j}': np.zeros((1, *shape), dtype)
-                for j, (dtype, shape) in enumerate(spec or ())})
-
-    def compile_all():
-      for size in sizes:
-        b = loop.load_batch(one, np.zeros(size, np.int64), self._mesh)
-        fn.lower(*self._args(spec, b, key)).compile()
-
-    self._pending[name] = (sizes, self._pool.submit(compile_all))
-
-  def close(self):
-    if self._pool is not None:
-      self._pool.shutdown(wait=False, cancel_futures=True)
-
-  def __call__(self, cfg, subset, key, name):
-    program, (fn, spec, num_stages) = self._program(cfg, key)
-    compiled = ()
-    if program in self._pending:
-      compiled, job = self._pending.pop(program)
-      try:
-        job.result()
-      except Exception:  # pylint: disable=broad-except
-        compiled = ()    # compiled on the spot below, where its error is raised for the run
-    buckets = self._buckets(len(subset), compiled)
-    kw = dict(mesh=self._mesh, bar=self._bar, store=self._store, phase=name, buckets=buckets)
-    if spec is None:
-      out = loop.run(lambda b: fn(*self._args(None, b, key)), self._arrays, subset,
-                     self._batch_size, _OUTPUTS, **kw)
-    else:
-      out = loop.run_staged(lambda b, s: fn(*self._args(spec, b, key, s)), num_stages,
-                            self._arrays, subset, self._batch_size, spec, _OUTPUTS, **kw)
+    out = loop.run_staged(step, staged.num_stages(num_classes.shape[-1]), arrays, subset,
+                          batch_size, spec, _OUTPUTS, buckets=buckets, mesh=mesh, bar=bar,
+                          store=store, phase=name)
     return out['correct'], out['outside']
+
+  return phase
 
 
 def evaluate(model, params, batch_stats, dataset, config, mesh, progress=True,
@@ -213,25 +148,17 @@ def evaluate_target(tgt, images, labels, config, mesh, progress=True, store=None
   root = rng.root_key(config.seed, rng.EVAL)
   bar = loop.progress_bar(n * (1 + len(named)), 'eval', progress)
   t_all = time.perf_counter()
-  phase = _Phases(tgt, images, labels, mesh, config.eval.batch_size, bar, store,
-                  ahead=getattr(config.eval, 'compile_ahead', True))
-  try:
-    for a_i, (_, cfg) in enumerate(named):  # compiled ahead while the phases before them run
-      phase.ahead(cfg, n, _attack_key(root, a_i))
-    clean, _ = phase(None, everyone, root, 'clean')
-    if suite:
-      phase.ahead(suite[0][1], int(clean.sum()), _suite_key(root, 0))
-    results = {'num_examples': n, 'clean_accuracy': float(clean.mean()),
-               'clean_correct': int(clean.sum()), 'attacks': {}}
-    correct, ball = _named_attacks(phase, named, everyone, root, bar, results['attacks'])
-    worst = np.logical_and.reduce([clean] + list(correct.values()))
-    cascade = _Cascade(None, None, None, None, ball)
-    if suite:
-      cascade = _suite(phase, config.eval.suite, suite, clean, root, bar, ball)
-      results['suite'] = {**cascade.results, 'correct': int(cascade.robust.sum())}
-      worst &= cascade.robust
-  finally:
-    phase.close()
+  phase = _phase_runner(tgt, images, labels, mesh, config.eval.batch_size, bar, store)
+  clean, _ = phase(None, everyone, root, 'clean')
+  results = {'num_examples': n, 'clean_accuracy': float(clean.mean()),
+             'clean_correct': int(clean.sum()), 'attacks': {}}
+  correct, ball = _named_attacks(phase, named, everyone, root, bar, results['attacks'])
+  worst = np.logical_and.reduce([clean] + list(correct.values()))
+  cascade = _Cascade(None, None, None, None, ball)
+  if suite:
+    cascade = _suite(phase, config.eval.suite, suite, clean, root, bar, ball)
+    results['suite'] = {**cascade.results, 'correct': int(cascade.robust.sum())}
+    worst &= cascade.robust
   results['worst_case_accuracy'] = float(worst.mean())
   results['worst_case_correct'] = int(worst.sum())
   bar.close()
@@ -250,14 +177,6 @@ def evaluate_target(tgt, images, labels, config, mesh, progress=True, store=None
   return results, {**artifacts, 'per_example': per_example}
 
 
-def _attack_key(root, a_i):
-  return jax.random.fold_in(root, rng.EVAL_ATTACKS + a_i)
-
-
-def _suite_key(root, s_i):
-  return jax.random.fold_in(root, rng.EVAL_SUITE + s_i)
-
-
 def _named_attacks(phase, named, everyone, root, bar, out):
   """Runs each of `eval.attacks` on every example, filling `out[name]`; returns ({name: correct
   bool[n]}, (points outside their ball, points checked))."""
@@ -265,7 +184,7 @@ def _named_attacks(phase, named, everyone, root, bar, out):
   for a_i, (name, cfg) in enumerate(named):
     bar.set_description(f'eval {name}')
     t0 = time.perf_counter()
-    ok, outside = phase(cfg, everyone, _attack_key(root, a_i),
+    ok, outside = phase(cfg, everyone, jax.random.fold_in(root, rng.EVAL_ATTACKS + a_i),
                         f'attack-{name}')
     correct[name] = ok
     violations, checked = violations + int(outside.sum()), checked + len(everyone)
@@ -295,9 +214,7 @@ def _suite(phase, suite_name, suite, clean, root, bar, ball):
     todo = np.flatnonzero(robust)
     if name == 'square':
       white_box = robust.copy()
-    if s_i and s_i + 1 < len(suite):  # after the first attack few points fall to each: compile
-      phase.ahead(suite[s_i + 1][1], len(todo), _suite_key(root, s_i + 1))  # the next ahead
-    ok, out = phase(cfg, todo, _suite_key(root, s_i),
+    ok, out = phase(cfg, todo, jax.random.fold_in(root, rng.EVAL_SUITE + s_i),
                     f'suite-{suite_name}-{name}')
     violations, checked = violations + int(out.sum()), checked + len(todo)
     robust[todo] = ok
