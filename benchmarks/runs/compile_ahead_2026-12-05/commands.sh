@@ -21,6 +21,21 @@ for r in 1 2; do for a in off on; do
   PYTHONPATH=. .venv-ref/bin/python $AB cifar10_demo $a 2>&1 | grep "compile_ahead=" \
     | sed "s/^/round $r: /" | tee -a $OUT/suite_ab.log
 done; done
+# 1b. --mode=eval of the zoo's PGD-AT small_cnn with the zoo's evaluation (naive PGD-40, then the
+#    standard suite), 500 images, no sanity checks, compile ahead off and on: eval_seconds of each
+#    results.json. Written for two rounds; stopped after the first (the decision was made).
+for r in 1; do for a in False True; do
+  rm -rf /tmp/ca_eval && cp -r workdirs/zoo/pgd_at /tmp/ca_eval && rm -rf /tmp/ca_eval/results.json /tmp/ca_eval/eval_progress
+  .venv/bin/python launch.py --mode=eval --config=configs/zoo.py:pgd_at --workdir=/tmp/ca_eval \
+      --config.eval.num_examples=500 --config.eval.sanity_checks=False --compile_cache=off \
+      --config.eval.compile_ahead=$a --progress=false > /dev/null 2>&1
+  .venv/bin/python -c "
+import json; r = json.load(open('/tmp/ca_eval/results.json'))
+print('round $r compile_ahead=$a: eval %.1f s, naive %.1f s, suite %s, worst case %.3f' % (
+    r['eval_seconds'], r['attacks']['naive']['seconds'],
+    [(a['name'], round(a['seconds'], 1)) for a in r['suite']['attacks']], r['worst_case_accuracy']))
+" | tee -a $OUT/launch_eval_ab.log
+done; done
 # 2. How many cores XLA:CPU's compiler keeps busy (why step 1 shows no gain): APGD-T's and Square's
 #    evaluation programs on 32 rows, each compiled alone, three times.
 PYTHONPATH=. .venv/bin/python $OUT/compile_threads.py 2>&1 | grep rows: | tee $OUT/compile_threads.log
