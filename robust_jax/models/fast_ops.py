@@ -319,7 +319,7 @@ def _padded_dot(precision):
 
 
 def _rows_floor_dot_fwd(x, w, precision):
-  return rows_floor_dot(x, w, precision), (x, w)
+  return _padded_dot(precision)(x, w), (x, w)
 
 
 def _rows_floor_dot_bwd(precision, res, g):
